@@ -1,0 +1,171 @@
+"""BER framing: find the parts of a large CMS message without copying it.
+
+A 25 MB S/MIME message is almost entirely one OCTET STRING (the encrypted
+content). Handing the whole message to an ASN.1 library would copy that
+content once per nesting level. This module therefore only *walks* the
+tag-length-value headers (X.690 §8.1) over a ``memoryview``, so the
+encrypted content is reached as zero-copy slices; every small structure it
+locates (RecipientInfos, AlgorithmIdentifiers, the MAC) is decoded by
+asn1crypto in ``asn1.py``, never here.
+
+It accepts BER as other implementations write it: indefinite lengths
+(NSS, gpgsm, Bouncy Castle, ``openssl cms -stream``) and constructed OCTET
+STRINGs split into chunks. On output it writes only the headers of the
+enclosing definite-length DER elements whose contents are streamed
+(``der_header``); everything else is encoded by asn1crypto.
+
+It does not interpret contents and never decides what a structure means.
+Every malformation raises ``CMSParseError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mailcrypt.errors import CMSParseError
+
+__all__ = [
+    "UNIVERSAL",
+    "CONTEXT",
+    "TLV",
+    "read_element",
+    "children",
+    "octet_chunks",
+    "der_header",
+]
+
+UNIVERSAL = 0
+CONTEXT = 2
+
+# Nesting deeper than this is not CMS as anyone writes it; refusing it keeps
+# a hostile input from exhausting the stack.
+_MAX_DEPTH = 48
+# Length fields wider than this would describe more than 2**64 bytes.
+_MAX_LENGTH_OCTETS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TLV:
+    """One BER element located in a buffer.
+
+    ``value_start``/``value_end`` delimit the contents (for an indefinite
+    length, without the end-of-contents octets); ``end`` is the offset just
+    past the whole element.
+    """
+
+    cls: int
+    constructed: bool
+    tag: int
+    start: int
+    value_start: int
+    value_end: int
+    end: int
+    indefinite: bool
+
+    def is_(self, cls: int, tag: int) -> bool:
+        return self.cls == cls and self.tag == tag
+
+
+def _read_header(buf: memoryview, pos: int, limit: int) -> tuple[int, bool, int, int, int | None]:
+    """Return (class, constructed, tag, value offset, length or None)."""
+    if pos >= limit:
+        raise CMSParseError("truncated CMS data: expected another element")
+    first = buf[pos]
+    cls = first >> 6
+    constructed = bool(first & 0x20)
+    tag = first & 0x1F
+    pos += 1
+    if tag == 0x1F:
+        # High tag number form (X.690 §8.1.2.4): base-128, high bit continues.
+        tag = 0
+        for _ in range(5):
+            if pos >= limit:
+                raise CMSParseError("truncated CMS data in a tag")
+            octet = buf[pos]
+            pos += 1
+            tag = (tag << 7) | (octet & 0x7F)
+            if not octet & 0x80:
+                break
+        else:
+            raise CMSParseError("CMS tag number too large")
+    if pos >= limit:
+        raise CMSParseError("truncated CMS data in a length")
+    octet = buf[pos]
+    pos += 1
+    if octet < 0x80:
+        return cls, constructed, tag, pos, octet
+    if octet == 0x80:
+        if not constructed:
+            raise CMSParseError("indefinite length on a primitive element")
+        return cls, constructed, tag, pos, None
+    count = octet & 0x7F
+    if count > _MAX_LENGTH_OCTETS or count == 0x7F:
+        raise CMSParseError("CMS length field too large")
+    if pos + count > limit:
+        raise CMSParseError("truncated CMS data in a length")
+    length = int.from_bytes(buf[pos : pos + count], "big")
+    return cls, constructed, tag, pos + count, length
+
+
+def read_element(buf: memoryview, pos: int, limit: int, *, _depth: int = 0) -> TLV:
+    """Locate the element starting at ``pos``; it must end by ``limit``."""
+    if _depth > _MAX_DEPTH:
+        raise CMSParseError("CMS nesting too deep")
+    cls, constructed, tag, value_start, length = _read_header(buf, pos, limit)
+    if length is not None:
+        end = value_start + length
+        if end > limit:
+            raise CMSParseError("truncated CMS data: an element runs past its container")
+        return TLV(cls, constructed, tag, pos, value_start, end, end, False)
+    # Indefinite length: the contents are elements up to end-of-contents (00 00).
+    cur = value_start
+    while True:
+        if cur + 2 <= limit and buf[cur] == 0 and buf[cur + 1] == 0:
+            return TLV(cls, constructed, tag, pos, value_start, cur, cur + 2, True)
+        cur = read_element(buf, cur, limit, _depth=_depth + 1).end
+
+
+def children(buf: memoryview, parent: TLV) -> Iterator[TLV]:
+    """The elements inside a constructed element, in order."""
+    if not parent.constructed:
+        raise CMSParseError("expected a constructed CMS element")
+    cur = parent.value_start
+    while cur < parent.value_end:
+        child = read_element(buf, cur, parent.value_end)
+        yield child
+        cur = child.end
+
+
+def octet_chunks(buf: memoryview, element: TLV, *, _depth: int = 0) -> list[memoryview]:
+    """The contents of an OCTET STRING (primitive or constructed) as slices.
+
+    A constructed OCTET STRING (X.690 §8.7.3) is a series of OCTET STRING
+    segments, possibly nested; the slices are returned in order and not
+    joined, so the content is never copied.
+    """
+    if not element.constructed:
+        return [buf[element.value_start : element.value_end]]
+    if _depth > _MAX_DEPTH:
+        raise CMSParseError("CMS nesting too deep")
+    pieces: list[memoryview] = []
+    for child in children(buf, element):
+        if not child.is_(UNIVERSAL, 4):
+            raise CMSParseError("a constructed OCTET STRING holds something other than OCTET STRINGs")
+        pieces.extend(octet_chunks(buf, child, _depth=_depth + 1))
+    return pieces
+
+
+def der_header(cls: int, constructed: bool, tag: int, length: int) -> bytes:
+    """The DER identifier and length octets (X.690 §8.1.2, §8.1.3, §10.1).
+
+    Only low tag numbers are needed: every streamed element in CMS is a
+    SEQUENCE, an OCTET STRING or a context tag below 31.
+    """
+    if not 0 <= tag < 31 or length < 0:
+        raise ValueError("der_header covers tags 0-30 and non-negative lengths")
+    identifier = bytes([(cls << 6) | (0x20 if constructed else 0) | tag])
+    if length < 0x80:
+        return identifier + bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return identifier + bytes([0x80 | len(body)]) + body

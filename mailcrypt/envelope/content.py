@@ -1,0 +1,178 @@
+"""Content ciphers: AES-CBC (RFC 3565) and AES-GCM (RFC 5084), streamed.
+
+``ContentEncryptor`` turns plaintext chunks into ciphertext and names its
+AlgorithmIdentifier; ``ContentDecryptor`` does the reverse from an
+AlgorithmIdentifier found in a message. Both work on chunks so a large
+message never needs a second full copy.
+
+Neither releases a verdict early: CBC padding and the GCM tag are checked in
+``finish()``, which raises ``DecryptionFailed``. Plaintext handed out before
+that call is unauthenticated; callers must discard it when ``finish()``
+raises. Key generation and the choice of cipher happen elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from asn1crypto import algos, core
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from mailcrypt.envelope.asn1 import CONTENT_CIPHER_BY_OID, CONTENT_CIPHER_OIDS, GCMParameters
+from mailcrypt.errors import CMSParseError, DecryptionFailed, PolicyViolation, UnsupportedAlgorithm
+from mailcrypt.policy import CONTENT_CIPHERS, Policy
+
+__all__ = ["ContentEncryptor", "ContentDecryptor", "GCM_NONCE_BYTES", "GCM_TAG_BYTES"]
+
+GCM_NONCE_BYTES = 12  # RFC 5084 §3.2 recommends 12 octets.
+GCM_TAG_BYTES = 16  # Written explicitly, never the 12-octet default (DESIGN.md §1).
+_BLOCK = 16
+
+
+class ContentEncryptor:
+    """Encrypt one message's content with a fresh key.
+
+    Raises ``PolicyViolation`` when the cipher is not allowed.
+    """
+
+    def __init__(self, cipher: str, *, policy: Policy, rng: Callable[[int], bytes]) -> None:
+        if cipher not in CONTENT_CIPHERS:
+            raise UnsupportedAlgorithm(f"unknown content cipher {cipher}")
+        if cipher not in policy.content_ciphers:
+            raise PolicyViolation(f"content cipher {cipher} is not allowed by the policy")
+        self.cipher = cipher
+        self.mode, key_len = CONTENT_CIPHERS[cipher]
+        # The content-encryption key: fresh from the CSPRNG for every message.
+        self.key = _random(rng, key_len)
+        self._length = 0
+        if self.mode == "gcm":
+            self._iv = _random(rng, GCM_NONCE_BYTES)
+            self._ctx = Cipher(algorithms.AES(self.key), modes.GCM(self._iv)).encryptor()
+        else:
+            self._iv = _random(rng, _BLOCK)
+            self._ctx = Cipher(algorithms.AES(self.key), modes.CBC(self._iv)).encryptor()
+        self.tag = b""
+
+    @property
+    def authenticated(self) -> bool:
+        return self.mode == "gcm"
+
+    def algorithm_identifier(self) -> algos.EncryptionAlgorithm:
+        oid = CONTENT_CIPHER_OIDS[self.cipher]
+        if self.mode == "gcm":
+            params: core.Asn1Value = GCMParameters({"aes_nonce": self._iv, "aes_icv_len": GCM_TAG_BYTES})
+        else:
+            params = core.OctetString(self._iv)
+        return algos.EncryptionAlgorithm({"algorithm": oid, "parameters": params})
+
+    @staticmethod
+    def ciphertext_length(cipher: str, plaintext_length: int) -> int:
+        """Exact ciphertext length: GCM adds nothing, CBC pads to a full block (RFC 5652 §6.3)."""
+        if CONTENT_CIPHERS[cipher][0] == "gcm":
+            return plaintext_length
+        return (plaintext_length // _BLOCK + 1) * _BLOCK
+
+    def update(self, chunk: bytes | memoryview) -> bytes:
+        self._length += len(chunk)
+        return self._ctx.update(chunk)
+
+    def finish(self) -> bytes:
+        if self.mode == "gcm":
+            out = self._ctx.finalize()
+            self.tag = self._ctx.tag
+            return out
+        pad = _BLOCK - self._length % _BLOCK
+        return self._ctx.update(bytes([pad]) * pad) + self._ctx.finalize()
+
+
+class ContentDecryptor:
+    """Decrypt content described by a contentEncryptionAlgorithm.
+
+    Raises ``UnsupportedAlgorithm`` or ``PolicyViolation`` for the algorithm,
+    ``CMSParseError`` for broken parameters, ``DecryptionFailed`` from
+    ``finish()`` for a bad tag or padding.
+    """
+
+    def __init__(self, algorithm: algos.EncryptionAlgorithm, *, policy: Policy, authenticated: bool) -> None:
+        oid = algorithm["algorithm"].dotted
+        cipher = CONTENT_CIPHER_BY_OID.get(oid)
+        if cipher is None:
+            raise UnsupportedAlgorithm(f"unsupported content-encryption algorithm {oid}", oid=oid)
+        if cipher not in policy.content_ciphers:
+            raise PolicyViolation(f"content cipher {cipher} is not allowed by the policy", oid=oid)
+        self.cipher = cipher
+        self.mode, self.key_length = CONTENT_CIPHERS[cipher]
+        # RFC 5083 §2.1: AuthEnvelopedData must use an authenticated cipher, and
+        # an AEAD inside plain EnvelopedData would carry no tag.
+        if authenticated != (self.mode == "gcm"):
+            raise CMSParseError(f"{cipher} does not fit this CMS content type")
+        params = algorithm["parameters"]
+        try:
+            if self.mode == "gcm":
+                gcm = GCMParameters.load(params.dump())
+                self.iv = bytes(gcm["aes_nonce"].native)
+                self.tag_length = int(gcm["aes_icv_len"].native)
+            else:
+                self.iv = bytes(core.OctetString.load(params.dump()).native)
+                self.tag_length = 0
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CMSParseError(f"malformed {cipher} parameters") from exc
+        if self.mode == "gcm":
+            if not 1 <= len(self.iv) <= 64:
+                raise CMSParseError("AES-GCM nonce of an impossible length")
+            if self.tag_length not in (12, 13, 14, 15, 16):
+                raise CMSParseError(f"AES-GCM tag length {self.tag_length} is not allowed (RFC 5084 §3.2)")
+        elif len(self.iv) != _BLOCK:
+            raise CMSParseError("AES-CBC IV is not 16 octets")
+        self._ctx = None
+        self._held = b""
+        self._seen = 0
+
+    def start(self, key: bytes, tag: bytes = b"", aad: bytes = b"") -> None:
+        if len(key) != self.key_length:
+            raise DecryptionFailed("the unwrapped content key has the wrong length")
+        if self.mode == "gcm":
+            if len(tag) != self.tag_length:
+                raise CMSParseError("the AES-GCM tag length does not match its parameters")
+            mode = modes.GCM(self.iv, tag, min_tag_length=12)
+            self._ctx = Cipher(algorithms.AES(key), mode).decryptor()
+            if aad:
+                self._ctx.authenticate_additional_data(aad)
+        else:
+            self._ctx = Cipher(algorithms.AES(key), modes.CBC(self.iv)).decryptor()
+
+    def update(self, chunk: bytes | memoryview) -> bytes:
+        assert self._ctx is not None, "start() first"
+        self._seen += len(chunk)
+        out = self._ctx.update(chunk)
+        if self.mode == "gcm":
+            return out
+        # Hold the last block back: it carries the padding, checked in finish().
+        out = self._held + out
+        self._held = out[-_BLOCK:]
+        return out[:-_BLOCK]
+
+    def finish(self) -> bytes:
+        assert self._ctx is not None, "start() first"
+        if self.mode == "gcm":
+            try:
+                return self._ctx.finalize()
+            except InvalidTag:
+                raise DecryptionFailed("authentication tag mismatch: the message was altered or the key is wrong") from None
+        if self._seen == 0 or self._seen % _BLOCK:
+            raise DecryptionFailed("AES-CBC ciphertext is not a whole number of blocks")
+        last = self._held + self._ctx.finalize()
+        unpadder = padding.PKCS7(128).unpadder()
+        try:
+            return unpadder.update(last) + unpadder.finalize()
+        except ValueError:
+            raise DecryptionFailed("bad padding: the message was altered or the key is wrong") from None
+
+
+def _random(rng: Callable[[int], bytes], n: int) -> bytes:
+    value = rng(n)
+    if not isinstance(value, bytes) or len(value) != n:
+        raise TypeError("rng must return the number of bytes asked for")
+    return value

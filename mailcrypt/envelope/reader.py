@@ -1,0 +1,258 @@
+"""Reading EnvelopedData and AuthEnvelopedData (DER or BER), streamed.
+
+``open_envelope`` locates the parts of the ContentInfo with the BER walker
+in ``codec.py`` (zero-copy over a ``memoryview``), decodes the small parts
+with asn1crypto, checks the content algorithm against the policy, and then
+tries every identity on every RecipientInfo. It reports which identity and
+which key-management scheme worked. The content is decrypted lazily by
+``OpenEnvelope.chunks()``.
+
+What it won't do: verify signatures, look up keys, or release a verdict on
+integrity before the last chunk (see ``chunks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms, core
+
+from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVELOPED_DATA, OID_SIGNED_DATA
+from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, children, octet_chunks, read_element
+from mailcrypt.envelope.content import ContentDecryptor
+from mailcrypt.envelope.keys import Identity, describe_rid
+from mailcrypt.errors import (
+    CMSParseError,
+    MessageError,
+    NoMatchingIdentity,
+    NotEncryptedError,
+    NotForThisIdentity,
+    PolicyViolation,
+)
+from mailcrypt.policy import Policy
+
+__all__ = ["EnvelopeInfo", "OpenEnvelope", "open_envelope", "decrypt_all"]
+
+# Errors asn1crypto raises for malformed input when a lazily parsed value is read.
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+
+
+@dataclass(frozen=True)
+class EnvelopeInfo:
+    """What was found and used; contains no key material."""
+
+    content_type: str  # "enveloped-data" or "authEnveloped-data"
+    cipher: str  # e.g. "aes256-gcm"
+    identity: Identity  # the identity that opened the envelope
+    key_management: str  # e.g. "rsa-oaep-sha256", "ecdh-sha1kdf-aes256-wrap"
+    recipient_count: int
+
+    @property
+    def authenticated(self) -> bool:
+        return self.content_type == "authEnveloped-data"
+
+
+@dataclass
+class _Parts:
+    authenticated: bool
+    recipient_infos: cms.RecipientInfos
+    algorithm: algos.EncryptionAlgorithm
+    content: list[memoryview]
+    mac: bytes
+    aad: bytes
+
+
+def _load(spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str) -> core.Asn1Value:
+    try:
+        value = spec.load(bytes(buf[tlv.start : tlv.end]), strict=True)
+        value.native  # noqa: B018 - asn1crypto parses lazily; force it here.
+    except _ASN1_ERRORS as exc:
+        raise CMSParseError(f"malformed {what}") from exc
+    return value
+
+
+def _expect(tlv: TLV | None, cls: int, tag: int, what: str) -> TLV:
+    if tlv is None or not tlv.is_(cls, tag):
+        raise CMSParseError(f"malformed CMS: expected {what}")
+    return tlv
+
+
+def _content_type(buf: memoryview) -> tuple[bool, TLV]:
+    if len(buf) == 0:
+        raise NotEncryptedError("empty input is not a CMS message")
+    try:
+        top = read_element(buf, 0, len(buf))
+    except CMSParseError:
+        if buf[0] != 0x30:
+            raise NotEncryptedError("not a CMS message") from None
+        raise
+    if not top.is_(UNIVERSAL, 16) or not top.constructed:
+        raise NotEncryptedError("not a CMS message")
+    if top.end != len(buf):
+        raise CMSParseError("trailing data after the CMS message")
+    kids = list(children(buf, top))
+    oid_tlv = _expect(kids[0] if kids else None, UNIVERSAL, 6, "a content type")
+    oid = _load(cms.ContentType, buf, oid_tlv, "content type").dotted
+    if oid == OID_SIGNED_DATA:
+        raise NotEncryptedError("this is signed-data, not an encrypted message")
+    if oid not in (OID_ENVELOPED_DATA, OID_AUTH_ENVELOPED_DATA):
+        raise NotEncryptedError(f"CMS content type {oid} is not an encrypted message")
+    if len(kids) != 2:
+        raise CMSParseError("malformed ContentInfo")
+    explicit = _expect(kids[1], CONTEXT, 0, "[0] content")
+    inner = list(children(buf, explicit))
+    if len(inner) != 1:
+        raise CMSParseError("malformed ContentInfo content")
+    return oid == OID_AUTH_ENVELOPED_DATA, _expect(inner[0], UNIVERSAL, 16, "an EnvelopedData SEQUENCE")
+
+
+def _parse(data: bytes | bytearray | memoryview) -> _Parts:
+    buf = memoryview(data)
+    if buf.ndim != 1 or buf.itemsize != 1:
+        buf = buf.cast("B")
+    authenticated, body = _content_type(buf)
+    items = list(children(buf, body))
+    pos = 0
+    _expect(items[pos] if items else None, UNIVERSAL, 2, "a version")
+    pos += 1
+    if pos < len(items) and items[pos].is_(CONTEXT, 0):
+        pos += 1  # originatorInfo: certificates and CRLs we do not need.
+    ris_tlv = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 17, "recipientInfos")
+    recipient_infos = _load(cms.RecipientInfos, buf, ris_tlv, "recipientInfos")
+    pos += 1
+    eci = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 16, "encryptedContentInfo")
+    pos += 1
+    eci_items = list(children(buf, eci))
+    content_type = _load(cms.ContentType, buf, _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "a content type"), "content type")
+    if content_type.dotted != OID_DATA:
+        # S/MIME (RFC 8551 §3.3) always encrypts a MIME entity as id-data.
+        raise CMSParseError(f"encrypted content type {content_type.dotted} is not id-data")
+    alg_tlv = _expect(eci_items[1] if len(eci_items) > 1 else None, UNIVERSAL, 16, "a content-encryption algorithm")
+    algorithm = _load(algos.EncryptionAlgorithm, buf, alg_tlv, "content-encryption algorithm")
+    if len(eci_items) != 3 or not eci_items[2].is_(CONTEXT, 0):
+        raise CMSParseError("the encrypted content is missing (detached content is not supported)")
+    content = octet_chunks(buf, eci_items[2])
+    mac = b""
+    aad = b""
+    if authenticated:
+        if pos < len(items) and items[pos].is_(CONTEXT, 1):
+            # RFC 5083 §2.1: authAttrs are authenticated as a DER SET OF.
+            attrs = items[pos]
+            aad = b"\x31" + bytes(buf[attrs.start + 1 : attrs.end])
+            pos += 1
+        mac_tlv = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 4, "the mac")
+        mac = b"".join(bytes(p) for p in octet_chunks(buf, mac_tlv))
+        pos += 1
+        if pos < len(items) and items[pos].is_(CONTEXT, 2):
+            pos += 1  # unauthAttrs
+    elif pos < len(items) and items[pos].is_(CONTEXT, 1):
+        pos += 1  # unprotectedAttrs
+    if pos != len(items):
+        raise CMSParseError("unexpected element at the end of the envelope")
+    return _Parts(authenticated, recipient_infos, algorithm, content, mac, aad)
+
+
+class OpenEnvelope:
+    """An envelope whose content key has been unwrapped."""
+
+    def __init__(self, info: EnvelopeInfo, decryptor: ContentDecryptor, content: list[memoryview]) -> None:
+        self.info = info
+        self._decryptor = decryptor
+        self._content = content
+        self._used = False
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """Yield the plaintext in pieces of about ``size`` bytes.
+
+        Raises ``DecryptionFailed`` after the last piece when the GCM tag or
+        the CBC padding is wrong. Everything yielded before is then
+        unauthenticated: the caller must discard it. Can be iterated once.
+        """
+        if self._used:
+            raise RuntimeError("chunks() can be iterated only once")
+        self._used = True
+        dec = self._decryptor
+        for piece in self._content:
+            for start in range(0, len(piece), size):
+                out = dec.update(piece[start : start + size])
+                if out:
+                    yield out
+        last = dec.finish()
+        if last:
+            yield last
+
+
+def _identity_errors(ris: cms.RecipientInfos) -> list[str]:
+    found = []
+    for ri in ris:
+        if ri.name == "ktri":
+            found.append("RSA key of " + describe_rid(ri.chosen["rid"]))
+        elif ri.name == "kari":
+            found.extend("EC key of " + describe_rid(rek["rid"]) for rek in ri.chosen["recipient_encrypted_keys"])
+        else:
+            found.append(f"a {ri.name} recipient (not supported)")
+    return found
+
+
+def open_envelope(
+    data: bytes | bytearray | memoryview, identities: Sequence[Identity], *, policy: Policy
+) -> OpenEnvelope:
+    """Parse the envelope and unwrap its content key with one of ``identities``.
+
+    Raises ``NotEncryptedError``/``CMSParseError`` for input that is not a
+    well-formed envelope, ``UnsupportedAlgorithm``/``PolicyViolation`` for
+    algorithms, ``NoMatchingIdentity`` when no identity is a recipient, and
+    ``DecryptionFailed`` when one is but its key does not unwrap.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("data must be bytes, bytearray or memoryview")
+    if not isinstance(policy, Policy):
+        raise TypeError("policy must be a mailcrypt.policy.Policy")
+    parts = _parse(data)
+    if policy.require_authenticated and not parts.authenticated:
+        raise PolicyViolation("unauthenticated EnvelopedData is not allowed by the policy")
+    decryptor = ContentDecryptor(parts.algorithm, policy=policy, authenticated=parts.authenticated)
+    broken: list[MessageError] = []
+    for identity in identities:
+        if not isinstance(identity, Identity):
+            raise TypeError("identities must be mailcrypt.envelope Identity objects")
+        for ri in parts.recipient_infos:
+            try:
+                cek, key_management = identity.unwrap(ri, policy=policy)
+                decryptor.start(cek, parts.mac, parts.aad)
+            except NotForThisIdentity:
+                continue
+            except MessageError as exc:
+                # For this identity but unusable; another RecipientInfo may still work.
+                broken.append(exc)
+                continue
+            except _ASN1_ERRORS as exc:
+                broken.append(CMSParseError("malformed RecipientInfo"))
+                broken[-1].__cause__ = exc
+                continue
+            info = EnvelopeInfo(
+                content_type="authEnveloped-data" if parts.authenticated else "enveloped-data",
+                cipher=decryptor.cipher,
+                identity=identity,
+                key_management=key_management,
+                recipient_count=len(parts.recipient_infos),
+            )
+            return OpenEnvelope(info, decryptor, parts.content)
+    if broken:
+        raise broken[0]
+    recipients = _identity_errors(parts.recipient_infos)
+    tried = [i.label for i in identities]
+    raise NoMatchingIdentity(
+        f"none of the {len(tried)} identities tried is a recipient of this message"
+        f" ({len(recipients)} recipient(s) in it)",
+        tried=tried,
+        recipients=recipients,
+    )
+
+
+def decrypt_all(envelope: OpenEnvelope) -> bytes:
+    """All the plaintext, released only after the integrity check passed."""
+    pieces = list(envelope.chunks())
+    return b"".join(pieces)
+

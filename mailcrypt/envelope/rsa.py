@@ -1,0 +1,160 @@
+"""RSA key transport: KeyTransRecipientInfo (RFC 5652 §6.2.1).
+
+``RSARecipient`` wraps the content key with RSAES-PKCS1-v1_5 (RFC 3370 §4.2.1,
+the `compatible` profile) or RSAES-OAEP (RFC 3560, RFC 8017); ``RSAIdentity``
+unwraps either, with any OAEP hash and MGF1 hash the policy allows and an
+optional OAEP label. Recipients are named by issuerAndSerialNumber on
+output; both that and subjectKeyIdentifier are matched on input.
+
+It does not check certificate validity dates or chains: that is the key
+directory's job.
+"""
+
+from __future__ import annotations
+
+from asn1crypto import algos, cms, core
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
+from mailcrypt.envelope.keys import Identity, Recipient, require
+from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
+from mailcrypt.policy import Policy
+
+__all__ = ["RSARecipient", "RSAIdentity"]
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+class RSARecipient(Recipient):
+    """Wraps content keys for an RSA certificate.
+
+    Raises ``InvalidRecipient`` for a non-RSA key, a key below the policy's
+    minimum size, or a keyUsage without keyEncipherment; ``PolicyViolation``
+    for a padding or hash the policy does not allow.
+    """
+
+    def __init__(
+        self, certificate: x509.Certificate, *, padding: str = "pkcs1v15", oaep_hash: str = "sha256", policy: Policy
+    ) -> None:
+        super().__init__(certificate)
+        key = certificate.public_key()
+        require(isinstance(key, rsa.RSAPublicKey), "not an RSA certificate", self.ref)
+        assert isinstance(key, rsa.RSAPublicKey)
+        require(key.key_size >= policy.min_rsa_bits, f"RSA key of {key.key_size} bits is too small", self.ref)
+        # RFC 8550 §4.4.2: a key used for key transport needs keyEncipherment.
+        require(self.ref.key_usage_allows("key_encipherment"), "keyUsage does not allow key encipherment", self.ref)
+        if padding not in policy.rsa_paddings:
+            raise PolicyViolation(f"RSA padding {padding} is not allowed by the policy")
+        if padding == "oaep" and oaep_hash not in policy.oaep_hashes:
+            raise PolicyViolation(f"OAEP hash {oaep_hash} is not allowed by the policy")
+        if padding not in ("pkcs1v15", "oaep") or oaep_hash not in _HASHES:
+            raise UnsupportedAlgorithm(f"unknown RSA padding {padding}/{oaep_hash}")
+        self._key = key
+        self._padding = padding
+        self._oaep_hash = oaep_hash
+
+    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+        if self._padding == "oaep":
+            h = _HASHES[self._oaep_hash]()
+            encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
+            algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(self._oaep_hash)})
+        else:
+            encrypted = self._key.encrypt(cek, padding.PKCS1v15())
+            # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
+            algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSA_ENCRYPTION, "parameters": core.Null()})
+        ktri = cms.KeyTransRecipientInfo(
+            {
+                "version": "v0",
+                "rid": cms.RecipientIdentifier(name="issuer_and_serial_number", value=self.ref.issuer_and_serial()),
+                "key_encryption_algorithm": algorithm,
+                "encrypted_key": encrypted,
+            }
+        )
+        return cms.RecipientInfo(name="ktri", value=ktri)
+
+
+def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
+    if hash_name == "sha1":
+        # RFC 4055 §3.1: SHA-1 with MGF1-SHA-1 is the DEFAULT, encoded as an empty SEQUENCE.
+        return algos.RSAESOAEPParams.load(b"\x30\x00")
+    digest = {"algorithm": HASH_OIDS[hash_name]}
+    return algos.RSAESOAEPParams(
+        {"hash_algorithm": digest, "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": digest}}
+    )
+
+
+class RSAIdentity(Identity):
+    """An RSA private key with its certificate."""
+
+    def __init__(self, private_key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
+        super().__init__(certificate)
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise TypeError("private_key must be an RSA private key")
+        if private_key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
+            raise ValueError("the private key does not belong to the certificate")
+        self._key = private_key
+
+    def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
+        if info.name != "ktri":
+            raise NotForThisIdentity("not a key transport recipient")
+        ktri = info.chosen
+        rid = ktri["rid"]
+        if rid.name == "issuer_and_serial_number":
+            mine = self.ref.matches_issuer_and_serial(rid.chosen)
+        else:
+            mine = self.ref.matches_key_identifier(bytes(rid.chosen.native))
+        if not mine:
+            raise NotForThisIdentity("recipient identifier names another certificate")
+        if self._key.key_size < policy.min_rsa_bits:
+            raise PolicyViolation(f"RSA key of {self._key.key_size} bits is below the policy minimum")
+        algorithm = ktri["key_encryption_algorithm"]
+        oid = algorithm["algorithm"].dotted
+        encrypted = bytes(ktri["encrypted_key"].native)
+        if oid == OID_RSA_ENCRYPTION:
+            if "pkcs1v15" not in policy.rsa_paddings:
+                raise PolicyViolation("RSA PKCS#1 v1.5 is not allowed by the policy", oid=oid)
+            scheme: padding.AsymmetricPadding = padding.PKCS1v15()
+            description = "rsa-pkcs1v15"
+        elif oid == OID_RSAES_OAEP:
+            if "oaep" not in policy.rsa_paddings:
+                raise PolicyViolation("RSA-OAEP is not allowed by the policy", oid=oid)
+            scheme, description = _oaep_from_params(algorithm["parameters"], policy)
+        else:
+            raise UnsupportedAlgorithm(f"unsupported key transport algorithm {oid}", oid=oid)
+        try:
+            return self._key.decrypt(encrypted, scheme), description
+        except ValueError:
+            # One message for every failure: the cause must not become an oracle.
+            raise DecryptionFailed("the wrapped content key does not decrypt with this RSA key") from None
+
+
+def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.OAEP, str]:
+    try:
+        parsed = algos.RSAESOAEPParams.load(params.dump()) if params.dump() else algos.RSAESOAEPParams({})
+        hash_oid = parsed["hash_algorithm"]["algorithm"].dotted
+        mgf = parsed["mask_gen_algorithm"]
+        mgf_oid = mgf["algorithm"].dotted
+        mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
+        source = parsed["p_source_algorithm"]
+        label = bytes(source["parameters"].native or b"")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CMSParseError("malformed RSA-OAEP parameters") from exc
+    if mgf_oid != "1.2.840.113549.1.1.8":
+        raise UnsupportedAlgorithm(f"unsupported OAEP mask generation function {mgf_oid}", oid=mgf_oid)
+    hash_name = HASH_BY_OID.get(hash_oid)
+    mgf_hash = HASH_BY_OID.get(mgf_hash_oid)
+    if hash_name is None or mgf_hash is None:
+        raise UnsupportedAlgorithm("unsupported OAEP hash", oid=hash_oid if hash_name is None else mgf_hash_oid)
+    if hash_name not in policy.oaep_hashes or mgf_hash not in policy.oaep_hashes:
+        raise PolicyViolation(f"OAEP with {hash_name}/MGF1-{mgf_hash} is not allowed by the policy", oid=hash_oid)
+    scheme = padding.OAEP(mgf=padding.MGF1(_HASHES[mgf_hash]()), algorithm=_HASHES[hash_name](), label=label or None)
+    description = f"rsa-oaep-{hash_name}" + ("" if mgf_hash == hash_name else f"-mgf1-{mgf_hash}")
+    return scheme, description + ("-label" if label else "")
