@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = [
     "CONTENT_CIPHERS",
+    "LEGACY_CONTENT_CIPHERS",
     "Profile",
     "COMPATIBLE",
     "MODERN",
@@ -34,6 +35,12 @@ CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
     "aes128-gcm": ("gcm", 16),
     "aes192-gcm": ("gcm", 24),
     "aes256-gcm": ("gcm", 32),
+}
+
+#: Read in old mail, never written: RFC 8551 §2.7 leaves receivers free to keep
+#: 3DES so that mail from older clients stays readable.
+LEGACY_CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
+    "des-ede3-cbc": ("cbc", 24),
 }
 
 _PADDINGS = ("pkcs1v15", "oaep")
@@ -91,7 +98,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (COMPATIBLE, MODERN)}
 class Policy:
     """What the envelope core may produce and accept. Anything else is refused."""
 
-    content_ciphers: frozenset[str] = field(default_factory=lambda: frozenset(CONTENT_CIPHERS))
+    content_ciphers: frozenset[str] = field(
+        default_factory=lambda: frozenset(CONTENT_CIPHERS) | frozenset(LEGACY_CONTENT_CIPHERS)
+    )
     rsa_paddings: frozenset[str] = frozenset(_PADDINGS)
     oaep_hashes: frozenset[str] = frozenset(_HASHES)
     ecdh_kdf_hashes: frozenset[str] = frozenset(_HASHES)

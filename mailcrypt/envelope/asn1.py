@@ -48,6 +48,8 @@ CONTENT_CIPHER_OIDS: dict[str, str] = {
     "aes256-gcm": "2.16.840.1.101.3.4.1.46",
 }
 CONTENT_CIPHER_BY_OID = {oid: name for name, oid in CONTENT_CIPHER_OIDS.items()}
+# RFC 3370 §5.1: read-only, for old mail.
+CONTENT_CIPHER_BY_OID["1.2.840.113549.3.7"] = "des-ede3-cbc"
 
 # RFC 3394 AES key wrap as named in RFC 3565 §2.3.2.
 KEY_WRAP_OIDS: dict[str, str] = {

@@ -1,5 +1,7 @@
 """Content ciphers: AES-CBC (RFC 3565) and AES-GCM (RFC 5084), streamed.
 
+3DES-CBC (RFC 3370 §5.1) is decrypted for old mail and never produced.
+
 ``ContentEncryptor`` turns plaintext chunks into ciphertext and names its
 AlgorithmIdentifier; ``ContentDecryptor`` does the reverse from an
 AlgorithmIdentifier found in a message. Both work on chunks so a large
@@ -17,12 +19,13 @@ from collections.abc import Callable
 
 from asn1crypto import algos, core
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mailcrypt.envelope.asn1 import CONTENT_CIPHER_BY_OID, CONTENT_CIPHER_OIDS, GCMParameters
 from mailcrypt.errors import CMSParseError, DecryptionFailed, PolicyViolation, UnsupportedAlgorithm
-from mailcrypt.policy import CONTENT_CIPHERS, Policy
+from mailcrypt.policy import CONTENT_CIPHERS, LEGACY_CONTENT_CIPHERS, Policy
 
 __all__ = ["ContentEncryptor", "ContentDecryptor", "GCM_NONCE_BYTES", "GCM_TAG_BYTES"]
 
@@ -103,7 +106,9 @@ class ContentDecryptor:
         if cipher not in policy.content_ciphers:
             raise PolicyViolation(f"content cipher {cipher} is not allowed by the policy", oid=oid)
         self.cipher = cipher
-        self.mode, self.key_length = CONTENT_CIPHERS[cipher]
+        self.mode, self.key_length = (CONTENT_CIPHERS | LEGACY_CONTENT_CIPHERS)[cipher]
+        self._algorithm = TripleDES if cipher == "des-ede3-cbc" else algorithms.AES
+        self._block = 8 if cipher == "des-ede3-cbc" else _BLOCK
         # RFC 5083 §2.1: AuthEnvelopedData must use an authenticated cipher, and
         # an AEAD inside plain EnvelopedData would carry no tag.
         if authenticated != (self.mode == "gcm"):
@@ -124,8 +129,8 @@ class ContentDecryptor:
                 raise CMSParseError("AES-GCM nonce of an impossible length")
             if self.tag_length not in (12, 13, 14, 15, 16):
                 raise CMSParseError(f"AES-GCM tag length {self.tag_length} is not allowed (RFC 5084 §3.2)")
-        elif len(self.iv) != _BLOCK:
-            raise CMSParseError("AES-CBC IV is not 16 octets")
+        elif len(self.iv) != self._block:
+            raise CMSParseError(f"{cipher} IV is not {self._block} octets")
         self._ctx = None
         self._held = b""
         self._seen = 0
@@ -141,7 +146,7 @@ class ContentDecryptor:
             if aad:
                 self._ctx.authenticate_additional_data(aad)
         else:
-            self._ctx = Cipher(algorithms.AES(key), modes.CBC(self.iv)).decryptor()
+            self._ctx = Cipher(self._algorithm(key), modes.CBC(self.iv)).decryptor()
 
     def update(self, chunk: bytes | memoryview) -> bytes:
         assert self._ctx is not None, "start() first"
@@ -151,8 +156,8 @@ class ContentDecryptor:
             return out
         # Hold the last block back: it carries the padding, checked in finish().
         out = self._held + out
-        self._held = out[-_BLOCK:]
-        return out[:-_BLOCK]
+        self._held = out[-self._block :]
+        return out[: -self._block]
 
     def finish(self) -> bytes:
         assert self._ctx is not None, "start() first"
@@ -161,10 +166,10 @@ class ContentDecryptor:
                 return self._ctx.finalize()
             except InvalidTag:
                 raise DecryptionFailed("authentication tag mismatch: the message was altered or the key is wrong") from None
-        if self._seen == 0 or self._seen % _BLOCK:
-            raise DecryptionFailed("AES-CBC ciphertext is not a whole number of blocks")
+        if self._seen == 0 or self._seen % self._block:
+            raise DecryptionFailed("CBC ciphertext is not a whole number of blocks")
         last = self._held + self._ctx.finalize()
-        unpadder = padding.PKCS7(128).unpadder()
+        unpadder = padding.PKCS7(self._block * 8).unpadder()
         try:
             return unpadder.update(last) + unpadder.finalize()
         except ValueError:
