@@ -1,0 +1,289 @@
+"""Read certificates, private keys and PKCS#12 bundles from files named by the user.
+
+Every failure becomes one ``errors.ConfigError`` line that names the file and
+says what to do; no library traceback and no passphrase ever reaches the
+user. Passphrases come from a file, an environment variable or, only when
+standard input is a terminal, a prompt: never from the command line.
+
+It also tells which addresses a certificate is for, so the command line can
+pick among the certificates it was given. It does not search for keys (the
+key directory will), does not check that a certificate is valid today or fit
+for e-mail (the envelope core and the key directory do), and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from mailcrypt import errors
+
+__all__ = [
+    "PASSPHRASE_ENV",
+    "P12_PASSWORD_ENV",
+    "KeyPair",
+    "read_secret_file",
+    "passphrase_from",
+    "load_certificates",
+    "load_private_key",
+    "load_key_pair",
+    "load_pkcs12",
+    "certificate_addresses",
+    "certificates_for",
+]
+
+#: Passphrase of an encrypted private key file.
+PASSPHRASE_ENV = "MAILCRYPT_PASSPHRASE"
+#: Password of a PKCS#12 file.
+P12_PASSWORD_ENV = "MAILCRYPT_P12_PASSWORD"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A private key with its certificate, and where they came from (for messages)."""
+
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    source: str
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{what} {os.fspath(path)}: no such file") from None
+    except IsADirectoryError:
+        raise errors.ConfigError(f"{what} {os.fspath(path)}: is a directory") from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
+
+
+def _check_private(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse a secret file that other users can read: its secret is already spent."""
+    if os.name != "posix":
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{what} {os.fspath(path)}: no such file") from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(mode) and mode & 0o077:
+        name = os.fspath(path)
+        raise errors.ConfigError(
+            f"{what} {name} is readable by other users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {name}"
+        )
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> bytes:
+    """The passphrase in ``path``: its first line, without the line ending.
+
+    The file must not be readable by group or others, like a key file.
+    Raises ``errors.ConfigError`` if it cannot be read or is empty.
+    """
+    _check_private(path, "password file")
+    data = _read(path, "password file")
+    line = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if not line:
+        raise errors.ConfigError(f"password file {os.fspath(path)} is empty")
+    return line
+
+
+def passphrase_from(
+    password_file: str | os.PathLike[str] | None, env_var: str, *, prompt: str | None = None
+) -> bytes | None:
+    """Find a passphrase: the file if given, else ``env_var``, else a prompt.
+
+    The prompt (no echo) is shown only when ``prompt`` is given and standard
+    input is a terminal, so scripts never hang. Returns None if there is no
+    source at all.
+    """
+    if password_file is not None:
+        return read_secret_file(password_file)
+    value = os.environ.get(env_var)
+    if value:
+        return value.encode("utf-8")
+    if prompt is not None and sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        entered = getpass.getpass(prompt)
+        return entered.encode("utf-8") if entered else None
+    return None
+
+
+def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
+    """All certificates in a PEM file (one or more) or a DER file (exactly one).
+
+    Raises ``errors.ConfigError`` if the file cannot be read or holds no
+    certificate.
+    """
+    name = os.fspath(path)
+    data = _read(path, "certificate file")
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise errors.ConfigError(f"certificate file {name}: no readable certificate (expected PEM or DER)") from None
+
+
+def load_private_key(
+    path: str | os.PathLike[str],
+    *,
+    passphrase: bytes | None = None,
+    password_file: str | os.PathLike[str] | None = None,
+) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """An RSA or EC private key from a PEM or DER file, encrypted or not.
+
+    The file must be readable by its owner only. The passphrase is looked
+    for only if the key is encrypted: ``passphrase`` if given, else
+    ``password_file``, else ``MAILCRYPT_PASSPHRASE``, else a prompt when
+    standard input is a terminal. Raises ``errors.ConfigError`` for every
+    failure.
+    """
+    name = os.fspath(path)
+    _check_private(path, "key file")
+    data = _read(path, "key file")
+    is_pem = b"-----BEGIN" in data
+    load = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
+    try:
+        key = load(data, None)
+    except TypeError:
+        # Encrypted: cryptography says so with a TypeError when no password is given.
+        if passphrase is None:
+            passphrase = passphrase_from(password_file, PASSPHRASE_ENV, prompt=f"Passphrase for {name}: ")
+        if passphrase is None:
+            raise errors.ConfigError(
+                f"key file {name} is encrypted: give its passphrase with --password-file FILE "
+                f"or the {PASSPHRASE_ENV} environment variable"
+            ) from None
+        try:
+            key = load(data, passphrase)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise errors.ConfigError(f"key file {name}: wrong passphrase, or the key is damaged") from None
+    except ValueError:
+        raise errors.ConfigError(f"key file {name}: no readable private key (expected PEM or DER)") from None
+    except UnsupportedAlgorithm:
+        raise errors.ConfigError(f"key file {name}: unsupported key type or encryption scheme") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise errors.ConfigError(f"key file {name}: only RSA and EC keys can be used for S/MIME")
+    return key
+
+
+def _same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    return key.public_key().public_bytes(enc, fmt) == certificate.public_key().public_bytes(enc, fmt)
+
+
+def load_key_pair(
+    key_path: str | os.PathLike[str],
+    cert_path: str | os.PathLike[str],
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+) -> KeyPair:
+    """A private key and the certificate for it, from two files.
+
+    The passphrase, if the key needs one, is found as ``load_private_key``
+    does. If the certificate file holds several certificates, the one whose
+    public key matches is taken. Raises ``errors.ConfigError`` if none does.
+    """
+    key = load_private_key(key_path, password_file=password_file)
+    for certificate in load_certificates(cert_path):
+        if _same_key(key, certificate):
+            return KeyPair(key, certificate, os.fspath(key_path))
+    raise errors.ConfigError(
+        f"certificate file {os.fspath(cert_path)} has no certificate for the key in {os.fspath(key_path)}"
+    )
+
+
+def load_pkcs12(
+    path: str | os.PathLike[str], *, password_file: str | os.PathLike[str] | None = None
+) -> KeyPair:
+    """The private key and its certificate from a PKCS#12 (.p12/.pfx) file.
+
+    The password comes from ``password_file``, else ``MAILCRYPT_P12_PASSWORD``;
+    without either an unprotected bundle is tried, then the user is prompted
+    if standard input is a terminal. Raises ``errors.ConfigError`` for every
+    failure, naming the file and never the password.
+    """
+    name = os.fspath(path)
+    data = _read(path, "PKCS#12 file")
+    password = passphrase_from(password_file, P12_PASSWORD_ENV)
+    if password is not None:
+        bundle = _open_pkcs12(data, password)
+    else:
+        # Bundles exported "without a password" use either no or an empty one.
+        bundle = _open_pkcs12(data, None) or _open_pkcs12(data, b"")
+        if bundle is None:
+            password = passphrase_from(None, P12_PASSWORD_ENV, prompt=f"Password for {name}: ")
+            if password is None:
+                raise errors.ConfigError(
+                    f"PKCS#12 file {name} needs a password: give it with --password-file FILE "
+                    f"or the {P12_PASSWORD_ENV} environment variable"
+                )
+            bundle = _open_pkcs12(data, password)
+    if bundle is None:
+        raise errors.ConfigError(f"PKCS#12 file {name}: wrong password, or not a PKCS#12 file")
+    key = bundle.key
+    if key is None:
+        raise errors.ConfigError(f"PKCS#12 file {name} holds no private key")
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise errors.ConfigError(f"PKCS#12 file {name}: only RSA and EC keys can be used for S/MIME")
+    candidates = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
+    for entry in candidates:
+        if _same_key(key, entry.certificate):
+            return KeyPair(key, entry.certificate, name)
+    raise errors.ConfigError(f"PKCS#12 file {name} has no certificate for its private key")
+
+
+def _open_pkcs12(data: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCertificates | None:
+    try:
+        return pkcs12.load_pkcs12(data, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # A wrong password, damaged data and an encryption scheme the library
+        # does not implement all mean the same to the user: cannot open it.
+        return None
+
+
+def certificate_addresses(certificate: x509.Certificate) -> list[str]:
+    """The e-mail addresses a certificate is for.
+
+    These are the rfc822Name entries of the subjectAltName; only if there are
+    none, the legacy emailAddress attributes of the subject (RFC 8550 §3).
+    """
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.RFC822Name)
+    except (x509.ExtensionNotFound, ValueError):
+        names = []
+    if names:
+        return names
+    return [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
+
+
+def _address_key(address: str) -> tuple[str, str]:
+    # RFC 5280 §7.5: the local part compares exactly, the domain case-insensitively
+    # (and an internationalised domain by its A-label form).
+    local, _, domain = address.strip().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return local, domain.lower()
+
+
+def certificates_for(address: str, certificates: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The certificates among ``certificates`` that name ``address``, in their order."""
+    wanted = _address_key(address)
+    return [c for c in certificates if wanted in {_address_key(a) for a in certificate_addresses(c)}]

@@ -1,0 +1,239 @@
+"""Make new identities: a private key and a self-signed S/MIME certificate.
+
+``generate_identity`` returns key objects and touches no files. The writers
+put them on disk: the private key as PKCS#8 PEM (encrypted when a passphrase
+is given) in a file that is 0600 from the moment it exists, the certificate as
+PEM. Neither writer overwrites an existing file unless told to.
+
+This module does not decide where keys live (the key directory does), does
+not read passphrases (the command line does), and issues no certificates for
+anyone but the key's own holder: no CA, no chains.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mailcrypt import errors
+
+__all__ = [
+    "KEY_TYPES",
+    "DEFAULT_KEY_TYPE",
+    "PrivateKey",
+    "normalize_address",
+    "generate_identity",
+    "write_private_key",
+    "write_certificate",
+]
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+#: Key types by command-line name: ("rsa", modulus bits) or ("ec", curve).
+KEY_TYPES: dict[str, tuple[str, object]] = {
+    "rsa2048": ("rsa", 2048),
+    "rsa3072": ("rsa", 3072),
+    "rsa4096": ("rsa", 4096),
+    "p256": ("ec", ec.SECP256R1()),
+    "p384": ("ec", ec.SECP384R1()),
+}
+DEFAULT_KEY_TYPE = "rsa3072"
+
+#: Longest validity accepted, about 100 years; a typo like --days 7300000
+#: would otherwise overflow the certificate's GeneralizedTime.
+MAX_DAYS = 36525
+
+# An rfc822Name is an IA5String (RFC 5280 §4.2.1.6), so the local part must
+# be ASCII; this is the dot-atom form of RFC 5322 §3.4.1, which is what mail
+# clients put in certificates, less '/', because the address also names the
+# key files. Quoted local parts are refused on purpose.
+_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def normalize_address(address: str) -> str:
+    """Check that ``address`` is a plain e-mail address and return it.
+
+    The domain is converted to its ASCII (IDNA) form and lowercased, since
+    domains compare case-insensitively (RFC 5280 §7.5); the local part is
+    kept as written. Raises ``errors.UsageError`` for anything that is not
+    ``local@domain``. The address also becomes a file name, so '/' and a
+    leading dot are refused.
+    """
+    if not isinstance(address, str):
+        raise TypeError("address must be a str")
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise errors.UsageError(f"not an e-mail address: {address!r} (expected local@domain)")
+    if not _LOCAL_RE.fullmatch(local) or len(local) > 64:
+        raise errors.UsageError(f"unsupported local part in e-mail address {address!r}")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise errors.UsageError(f"invalid domain in e-mail address {address!r}") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise errors.UsageError(f"invalid domain in e-mail address {address!r}")
+    return f"{local}@{ascii_domain}"
+
+
+def _new_key(key_type: str) -> PrivateKey:
+    kind, param = KEY_TYPES[key_type]
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=param)  # type: ignore[arg-type]
+    return ec.generate_private_key(param)  # type: ignore[arg-type]
+
+
+def generate_identity(
+    address: str,
+    *,
+    key_type: str = DEFAULT_KEY_TYPE,
+    days: int = 730,
+    now: datetime.datetime | None = None,
+) -> tuple[PrivateKey, x509.Certificate]:
+    """Generate a key pair and a self-signed S/MIME certificate for ``address``.
+
+    The certificate names the address as CN and, which is what S/MIME agents
+    match on, as an rfc822Name in the subjectAltName (RFC 8550 §3). Its key
+    usage follows RFC 8550 §4.4.2: an RSA key may sign and encipher keys, an
+    EC key may sign and agree keys (ECDH, RFC 5753) but never encipher them
+    (RFC 8813). It is valid from one
+    hour before ``now`` (clock skew between sender and recipient) for
+    ``days`` days.
+
+    Raises ``errors.UsageError`` for a bad address, key type or day count.
+    """
+    address = normalize_address(address)
+    if key_type not in KEY_TYPES:
+        raise errors.UsageError(f"unknown key type {key_type!r} (choose from {', '.join(KEY_TYPES)})")
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+        raise errors.UsageError(f"--days must be a whole number from 1 to {MAX_DAYS}")
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+    elif now.tzinfo is None:
+        raise TypeError("now must be timezone-aware")
+
+    key = _new_key(key_type)
+    kind = KEY_TYPES[key_type][0]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=kind == "rsa",
+                data_encipherment=False,
+                key_agreement=kind == "ec",
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    # SHA-256 with the key's own algorithm: RSA PKCS#1 v1.5 or ECDSA (RFC 8551 §2.2).
+    certificate = builder.sign(key, hashes.SHA256())
+    return key, certificate
+
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_fd(fd: int, data: bytes, mode: int) -> None:
+    with os.fdopen(fd, "wb") as f:
+        if mode != 0o600:
+            os.fchmod(f.fileno(), mode)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_new_file(path: Path, data: bytes, *, force: bool, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that it appears complete or not at all.
+
+    The bytes go to a temporary file in the same directory, created with
+    O_EXCL and mode 0600 so no other user can ever open it, and fsynced. Then
+    it is linked into place, which fails if ``path`` exists, or, with
+    ``force``, renamed over it. ``mode`` is applied before any byte is
+    written; only the public certificate asks for more than 0600.
+    """
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, _OPEN_FLAGS, 0o600)
+    try:
+        _write_fd(fd, data, mode)
+        if force:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise errors.ConfigError(f"{path} already exists (use --force to overwrite it)") from None
+        except OSError:
+            # No hard links on this file system: fall back to creating the
+            # file itself with O_EXCL, which still never overwrites.
+            _write_direct(path, data, mode)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_direct(path: Path, data: bytes, mode: int) -> None:
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    except FileExistsError:
+        raise errors.ConfigError(f"{path} already exists (use --force to overwrite it)") from None
+    try:
+        _write_fd(fd, data, mode)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def write_private_key(
+    path: str | os.PathLike[str], key: PrivateKey, *, passphrase: bytes | None, force: bool = False
+) -> None:
+    """Write ``key`` as PKCS#8 PEM to a new 0600 file at ``path``.
+
+    With a passphrase the key is encrypted (PBES2, the strongest scheme the
+    library offers); ``None`` writes it in the clear. Raises
+    ``errors.ConfigError`` if the file exists and ``force`` is false,
+    ``OSError`` if it cannot be written.
+    """
+    if passphrase is not None and (not isinstance(passphrase, bytes) or not passphrase):
+        raise TypeError("passphrase must be non-empty bytes or None")
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    _write_new_file(Path(path), pem, force=force)
+
+
+def write_certificate(path: str | os.PathLike[str], certificate: x509.Certificate, *, force: bool = False) -> None:
+    """Write ``certificate`` as PEM to a new file at ``path``.
+
+    The certificate is public, but it is written the same careful way so a
+    crash never leaves half a file. Raises ``errors.ConfigError`` if the file
+    exists and ``force`` is false. The file is 0644: a certificate is public.
+    """
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    _write_new_file(Path(path), pem, force=force, mode=0o644)
