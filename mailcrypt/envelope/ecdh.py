@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from asn1crypto import cms, keys
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -29,19 +29,13 @@ from mailcrypt.envelope.asn1 import (
     OID_EC_PUBLIC_KEY,
     ECCCMSSharedInfo,
 )
-from mailcrypt.envelope.keys import Identity, Recipient, require
+from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
 __all__ = ["ECDHRecipient", "ECDHIdentity"]
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha224": hashes.SHA224,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
+
 _WRAP_KEY_BYTES = {"aes128-wrap": 16, "aes192-wrap": 24, "aes256-wrap": 32}
 
 
@@ -51,7 +45,7 @@ def _derive_kek(shared: bytes, hash_name: str, wrap: cms.KeyEncryptionAlgorithm,
     if ukm is not None:
         info["entity_u_info"] = ukm
     shared_info = ECCCMSSharedInfo(info).dump()
-    return X963KDF(algorithm=_HASHES[hash_name](), length=length, sharedinfo=shared_info).derive(shared)
+    return X963KDF(algorithm=HASHES[hash_name](), length=length, sharedinfo=shared_info).derive(shared)
 
 
 class ECDHRecipient(Recipient):
@@ -74,7 +68,7 @@ class ECDHRecipient(Recipient):
         require(self.ref.key_usage_allows("key_agreement"), "keyUsage does not allow key agreement", self.ref)
         if kdf_hash not in policy.ecdh_kdf_hashes:
             raise PolicyViolation(f"ECDH KDF hash {kdf_hash} is not allowed by the policy")
-        if kdf_hash not in _HASHES or key_wrap not in KEY_WRAP_OIDS:
+        if kdf_hash not in HASHES or key_wrap not in KEY_WRAP_OIDS:
             raise UnsupportedAlgorithm(f"unknown ECDH scheme {kdf_hash}/{key_wrap}")
         self._key = key
         self._kdf_hash = kdf_hash

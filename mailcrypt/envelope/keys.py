@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from mailcrypt.errors import InvalidRecipient
 from mailcrypt.policy import Policy
 
-__all__ = ["Recipient", "Identity", "CertificateRef", "describe_rid"]
+__all__ = ["Recipient", "Identity", "CertificateRef", "HASHES", "describe_rid", "require"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,38 +79,8 @@ class CertificateRef:
         return bool(getattr(ku, usage))
 
 
-class Recipient(abc.ABC):
-    """Wraps a content-encryption key for one certificate's public key.
-
-    ``wrap`` raises ``PolicyViolation`` when the key or algorithm is not
-    allowed; constructors raise ``InvalidRecipient`` for an unusable certificate.
-    """
-
-    def __init__(self, certificate: x509.Certificate) -> None:
-        if not isinstance(certificate, x509.Certificate):
-            raise TypeError("certificate must be a cryptography x509.Certificate")
-        self.ref = CertificateRef(certificate)
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self.ref.certificate
-
-    @property
-    def label(self) -> str:
-        return self.ref.label
-
-    @abc.abstractmethod
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
-        """One RecipientInfo carrying ``cek`` for this recipient."""
-
-
-class Identity(abc.ABC):
-    """A private key and its certificate, able to unwrap content keys.
-
-    ``unwrap`` raises ``NotForThisIdentity`` when the RecipientInfo names
-    another key, and ``DecryptionFailed``, ``UnsupportedAlgorithm`` or
-    ``PolicyViolation`` when it names this key but cannot be used.
-    """
+class _CertificateHolder:
+    """What Recipient and Identity share: a certificate and how to name it."""
 
     def __init__(self, certificate: x509.Certificate) -> None:
         if not isinstance(certificate, x509.Certificate):
@@ -128,9 +98,40 @@ class Identity(abc.ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
 
+
+class Recipient(_CertificateHolder, abc.ABC):
+    """Wraps a content-encryption key for one certificate's public key.
+
+    ``wrap`` raises ``PolicyViolation`` when the key or algorithm is not
+    allowed; constructors raise ``InvalidRecipient`` for an unusable certificate.
+    """
+
+    @abc.abstractmethod
+    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+        """One RecipientInfo carrying ``cek`` for this recipient."""
+
+
+class Identity(_CertificateHolder, abc.ABC):
+    """A private key and its certificate, able to unwrap content keys.
+
+    ``unwrap`` raises ``NotForThisIdentity`` when the RecipientInfo names
+    another key, and ``DecryptionFailed``, ``UnsupportedAlgorithm`` or
+    ``PolicyViolation`` when it names this key but cannot be used.
+    """
+
     @abc.abstractmethod
     def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
         """Return (content-encryption key, key-management description)."""
+
+
+#: Hash algorithms by the names profiles and policies use.
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 def describe_rid(rid: cms.RecipientIdentifier | cms.KeyAgreementRecipientIdentifier) -> str:

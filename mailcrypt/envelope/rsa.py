@@ -14,24 +14,15 @@ from __future__ import annotations
 
 from asn1crypto import algos, cms, core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
-from mailcrypt.envelope.keys import Identity, Recipient, require
+from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
 __all__ = ["RSARecipient", "RSAIdentity"]
-
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha1": hashes.SHA1,
-    "sha224": hashes.SHA224,
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
-
 
 class RSARecipient(Recipient):
     """Wraps content keys for an RSA certificate.
@@ -55,7 +46,7 @@ class RSARecipient(Recipient):
             raise PolicyViolation(f"RSA padding {padding} is not allowed by the policy")
         if padding == "oaep" and oaep_hash not in policy.oaep_hashes:
             raise PolicyViolation(f"OAEP hash {oaep_hash} is not allowed by the policy")
-        if padding not in ("pkcs1v15", "oaep") or oaep_hash not in _HASHES:
+        if padding not in ("pkcs1v15", "oaep") or oaep_hash not in HASHES:
             raise UnsupportedAlgorithm(f"unknown RSA padding {padding}/{oaep_hash}")
         self._key = key
         self._padding = padding
@@ -63,7 +54,7 @@ class RSARecipient(Recipient):
 
     def wrap(self, cek: bytes) -> cms.RecipientInfo:
         if self._padding == "oaep":
-            h = _HASHES[self._oaep_hash]()
+            h = HASHES[self._oaep_hash]()
             encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
             algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(self._oaep_hash)})
         else:
@@ -80,7 +71,6 @@ class RSARecipient(Recipient):
         )
         return cms.RecipientInfo(name="ktri", value=ktri)
 
-
 def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
     if hash_name == "sha1":
         # RFC 4055 §3.1: SHA-1 with MGF1-SHA-1 is the DEFAULT, encoded as an empty SEQUENCE.
@@ -89,7 +79,6 @@ def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
     return algos.RSAESOAEPParams(
         {"hash_algorithm": digest, "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": digest}}
     )
-
 
 class RSAIdentity(Identity):
     """An RSA private key with its certificate."""
@@ -135,7 +124,6 @@ class RSAIdentity(Identity):
             # One message for every failure: the cause must not become an oracle.
             raise DecryptionFailed("the wrapped content key does not decrypt with this RSA key") from None
 
-
 def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.OAEP, str]:
     try:
         parsed = algos.RSAESOAEPParams.load(params.dump()) if params.dump() else algos.RSAESOAEPParams({})
@@ -155,6 +143,6 @@ def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.O
         raise UnsupportedAlgorithm("unsupported OAEP hash", oid=hash_oid if hash_name is None else mgf_hash_oid)
     if hash_name not in policy.oaep_hashes or mgf_hash not in policy.oaep_hashes:
         raise PolicyViolation(f"OAEP with {hash_name}/MGF1-{mgf_hash} is not allowed by the policy", oid=hash_oid)
-    scheme = padding.OAEP(mgf=padding.MGF1(_HASHES[mgf_hash]()), algorithm=_HASHES[hash_name](), label=label or None)
+    scheme = padding.OAEP(mgf=padding.MGF1(HASHES[mgf_hash]()), algorithm=HASHES[hash_name](), label=label or None)
     description = f"rsa-oaep-{hash_name}" + ("" if mgf_hash == hash_name else f"-mgf1-{mgf_hash}")
     return scheme, description + ("-label" if label else "")
