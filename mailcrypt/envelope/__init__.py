@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 from mailcrypt.envelope.keys import Identity, Recipient
-from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all, open_envelope as _open
+from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all
+from mailcrypt.envelope.reader import open_envelope as _open
 from mailcrypt.envelope.rsa import RSAIdentity, RSARecipient
 from mailcrypt.envelope.writer import EnvelopeWriter as _Writer
 from mailcrypt.errors import InvalidRecipient

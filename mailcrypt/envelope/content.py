@@ -165,7 +165,9 @@ class ContentDecryptor:
             try:
                 return self._ctx.finalize()
             except InvalidTag:
-                raise DecryptionFailed("authentication tag mismatch: the message was altered or the key is wrong") from None
+                raise DecryptionFailed(
+                    "authentication tag mismatch: the message was altered or the key is wrong"
+                ) from None
         if self._seen == 0 or self._seen % self._block:
             raise DecryptionFailed("CBC ciphertext is not a whole number of blocks")
         last = self._held + self._ctx.finalize()

@@ -39,7 +39,9 @@ __all__ = ["ECDHRecipient", "ECDHIdentity"]
 _WRAP_KEY_BYTES = {"aes128-wrap": 16, "aes192-wrap": 24, "aes256-wrap": 32}
 
 
-def _derive_kek(shared: bytes, hash_name: str, wrap: cms.KeyEncryptionAlgorithm, wrap_name: str, ukm: bytes | None) -> bytes:
+def _derive_kek(
+    shared: bytes, hash_name: str, wrap: cms.KeyEncryptionAlgorithm, wrap_name: str, ukm: bytes | None
+) -> bytes:
     length = _WRAP_KEY_BYTES[wrap_name]
     info = {"key_info": wrap, "supp_pub_info": (length * 8).to_bytes(4, "big")}
     if ukm is not None:

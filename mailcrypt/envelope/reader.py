@@ -124,7 +124,12 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
     eci = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 16, "encryptedContentInfo")
     pos += 1
     eci_items = list(children(buf, eci))
-    content_type = _load(cms.ContentType, buf, _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "a content type"), "content type")
+    content_type = _load(
+        cms.ContentType,
+        buf,
+        _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "a content type"),
+        "content type",
+    )
     if content_type.dotted != OID_DATA:
         # S/MIME (RFC 8551 §3.3) always encrypts a MIME entity as id-data.
         raise CMSParseError(f"encrypted content type {content_type.dotted} is not id-data")
@@ -255,4 +260,3 @@ def decrypt_all(envelope: OpenEnvelope) -> bytes:
     """All the plaintext, released only after the integrity check passed."""
     pieces = list(envelope.chunks())
     return b"".join(pieces)
-

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from asn1crypto import algos, cms, core
 from cryptography import x509
-
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
@@ -23,6 +22,7 @@ from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity
 from mailcrypt.policy import Policy
 
 __all__ = ["RSARecipient", "RSAIdentity"]
+
 
 class RSARecipient(Recipient):
     """Wraps content keys for an RSA certificate.
@@ -56,7 +56,9 @@ class RSARecipient(Recipient):
         if self._padding == "oaep":
             h = HASHES[self._oaep_hash]()
             encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
-            algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(self._oaep_hash)})
+            algorithm = cms.KeyEncryptionAlgorithm(
+                {"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(self._oaep_hash)}
+            )
         else:
             encrypted = self._key.encrypt(cek, padding.PKCS1v15())
             # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
@@ -71,6 +73,7 @@ class RSARecipient(Recipient):
         )
         return cms.RecipientInfo(name="ktri", value=ktri)
 
+
 def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
     if hash_name == "sha1":
         # RFC 4055 §3.1: SHA-1 with MGF1-SHA-1 is the DEFAULT, encoded as an empty SEQUENCE.
@@ -79,6 +82,7 @@ def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
     return algos.RSAESOAEPParams(
         {"hash_algorithm": digest, "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": digest}}
     )
+
 
 class RSAIdentity(Identity):
     """An RSA private key with its certificate."""
@@ -123,6 +127,7 @@ class RSAIdentity(Identity):
         except ValueError:
             # One message for every failure: the cause must not become an oracle.
             raise DecryptionFailed("the wrapped content key does not decrypt with this RSA key") from None
+
 
 def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.OAEP, str]:
     try:
