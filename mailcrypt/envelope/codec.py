@@ -32,6 +32,7 @@ __all__ = [
     "read_element",
     "children",
     "octet_chunks",
+    "check_depth",
     "der_header",
 ]
 
@@ -135,6 +136,23 @@ def children(buf: memoryview, parent: TLV) -> Iterator[TLV]:
         child = read_element(buf, cur, parent.value_end)
         yield child
         cur = child.end
+
+
+def check_depth(buf: memoryview, element: TLV, *, limit: int = _MAX_DEPTH) -> None:
+    """Refuse an element nested deeper than ``limit`` levels.
+
+    The small structures handed to asn1crypto are decoded recursively there;
+    checking their depth first keeps a hostile input from exhausting the
+    interpreter's stack (``RecursionError`` is no parse error to report).
+    """
+    stack = [(element, 0)]
+    while stack:
+        tlv, depth = stack.pop()
+        if not tlv.constructed:
+            continue
+        if depth >= limit:
+            raise CMSParseError("CMS nesting too deep")
+        stack.extend((child, depth + 1) for child in children(buf, tlv))
 
 
 def octet_chunks(buf: memoryview, element: TLV, *, _depth: int = 0) -> list[memoryview]:

@@ -113,8 +113,8 @@ class ContentDecryptor:
         # an AEAD inside plain EnvelopedData would carry no tag.
         if authenticated != (self.mode == "gcm"):
             raise CMSParseError(f"{cipher} does not fit this CMS content type")
-        params = algorithm["parameters"]
         try:
+            params = algorithm["parameters"]
             if self.mode == "gcm":
                 gcm = GCMParameters.load(params.dump())
                 self.iv = bytes(gcm["aes_nonce"].native)
@@ -125,7 +125,8 @@ class ContentDecryptor:
         except (ValueError, TypeError, AttributeError) as exc:
             raise CMSParseError(f"malformed {cipher} parameters") from exc
         if self.mode == "gcm":
-            if not 1 <= len(self.iv) <= 64:
+            # RFC 5084 §3.2 recommends 12 octets; the AES-GCM primitive takes 8 to 128.
+            if not 8 <= len(self.iv) <= 128:
                 raise CMSParseError("AES-GCM nonce of an impossible length")
             if self.tag_length not in (12, 13, 14, 15, 16):
                 raise CMSParseError(f"AES-GCM tag length {self.tag_length} is not allowed (RFC 5084 §3.2)")

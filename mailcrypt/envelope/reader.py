@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from asn1crypto import algos, cms, core
 
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVELOPED_DATA, OID_SIGNED_DATA
-from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, children, octet_chunks, read_element
+from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, check_depth, children, octet_chunks, read_element
 from mailcrypt.envelope.content import ContentDecryptor
 from mailcrypt.envelope.keys import Identity, describe_rid
 from mailcrypt.errors import (
@@ -35,7 +35,7 @@ from mailcrypt.policy import Policy
 __all__ = ["EnvelopeInfo", "OpenEnvelope", "open_envelope", "decrypt_all"]
 
 # Errors asn1crypto raises for malformed input when a lazily parsed value is read.
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,52 @@ class EnvelopeInfo:
 @dataclass
 class _Parts:
     authenticated: bool
-    recipient_infos: cms.RecipientInfos
+    recipient_infos: list[cms.RecipientInfo]
+    unreadable: int
     algorithm: algos.EncryptionAlgorithm
     content: list[memoryview]
     mac: bytes
     aad: bytes
 
 
-def _load(spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str) -> core.Asn1Value:
+def _load(spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str, *, force: bool = True) -> core.Asn1Value:
+    """Decode one small element with asn1crypto.
+
+    asn1crypto parses lazily; ``force`` parses everything now so errors
+    surface here. Without it only the outer structure is checked, for
+    values whose unknown parts must not make the whole message unreadable.
+    """
+    check_depth(buf, tlv)
     try:
         value = spec.load(bytes(buf[tlv.start : tlv.end]), strict=True)
-        value.native  # noqa: B018 - asn1crypto parses lazily; force it here.
+        if force:
+            value.native  # noqa: B018
     except _ASN1_ERRORS as exc:
         raise CMSParseError(f"malformed {what}") from exc
     return value
+
+
+def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[cms.RecipientInfo], int]:
+    """The RecipientInfos we can read, and how many we cannot.
+
+    Each is decoded on its own, and only as far as its recipient identifiers:
+    a RecipientInfo of a kind or algorithm we do not know, addressed to
+    somebody else, must not make the message unreadable for us.
+    """
+    readable: list[cms.RecipientInfo] = []
+    unreadable = 0
+    for child in children(buf, tlv):
+        try:
+            ri = _load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False)
+            if ri.name == "ktri":
+                ri.chosen["rid"].native  # noqa: B018
+            elif ri.name == "kari":
+                for rek in ri.chosen["recipient_encrypted_keys"]:
+                    rek["rid"].native  # noqa: B018
+            readable.append(ri)
+        except (CMSParseError, *_ASN1_ERRORS):
+            unreadable += 1
+    return readable, unreadable
 
 
 def _expect(tlv: TLV | None, cls: int, tag: int, what: str) -> TLV:
@@ -119,7 +151,7 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
     if pos < len(items) and items[pos].is_(CONTEXT, 0):
         pos += 1  # originatorInfo: certificates and CRLs we do not need.
     ris_tlv = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 17, "recipientInfos")
-    recipient_infos = _load(cms.RecipientInfos, buf, ris_tlv, "recipientInfos")
+    recipient_infos, unreadable = _recipient_infos(buf, ris_tlv)
     pos += 1
     eci = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 16, "encryptedContentInfo")
     pos += 1
@@ -134,7 +166,13 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
         # S/MIME (RFC 8551 §3.3) always encrypts a MIME entity as id-data.
         raise CMSParseError(f"encrypted content type {content_type.dotted} is not id-data")
     alg_tlv = _expect(eci_items[1] if len(eci_items) > 1 else None, UNIVERSAL, 16, "a content-encryption algorithm")
-    algorithm = _load(algos.EncryptionAlgorithm, buf, alg_tlv, "content-encryption algorithm")
+    # Only the OID is read here; ContentDecryptor names an unknown algorithm
+    # before it looks at parameters it could not interpret.
+    algorithm = _load(algos.EncryptionAlgorithm, buf, alg_tlv, "content-encryption algorithm", force=False)
+    try:
+        algorithm["algorithm"].dotted  # noqa: B018
+    except _ASN1_ERRORS as exc:
+        raise CMSParseError("malformed content-encryption algorithm") from exc
     if len(eci_items) != 3 or not eci_items[2].is_(CONTEXT, 0):
         raise CMSParseError("the encrypted content is missing (detached content is not supported)")
     content = octet_chunks(buf, eci_items[2])
@@ -155,7 +193,7 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
         pos += 1  # unprotectedAttrs
     if pos != len(items):
         raise CMSParseError("unexpected element at the end of the envelope")
-    return _Parts(authenticated, recipient_infos, algorithm, content, mac, aad)
+    return _Parts(authenticated, recipient_infos, unreadable, algorithm, content, mac, aad)
 
 
 class OpenEnvelope:
@@ -188,8 +226,8 @@ class OpenEnvelope:
             yield last
 
 
-def _identity_errors(ris: cms.RecipientInfos) -> list[str]:
-    found = []
+def _describe_recipients(ris: list[cms.RecipientInfo], unreadable: int) -> list[str]:
+    found = [f"{unreadable} unreadable RecipientInfo(s)"] if unreadable else []
     for ri in ris:
         if ri.name == "ktri":
             found.append("RSA key of " + describe_rid(ri.chosen["rid"]))
@@ -241,12 +279,12 @@ def open_envelope(
                 cipher=decryptor.cipher,
                 identity=identity,
                 key_management=key_management,
-                recipient_count=len(parts.recipient_infos),
+                recipient_count=len(parts.recipient_infos) + parts.unreadable,
             )
             return OpenEnvelope(info, decryptor, parts.content)
     if broken:
         raise broken[0]
-    recipients = _identity_errors(parts.recipient_infos)
+    recipients = _describe_recipients(parts.recipient_infos, parts.unreadable)
     tried = [i.label for i in identities]
     raise NoMatchingIdentity(
         f"none of the {len(tried)} identities tried is a recipient of this message"

@@ -135,13 +135,16 @@ def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.O
         hash_oid = parsed["hash_algorithm"]["algorithm"].dotted
         mgf = parsed["mask_gen_algorithm"]
         mgf_oid = mgf["algorithm"].dotted
-        mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
-        source = parsed["p_source_algorithm"]
-        label = bytes(source["parameters"].native or b"")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CMSParseError("malformed RSA-OAEP parameters") from exc
+    # RFC 8017 §A.2.1 defines MGF1 only; name anything else before reading its parameters.
     if mgf_oid != "1.2.840.113549.1.1.8":
         raise UnsupportedAlgorithm(f"unsupported OAEP mask generation function {mgf_oid}", oid=mgf_oid)
+    try:
+        mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
+        label = bytes(parsed["p_source_algorithm"]["parameters"].native or b"")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CMSParseError("malformed RSA-OAEP parameters") from exc
     hash_name = HASH_BY_OID.get(hash_oid)
     mgf_hash = HASH_BY_OID.get(mgf_hash_oid)
     if hash_name is None or mgf_hash is None:
