@@ -284,6 +284,8 @@ def open_envelope(
             return OpenEnvelope(info, decryptor, parts.content)
     if broken:
         raise broken[0]
+    if parts.unreadable and not parts.recipient_infos:
+        raise CMSParseError(f"none of the {parts.unreadable} RecipientInfo(s) in the message can be read")
     recipients = _describe_recipients(parts.recipient_infos, parts.unreadable)
     tried = [i.label for i in identities]
     raise NoMatchingIdentity(
