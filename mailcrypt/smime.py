@@ -31,6 +31,8 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
+import pybase64
+
 from mailcrypt import errors
 from mailcrypt import mime_headers as mh
 from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, open_envelope
@@ -51,7 +53,6 @@ _LINE_CHARS = 76
 _LINES = struct.Struct(f"{_LINE_CHARS}s" * 1024)
 _BLOCK_BYTES = _LINE_BYTES * 1024
 _WHITESPACE = b" \t\r\n"
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 # ------------------------------------------------------------------ encrypt
@@ -220,7 +221,7 @@ class _Base64Lines:
 
 
 def _encode_lines(data: bytes | memoryview) -> bytes:
-    encoded = binascii.b2a_base64(data, newline=False)
+    encoded = pybase64.b64encode(data)
     if len(encoded) == _LINES.size:
         lines = list(_LINES.unpack(encoded))
     else:
@@ -354,10 +355,13 @@ class _Base64Decoder:
 
     def _decode(self, piece: bytes) -> None:
         if not self._quad:
-            stray = piece.translate(None, _ALPHABET)
-            if not stray.translate(None, b"\r\n") and (len(piece) - len(stray)) % 4 == 0:
-                self.der += binascii.a2b_base64(piece)
-                return
+            clean = piece.translate(None, b"\r\n")
+            if len(clean) % 4 == 0 and b"=" not in clean:
+                try:
+                    self.der += pybase64.b64decode(clean, validate=True)
+                    return
+                except binascii.Error:
+                    pass  # The strict path below says what is wrong.
         clean = self._quad + piece.translate(None, _WHITESPACE)
         pad = clean.find(b"=")
         whole = (len(clean) if pad < 0 else pad) & ~3
@@ -368,7 +372,7 @@ class _Base64Decoder:
 
     def _strict(self, text: bytes) -> None:
         try:
-            self.der += binascii.a2b_base64(text, strict_mode=True)
+            self.der += pybase64.b64decode(text, validate=True)
         except binascii.Error:
             raise errors.CMSParseError("the message body is not valid base64") from None
 
