@@ -56,6 +56,17 @@ _HIDDEN = frozenset({"bcc", "resent-bcc"})
 _TRACE = frozenset({"received", "dkim-signature", "authentication-results",
                     "arc-seal", "arc-message-signature", "arc-authentication-results"})
 
+# The fields a sender protects (RFC 9788 §2, the originator and addressing
+# fields of RFC 5322 §3.6). When a message carries protected headers, an outer
+# copy of one of these that the inner block lacks was added in transit, maybe
+# by an attacker (a Reply-To of their own): it is not carried into the
+# decrypted message, where it would look protected.
+_PROTECTABLE = frozenset({
+    "from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id",
+    "in-reply-to", "references", "followup-to", "mail-followup-to", "mail-reply-to",
+    "keywords", "comments",
+})
+
 # A field name (RFC 5322 §3.6.8: printable ASCII except colon), optionally
 # followed by obsolete white space before the colon (§4.5).
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
@@ -214,7 +225,8 @@ def restore(outer: list[Field], inner_block: bytes) -> bytes:
 
     With protected headers inside, the inner block is authoritative; outer
     fields are added only when the inner block lacks them (trace fields
-    added in transit) and the ``[...]`` placeholder is dropped. Without,
+    added in transit), never protectable ones such as From, Reply-To or the
+    ``[...]`` Subject placeholder. Without,
     the outer fields (minus Content-*) come first, then the inner block.
     """
     inner = split_fields(inner_block)
@@ -225,7 +237,7 @@ def restore(outer: list[Field], inner_block: bytes) -> bytes:
         kept = [
             f for f in outer
             if not f.is_mime()
-            and not (f.name == "subject" and f.value == "[...]")
+            and f.name not in _PROTECTABLE
             and (f.name not in names or (f.name in _TRACE and _crlf(f.raw) not in raws))
         ]
         for i, f in enumerate(inner):

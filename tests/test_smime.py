@@ -330,6 +330,18 @@ def test_trace_fields_are_compared_by_value(rsa2048: KeyPair) -> None:
     assert decrypted == b"Received: from submission.example.org by mx.example.net\r\n" + _without_bcc(original)
 
 
+def test_outer_fields_cannot_pose_as_protected(rsa2048: KeyPair) -> None:
+    # Someone on the path adds a Reply-To and a Sender outside the envelope.
+    # The inner block has neither; they must not appear in the decrypted
+    # message, where they would look as protected as the rest.
+    encrypted = smime.encrypt_message(PLAIN, [rsa2048.cert])
+    forged = b"Reply-To: attacker@evil.example\r\nSender: attacker@evil.example\r\n"
+    received = b"Received: from mx.example.net by mail.example.org\r\n"
+    decrypted, _ = smime.decrypt_message(received + forged + encrypted, [rsa2048.identity])
+    assert b"evil.example" not in decrypted
+    assert decrypted == received + _without_bcc(PLAIN)
+
+
 def test_rfc9788_hp_cipher_is_protected(ec_p256: KeyPair) -> None:
     party = ec_p256
     inner = (
