@@ -10,11 +10,22 @@ A ``Policy`` is the frozen list of what the envelope core may produce or
 accept at all; anything not listed is rejected with ``PolicyViolation``. The
 policy is data passed to every call; this module reads no configuration and
 decides nothing about fallbacks, which belong to the proxy and the fetcher.
+
+A ``PolicyTable`` holds the administrator's per-recipient settings (DESIGN.md
+§4-5): for each address, ``require``, ``opportunistic`` or ``plaintext`` and
+the profile to send with, resolved address > domain > default, plus
+domain-level gateway certificates. It is plain data too: ``mailcrypt.config``
+builds it from the configuration file, the key directory and the proxy read
+it. No message header can change it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 __all__ = [
     "CONTENT_CIPHERS",
@@ -25,6 +36,12 @@ __all__ = [
     "PROFILES",
     "Policy",
     "DEFAULT_POLICY",
+    "RECIPIENT_POLICIES",
+    "RecipientPolicy",
+    "Decision",
+    "PolicyTable",
+    "address_key",
+    "common_profile",
 ]
 
 #: Content ciphers by name: (mode, key length in bytes).
@@ -111,3 +128,143 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+# ------------------------------------------------------------ per-recipient policy
+
+#: What to do for a recipient (DESIGN.md §4): ``require`` refuses a recipient
+#: without a usable certificate, ``opportunistic`` encrypts when one exists and
+#: sends in the clear otherwise, ``plaintext`` never encrypts.
+RECIPIENT_POLICIES = ("require", "opportunistic", "plaintext")
+
+
+def address_key(address: str) -> str:
+    """The form in which two addresses compare equal.
+
+    RFC 5280 §7.5: the local part compares exactly, the domain
+    case-insensitively, an internationalised domain by its A-label (IDNA)
+    form. ``Bob@Example.ORG`` and ``Bob@example.org`` give the same key,
+    ``bob@example.org`` another one.
+    """
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain_key(domain)}"
+
+
+def domain_key(domain: str) -> str:
+    """A domain in the form it is compared in: ASCII (IDNA) and lower case."""
+    domain = domain.strip().rstrip(".")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return domain.lower()
+
+
+@dataclass(frozen=True)
+class RecipientPolicy:
+    """The settings of one ``[policy.domains."…"]`` or ``[policy.addresses."…"]`` table.
+
+    ``None`` means "not set here": the value comes from the next level
+    (address > domain > default). ``gateway`` is a certificate file used for
+    every address of a domain (only domains have one).
+    """
+
+    policy: str | None = None
+    profile: str | None = None
+    gateway: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy is not None and self.policy not in RECIPIENT_POLICIES:
+            raise ValueError(f"unknown recipient policy {self.policy!r}")
+        if self.profile is not None and self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}")
+        if self.gateway is not None and not isinstance(self.gateway, Path):
+            raise TypeError("gateway must be a pathlib.Path")
+
+
+class Decision(NamedTuple):
+    """What the table says for one address, and why (for the log)."""
+
+    policy: str
+    profile: Profile
+    reason: str
+    #: Certificate file to encrypt to instead of the address's own, if any.
+    gateway: Path | None = None
+
+
+@dataclass(frozen=True)
+class PolicyTable:
+    """Per-recipient policy and profile, resolved address > domain > default.
+
+    ``domains`` is keyed by domain and ``addresses`` by address; keys are
+    normalised with ``domain_key``/``address_key`` on construction, so lookups
+    follow the RFC 5280 comparison rules. Each of policy and profile is
+    resolved on its own: an address that sets only a profile takes its
+    policy from its domain or the default.
+    """
+
+    default: str = "require"
+    profile: str = "compatible"
+    domains: Mapping[str, RecipientPolicy] = field(default_factory=dict)
+    addresses: Mapping[str, RecipientPolicy] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default not in RECIPIENT_POLICIES:
+            raise ValueError(f"unknown recipient policy {self.default!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}")
+        domains = {domain_key(k): v for k, v in self.domains.items()}
+        addresses = {address_key(k): v for k, v in self.addresses.items()}
+        for value in (*domains.values(), *addresses.values()):
+            if not isinstance(value, RecipientPolicy):
+                raise TypeError("PolicyTable entries must be RecipientPolicy objects")
+        if any(v.gateway is not None for v in addresses.values()):
+            raise ValueError("gateway certificates are set per domain, not per address")
+        object.__setattr__(self, "domains", MappingProxyType(domains))
+        object.__setattr__(self, "addresses", MappingProxyType(addresses))
+
+    def __hash__(self) -> int:
+        return hash((self.default, self.profile, tuple(self.domains.items()), tuple(self.addresses.items())))
+
+    def decide(self, address: str) -> Decision:
+        """The policy, profile and gateway for ``address``, with the reason."""
+        if not isinstance(address, str):
+            raise TypeError("address must be a str")
+        key = address_key(address)
+        domain = key.rpartition("@")[2]
+        levels = (
+            (self.addresses.get(key), f'policy.addresses."{key}"'),
+            (self.domains.get(domain), f'policy.domains."{domain}"'),
+        )
+        policy, policy_from = self.default, "policy.default"
+        profile, profile_from = self.profile, "policy.profile"
+        for entry, where in reversed(levels):
+            if entry is None:
+                continue
+            if entry.policy is not None:
+                policy, policy_from = entry.policy, where
+            if entry.profile is not None:
+                profile, profile_from = entry.profile, where
+        gateway = None
+        domain_entry = self.domains.get(domain)
+        if domain_entry is not None and domain_entry.gateway is not None:
+            gateway = domain_entry.gateway
+        reason = f"policy {policy} from {policy_from}, profile {profile} from {profile_from}"
+        if gateway is not None:
+            reason += f', gateway certificate from policy.domains."{domain}".gateway'
+        return Decision(policy, PROFILES[profile], reason, gateway)
+
+
+def common_profile(profiles: Iterable[Profile]) -> Profile:
+    """The one profile an envelope for all these recipients can use.
+
+    A message has a single content cipher (DESIGN.md §1), so ``modern`` is
+    chosen only when every recipient gets ``modern``; otherwise everyone
+    gets ``compatible``. Raises ``ValueError`` for an empty list.
+    """
+    chosen = list(profiles)
+    if not chosen:
+        raise ValueError("no recipients")
+    if all(p.name == MODERN.name for p in chosen):
+        return MODERN
+    return COMPATIBLE

@@ -1,0 +1,175 @@
+"""The typed settings of ``config.toml``: one frozen dataclass per section (DESIGN.md §5).
+
+These are plain values: every path is absolute, every address normalised,
+every choice checked by ``mailcrypt.config_parse`` before one is built.
+Only ``SecretRef.read`` touches anything outside, to read a password when
+asked; nothing here logs or prints a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailcrypt import errors
+from mailcrypt.config_table import check_secret_file
+from mailcrypt.policy import PolicyTable
+
+__all__ = [
+    "SecretRef",
+    "IdentitySettings",
+    "KeySettings",
+    "ProxySettings",
+    "UpstreamSettings",
+    "ReplaySettings",
+    "Target",
+    "AccountSettings",
+    "Settings",
+]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a password comes from: an environment variable or a 0600 file.
+
+    ``setting`` names the configuration key, for error messages. The
+    password itself is read only by ``read``.
+    """
+
+    setting: str
+    env: str | None = None
+    file: Path | None = None
+
+    def read(self, *, environ: Mapping[str, str] | None = None) -> bytes:
+        """The password. Raises ``errors.ConfigError`` naming the setting, never the password."""
+        env = os.environ if environ is None else environ
+        if self.env is not None:
+            value = env.get(self.env)
+            if not value:
+                raise errors.ConfigError(f"{self.setting}: environment variable {self.env} is not set")
+            return value.encode("utf-8")
+        assert self.file is not None
+        check_secret_file(self.file, self.setting)
+        try:
+            line = self.file.read_bytes().split(b"\n", 1)[0].removesuffix(b"\r")
+        except OSError as exc:
+            raise errors.ConfigError(f"{self.setting}: {self.file}: {exc.strerror or exc}") from None
+        if not line:
+            raise errors.ConfigError(f"{self.setting}: {self.file} is empty (expected the password on its first line)")
+        return line
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """``[identity]``: the default sender address (normalised), if set."""
+
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """``[keys]``: where the key directory is and how certificates are trusted."""
+
+    directory: Path
+    trust_anchors: tuple[Path, ...] = ()
+    harvest: bool = True
+    #: A 0600 file holding the passphrase of the private keys (added to DESIGN §5).
+    passphrase_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """``[proxy]``: the local SMTP proxy."""
+
+    listen_host: str
+    listen_port: int
+    auth: str
+    max_message_size: int
+    tls_cert: Path
+    tls_key: Path
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """``[upstream]``: the real submission server. Absent: deliver into ``outbox/``."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None = None
+    password: SecretRef | None = None
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """``[replay]``: the freshness window of DESIGN.md §2."""
+
+    max_age_days: int = 30
+    future_skew_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where fetched mail goes: a Maildir (``maildir:PATH``) or an IMAP folder (``imap:FOLDER``)."""
+
+    kind: str
+    path: Path | None = None
+    folder: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """One ``[[accounts]]`` table: an IMAP account to fetch from."""
+
+    name: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: SecretRef
+    folders: tuple[str, ...]
+    target: Target
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything in ``config.toml``, checked, with paths made absolute."""
+
+    home: Path
+    config_file: Path
+    identity: IdentitySettings
+    keys: KeySettings
+    policy: PolicyTable
+    proxy: ProxySettings
+    upstream: UpstreamSettings | None
+    replay: ReplaySettings
+    accounts: tuple[AccountSettings, ...]
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def outbox(self) -> Path:
+        """The Maildir standing in for an upstream server when ``[upstream]`` is absent."""
+        return self.home / "outbox"
+
+    @property
+    def mail(self) -> Path:
+        """The default fetch target Maildir."""
+        return self.home / "mail"
+
+    def account(self, name: str) -> AccountSettings:
+        """The account called ``name``; ``errors.ConfigError`` if there is none."""
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise errors.ConfigError(f"{self.config_file}: no [[accounts]] entry named {name!r} (configured: {known})")

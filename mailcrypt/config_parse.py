@@ -1,0 +1,262 @@
+"""Checking a parsed ``config.toml`` and building the settings from it.
+
+One function per section of DESIGN.md §5 reads its table through a
+``config_table.Table``, so that every mistake names the file, the dotted key
+and what is expected, and unknown keys are refused. Beyond the types it
+checks what a value means: addresses and domains are well-formed, "none"
+for authentication or TLS is allowed only on loopback, a gateway file holds
+exactly one certificate, secret files exist and only their owner can read
+them (their content is not read here).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+
+from mailcrypt import errors
+from mailcrypt.config_model import (
+    AccountSettings,
+    IdentitySettings,
+    KeySettings,
+    ProxySettings,
+    ReplaySettings,
+    SecretRef,
+    Settings,
+    Target,
+    UpstreamSettings,
+)
+from mailcrypt.config_table import Table, check_secret_file, fail
+from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy, domain_key
+
+__all__ = ["parse_settings"]
+
+_UPSTREAM_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+_IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
+
+
+def parse_settings(document: Mapping[str, object], *, home: Path, config_file: Path) -> Settings:
+    """Check a parsed TOML document and build the settings (see ``load_settings``)."""
+    root = Table(dict(document), (), config_file, home)
+    identity = _identity(root.table("identity"))
+    keys = _keys(root.table("keys"), home)
+    policy = _policy(root.table("policy"))
+    proxy = _proxy(root.table("proxy"))
+    upstream_table = root.optional_table("upstream")
+    upstream = _upstream(upstream_table) if upstream_table is not None else None
+    replay = _replay(root.table("replay"))
+    accounts = _accounts(root, home)
+    root.finish()
+    return Settings(home, config_file, identity, keys, policy, proxy, upstream, replay, accounts)
+
+
+def _identity(t: Table) -> IdentitySettings:
+    address = t.address("address", None)
+    t.finish()
+    return IdentitySettings(address)
+
+
+def _keys(t: Table, home: Path) -> KeySettings:
+    directory = t.path("directory", "keys")
+    anchors = tuple(t.path_list("trust_anchors"))
+    for i, anchor in enumerate(anchors):
+        t.certificate_file(("trust_anchors", i), anchor)
+    harvest = t.boolean("harvest", True)
+    passphrase_file = t.path("passphrase_file", None)
+    if passphrase_file is not None:
+        check_secret_file(passphrase_file, t.describe("passphrase_file"))
+    t.finish()
+    assert directory is not None
+    return KeySettings(directory, anchors, harvest, passphrase_file)
+
+
+def _recipient_policy(t: Table, *, gateway_allowed: bool) -> RecipientPolicy:
+    policy = t.choice("policy", None, RECIPIENT_POLICIES)
+    profile = t.choice("profile", None, ("compatible", "modern"))
+    gateway = None
+    if gateway_allowed:
+        gateway = t.path("gateway", None)
+        if gateway is not None:
+            count = t.certificate_file("gateway", gateway)
+            if count != 1:
+                fail(t, "gateway", f"a file with exactly one certificate, got {count} in {gateway}")
+    t.finish()
+    return RecipientPolicy(policy, profile, gateway)
+
+
+def _policy(t: Table) -> PolicyTable:
+    default = t.choice("default", "require", RECIPIENT_POLICIES)
+    profile = t.choice("profile", "compatible", ("compatible", "modern"))
+    domains: dict[str, RecipientPolicy] = {}
+    domain_table = t.table("domains")
+    for name in domain_table.keys():
+        entry = domain_table.table(name)
+        key = domain_key(name.removeprefix("@"))
+        if not _valid_domain(key):
+            fail(domain_table, name, "a domain name such as example.org")
+        if key in domains:
+            fail(domain_table, name, f"each domain once (it is the same domain as another entry, {key})")
+        domains[key] = _recipient_policy(entry, gateway_allowed=True)
+    domain_table.finish()
+    addresses: dict[str, RecipientPolicy] = {}
+    address_table = t.table("addresses")
+    for name in address_table.keys():
+        entry = address_table.table(name)
+        normal = address_table.check_address(name, name)
+        if normal in addresses:
+            fail(address_table, name, f"each address once (it is the same address as another entry, {normal})")
+        addresses[normal] = _recipient_policy(entry, gateway_allowed=False)
+    address_table.finish()
+    t.finish()
+    return PolicyTable(default, profile, domains, addresses)
+
+
+def _valid_domain(domain: str) -> bool:
+    labels = domain.split(".")
+    return len(labels) >= 2 and all(
+        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() and not label.startswith("-")
+        for label in labels
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _proxy(t: Table) -> ProxySettings:
+    listen = t.string("listen", "127.0.0.1:10587")
+    assert listen is not None
+    host, port = _host_port(t, "listen", listen)
+    auth = t.choice("auth", "required", ("required", "none"))
+    assert auth is not None
+    if auth == "none" and not _is_loopback(host):
+        fail(
+            t,
+            "auth",
+            f'"required" when the proxy listens on {host}, which is not a loopback address '
+            '("none" is allowed only on 127.0.0.1, ::1 or localhost)',
+        )
+    size = t.integer("max_message_size", 52428800, low=1024, high=2**40)
+    tls_cert = t.path("tls_cert", "proxy/cert.pem")
+    tls_key = t.path("tls_key", "proxy/key.pem")
+    t.finish()
+    assert size is not None and tls_cert is not None and tls_key is not None
+    return ProxySettings(host, port, auth, size, tls_cert, tls_key)
+
+
+def _host_port(t: Table, key: str, value: str) -> tuple[str, int]:
+    expected = f'"HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587", got {value!r}'
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            fail(t, key, expected)
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or ":" in host:
+            fail(t, key, expected)
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        fail(t, key, expected)
+    return host, int(port_text)
+
+
+def _secret(t: Table, *, required: bool) -> SecretRef | None:
+    if "password" in t.keys():
+        # DESIGN.md §5: passwords never sit in the configuration in plaintext.
+        raise errors.ConfigError(
+            f"{t.describe('password')}: passwords are not kept in the configuration file; use "
+            'password_env = "VARIABLE" or password_file = "FILE" (mode 0600) instead'
+        )
+    env = t.string("password_env", None)
+    file = t.path("password_file", None)
+    if env is not None and file is not None:
+        fail(t, "password_file", "either password_env or password_file, not both")
+    if env is not None:
+        if not env or not env.replace("_", "").isalnum():
+            fail(t, "password_env", f"the name of an environment variable, got {env!r}")
+        return SecretRef(t.describe("password_env"), env=env)
+    if file is not None:
+        check_secret_file(file, t.describe("password_file"))
+        return SecretRef(t.describe("password_file"), file=file)
+    if required:
+        fail(t, "password_env", "password_env or password_file: how to find the password for this account")
+    return None
+
+
+def _server(t: Table, ports: Mapping[str, int], choices: tuple[str, ...]) -> tuple[str, int, str]:
+    host = t.string("host", None, required=True)
+    assert host is not None
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        fail(t, "host", f"a host name or IP address, got {host!r}")
+    security = t.choice("security", choices[0], choices)
+    assert security is not None
+    if security == "none" and not _is_loopback(host):
+        fail(
+            t,
+            "security",
+            f'{" or ".join(repr(c) for c in choices[:-1])}: "none" (no TLS) is allowed only for '
+            f"a loopback host, and {host} is not one",
+        )
+    port = t.integer("port", ports[security], low=1, high=65535)
+    assert port is not None
+    return host, port, security
+
+
+def _upstream(t: Table) -> UpstreamSettings:
+    host, port, security = _server(t, _UPSTREAM_PORTS, ("starttls", "tls", "none"))
+    username = t.string("username", None)
+    password = _secret(t, required=username is not None)
+    if password is not None and username is None:
+        fail(t, "username", "a user name to go with the password")
+    t.finish()
+    return UpstreamSettings(host, port, security, username, password)
+
+
+def _replay(t: Table) -> ReplaySettings:
+    max_age = t.integer("max_age_days", 30, low=1, high=36500)
+    skew = t.integer("future_skew_seconds", 300, low=0, high=86400)
+    t.finish()
+    assert max_age is not None and skew is not None
+    return ReplaySettings(max_age, skew)
+
+
+def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
+    out: list[AccountSettings] = []
+    for t in root.table_list("accounts"):
+        name = t.string("name", None, required=True)
+        assert name is not None
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            fail(t, "name", f"a name of letters, digits, '-', '_' or '.', got {name!r}")
+        if any(a.name == name for a in out):
+            fail(t, "name", f"a name no other account has, and {name!r} is used twice")
+        host, port, security = _server(t, _IMAP_PORTS, ("tls", "starttls", "none"))
+        username = t.string("username", None, required=True)
+        assert username is not None
+        password = _secret(t, required=True)
+        assert password is not None
+        folders = tuple(t.string_list("folders", ["INBOX"]))
+        if not folders or any(not f for f in folders):
+            fail(t, "folders", "a list of one or more folder names")
+        target_text = t.string("target", "maildir:mail")
+        assert target_text is not None
+        out.append(
+            AccountSettings(name, host, port, security, username, password, folders, _target(t, target_text, home))
+        )
+        t.finish()
+    return tuple(out)
+
+
+def _target(t: Table, value: str, home: Path) -> Target:
+    kind, sep, rest = value.partition(":")
+    if sep and kind == "maildir" and rest:
+        return Target("maildir", path=home / Path(rest).expanduser())
+    if sep and kind == "imap" and rest:
+        return Target("imap", folder=rest)
+    fail(t, "target", f'"maildir:PATH" or "imap:FOLDER", got {value!r}')
+    raise AssertionError("unreachable")

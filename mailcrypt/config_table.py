@@ -1,0 +1,261 @@
+"""Reading one TOML table of ``config.toml`` with the key named in every error.
+
+A ``Table`` hands out typed values (string, integer, choice, path, address,
+...) and remembers which keys were asked for; ``finish`` then refuses every
+key nobody asked for, with a guess at what was meant. Each error is one
+``errors.ConfigError`` line: ``FILE: dotted.key: expected WHAT, got VALUE``.
+Paths are resolved against the home.
+
+This module knows nothing about which settings exist; ``mailcrypt.config``
+does. It reads no secret: for secret files it only checks that they exist
+and that no other user can read them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+import re
+import stat
+from pathlib import Path
+from typing import NoReturn
+
+from mailcrypt import errors
+
+__all__ = ["Table", "fail", "check_secret_file", "format_key"]
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_MISSING = object()
+
+
+def format_key(parts: tuple[str | int, ...]) -> str:
+    """A dotted TOML key: ``policy.domains."example.org".policy``, ``accounts[1].host``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = part if _BARE_KEY.fullmatch(part) else '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out += f".{text}" if out else text
+    return out
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date/time"
+    return type(value).__name__
+
+
+Key = str | int | tuple[str | int, ...]
+
+
+def fail(table: Table, key: Key, expected: str) -> NoReturn:
+    """Raise ``errors.ConfigError``: ``FILE: KEY: expected EXPECTED``."""
+    raise errors.ConfigError(f"{table.describe(key)}: expected {expected}")
+
+
+def check_secret_file(path: Path, setting: str) -> None:
+    """Check that a secret file exists, is a file, and only its owner can read it.
+
+    ``setting`` names the configuration key for the message. The content is
+    not read.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise errors.ConfigError(f"{setting}: {path} does not exist (expected a file, mode 0600)") from None
+    except OSError as exc:
+        raise errors.ConfigError(f"{setting}: {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise errors.ConfigError(f"{setting}: {path} is not a regular file (expected a file, mode 0600)")
+    if os.name == "posix" and st.st_mode & 0o077:
+        raise errors.ConfigError(
+            f"{setting}: {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"expected mode 0600: run chmod 600 {path}"
+        )
+    if not os.access(path, os.R_OK):
+        raise errors.ConfigError(f"{setting}: {path} is not readable (permission denied)")
+
+
+class Table:
+    """One TOML table at a dotted position in the configuration file."""
+
+    def __init__(self, data: dict[str, object], where: tuple[str | int, ...], file: Path, home: Path) -> None:
+        self.data = data
+        self.where = where
+        self.file = file
+        self.home = home
+        self._used: set[str] = set()
+
+    # -------------------------------------------------------------- naming
+
+    def describe(self, key: Key | None = None) -> str:
+        """``FILE: dotted.key`` for messages; ``key`` may be a tuple such as ("trust_anchors", 0)."""
+        if key is None:
+            parts = self.where
+        else:
+            parts = (*self.where, *(key if isinstance(key, tuple) else (key,)))
+        return f"{self.file}: {format_key(parts) or '(top level)'}"
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+    def _get(self, key: str, required: bool) -> object:
+        self._used.add(key)
+        if key in self.data:
+            return self.data[key]
+        if required:
+            fail(self, key, "this setting; it is required")
+        return _MISSING
+
+    # -------------------------------------------------------------- tables
+
+    def table(self, key: str) -> Table:
+        """The sub-table ``key``, empty if absent."""
+        found = self.optional_table(key)
+        return found if found is not None else Table({}, (*self.where, key), self.file, self.home)
+
+    def optional_table(self, key: str) -> Table | None:
+        """The sub-table ``key``, or None if absent."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            fail(self, key, f"a table [{format_key((*self.where, key))}], got {_kind(value)}")
+        return Table(value, (*self.where, key), self.file, self.home)
+
+    def table_list(self, key: str) -> list[Table]:
+        """The array of tables ``[[key]]``, empty if absent."""
+        value = self._get(key, False)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            fail(self, key, f"an array of tables [[{format_key((*self.where, key))}]], got {_kind(value)}")
+        return [Table(v, (*self.where, key, i), self.file, self.home) for i, v in enumerate(value)]
+
+    def finish(self) -> None:
+        """Refuse every key that was not asked for."""
+        unknown = [k for k in self.data if k not in self._used]
+        if not unknown:
+            return
+        key = unknown[0]
+        known = sorted(self._used)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {format_key((*self.where, close[0]))}?)" if close else ""
+        where = f"[{format_key(self.where)}]" if self.where else "the top level"
+        raise errors.ConfigError(
+            f"{self.describe(key)}: unknown setting{hint}; expected one of {', '.join(known)} in {where}"
+        )
+
+    # -------------------------------------------------------------- scalars
+
+    def string(self, key: str, default: str | None, *, required: bool = False) -> str | None:
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            fail(self, key, f"a string, got {_kind(value)}")
+        return value
+
+    def choice(self, key: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or value not in choices:
+            fail(self, key, f"one of {', '.join(repr(c) for c in choices)}, got {_kind(value)}")
+        return value
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            fail(self, key, f"a whole number from {low} to {high}, got {_kind(value)}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            fail(self, key, f"true or false, got {_kind(value)}")
+        return value
+
+    def string_list(self, key: str, default: list[str]) -> list[str]:
+        value = self._get(key, False)
+        if value is _MISSING:
+            return list(default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail(self, key, f"an array of strings, got {_kind(value)}")
+        return list(value)
+
+    # -------------------------------------------------------------- paths
+
+    def _resolve(self, text: str) -> Path:
+        return Path(os.path.abspath(self.home / Path(text).expanduser()))
+
+    def path(self, key: str, default: str | None) -> Path | None:
+        """A path, resolved against the home (``~`` is expanded)."""
+        text = self.string(key, default)
+        if text is None:
+            return None
+        if not text or "\0" in text:
+            fail(self, key, f"a file or directory path, got {text!r}")
+        return self._resolve(text)
+
+    def path_list(self, key: str) -> list[Path]:
+        items = self.string_list(key, [])
+        for i, text in enumerate(items):
+            if not text or "\0" in text:
+                fail(self, key, f"an array of file paths, and item {i} is {text!r}")
+        return [self._resolve(t) for t in items]
+
+    def certificate_file(self, key: Key, path: Path) -> int:
+        """Check that ``path`` is a readable file of PEM or DER certificates; return how many."""
+        from cryptography import x509
+
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            fail(self, key, f"a certificate file, but {path} does not exist")
+        except IsADirectoryError:
+            fail(self, key, f"a certificate file, but {path} is a directory")
+        except OSError as exc:
+            fail(self, key, f"a readable certificate file, but {path}: {exc.strerror or exc}")
+        try:
+            if b"-----BEGIN" in data:
+                return len(x509.load_pem_x509_certificates(data))
+            x509.load_der_x509_certificate(data)
+            return 1
+        except ValueError:
+            fail(self, key, f"a PEM or DER certificate file, but {path} holds no readable certificate")
+
+    # -------------------------------------------------------------- addresses
+
+    def address(self, key: str, default: str | None) -> str | None:
+        value = self.string(key, default)
+        if value is None:
+            return None
+        return self.check_address(key, value)
+
+    def check_address(self, key: str, value: str) -> str:
+        """``value`` as a normalised e-mail address, or an error naming ``key``."""
+        from mailcrypt.keygen import normalize_address
+
+        try:
+            return normalize_address(value)
+        except errors.UsageError:
+            fail(self, key, f"an e-mail address such as alice@example.org, got {value!r}")

@@ -1,0 +1,171 @@
+"""Our own identities: private keys with their certificates, kept encrypted at rest.
+
+An identity is two files in ``keys/identities/``, named by the certificate's
+SHA-256 fingerprint: ``<fp>.crt`` (the certificate) and ``<fp>.key`` (the
+private key as PKCS#8 PEM, mode 0600 from the moment it exists). The key is
+encrypted with the best scheme cryptography offers for PKCS#8
+(``BestAvailableEncryption``: PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC;
+the library fixes the iteration count at 2048 for this format) under the
+home's passphrase, unless the administrator chose ``--no-passphrase``.
+A key file that group or others can read is refused, never loaded.
+
+Identities are never replaced: a renewal adds a new one and the old ones
+stay, so mail encrypted to an old key still opens.
+
+PKCS#12 files are read by ``mailcrypt.keyfiles.load_pkcs12`` (password from a
+file, ``$MAILCRYPT_P12_PASSWORD`` or a prompt). cryptography reads both the
+modern files (PBES2, AES-256-CBC, PBKDF2-SHA256, as ``openssl pkcs12
+-export`` writes by default) and the legacy ones (pbeWithSHA1And3-KeyTripleDES-
+CBC keys and pbeWithSHA1And40BitRC2-CBC certificates, as ``-legacy``, Windows
+and older Thunderbird write) with no extra provider and no warning. The key
+taken from it is re-encrypted under the home's passphrase; the PKCS#12
+password is not kept.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from mailcrypt import errors, keyfiles, keygen
+from mailcrypt.envelope import Identity, identity_from_key
+from mailcrypt.keydir import validate
+from mailcrypt.keydir.storage import Layout, write_certificate
+from mailcrypt.passphrase import PassphraseSource
+
+__all__ = ["LoadedIdentity", "store_identity", "load_identity", "read_pkcs12", "identity_notes", "key_is_encrypted"]
+
+log = logging.getLogger(__name__)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class LoadedIdentity:
+    """An unlocked identity: the envelope ``Identity`` plus what the key directory knows."""
+
+    fingerprint: str
+    certificate: x509.Certificate
+    identity: Identity
+    key_path: Path
+
+
+def key_is_encrypted(path: Path) -> bool:
+    """True when the PEM key file is an encrypted PKCS#8 key (or a legacy encrypted PEM)."""
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return False
+    return b"ENCRYPTED" in head
+
+
+def _same_key(key: PrivateKey, certificate: x509.Certificate) -> bool:
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki)
+
+
+def _check_private(path: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise errors.ConfigError(f"private key {path} is missing (its certificate is in the key directory)") from None
+    if st.st_mode & 0o077:
+        raise errors.ConfigError(
+            f"private key {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"refusing to use it: run chmod 600 {path}"
+        )
+
+
+def store_identity(
+    layout: Layout,
+    key: PrivateKey,
+    certificate: x509.Certificate,
+    *,
+    passphrase: PassphraseSource,
+    source: str,
+    now: datetime.datetime,
+) -> str:
+    """Write the key (0600, encrypted unless ``passphrase.stores_unencrypted``) and certificate.
+
+    Returns the fingerprint. Raises ``errors.ConfigError`` when the identity
+    is already stored or the key does not belong to the certificate,
+    ``errors.InvalidRecipient`` when the key cannot decrypt mail.
+    """
+    if not _same_key(key, certificate):
+        raise errors.ConfigError(f"the private key does not belong to the {validate.describe(certificate)}")
+    validate.check_identity(certificate)
+    fp = validate.fingerprint(certificate)
+    layout.ensure()
+    key_path, cert_path = layout.identity_key(fp), layout.identity_cert(fp)
+    if key_path.exists():
+        raise errors.ConfigError(f"the identity {validate.describe(certificate)} is already in {layout.identities}")
+    secret = passphrase.get_new(
+        f"the new private key of {', '.join(validate.certificate_addresses(certificate)) or fp[:16]}"
+    )
+    # The key first: an identity is listed when its certificate appears, and
+    # by then its key must be there.
+    keygen.write_private_key(key_path, key, passphrase=secret)
+    try:
+        write_certificate(cert_path, certificate, source=source, imported=now)
+    except BaseException:
+        key_path.unlink(missing_ok=True)
+        raise
+    if secret is None:
+        log.warning("identity %s stored WITHOUT a passphrase (key file %s)", fp[:16], key_path)
+    return fp
+
+
+def load_identity(
+    layout: Layout, fp: str, certificate: x509.Certificate, passphrase: PassphraseSource
+) -> LoadedIdentity:
+    """Unlock one stored identity.
+
+    The passphrase is asked for only if the key is encrypted. Raises
+    ``errors.ConfigError`` for a key file others can read, a wrong
+    passphrase or a key that does not match its certificate.
+    """
+    key_path = layout.identity_key(fp)
+    _check_private(key_path)
+    secret = None
+    if key_is_encrypted(key_path):
+        who = ", ".join(validate.certificate_addresses(certificate)) or fp[:16]
+        secret = passphrase.get(f"the private key of {who} ({key_path.name})")
+    key = keyfiles.load_private_key(key_path, passphrase=secret)
+    if not _same_key(key, certificate):
+        raise errors.ConfigError(
+            f"private key {key_path} does not belong to its certificate {layout.identity_cert(fp)}"
+        )
+    return LoadedIdentity(fp, certificate, identity_from_key(key, certificate), key_path)
+
+
+def read_pkcs12(path: Path, *, password_file: Path | None = None) -> keyfiles.KeyPair:
+    """The key and certificate of a PKCS#12 file, checked for use as an identity.
+
+    Raises ``errors.ConfigError`` when the file cannot be opened (the
+    password never appears in the message) and ``errors.InvalidRecipient``
+    when its key cannot decrypt mail.
+    """
+    pair = keyfiles.load_pkcs12(path, password_file=password_file)
+    validate.check_identity(pair.certificate)
+    return pair
+
+
+def identity_notes(certificate: x509.Certificate, now: datetime.datetime) -> tuple[str, ...]:
+    """What the administrator should know about an identity that was accepted anyway."""
+    notes = []
+    problem = validate.date_problem(certificate, now)
+    if problem is not None:
+        notes.append(f"{validate.describe(certificate)} {problem}: kept to decrypt mail, not used for new mail")
+    if not validate.certificate_addresses(certificate):
+        notes.append(f"{validate.describe(certificate)} names no e-mail address: it decrypts, but cannot send")
+    return tuple(notes)

@@ -1,0 +1,331 @@
+"""Is this certificate fit to encrypt mail to (or, for our own, to decrypt with)?
+
+The checks, each returning a problem in words or None:
+
+- validity dates against a ``now`` the caller passes in;
+- key type and size: RSA of at least 2048 bits, EC on P-256 or P-384;
+- keyUsage, when present: keyEncipherment for RSA key transport,
+  keyAgreement for ECDH (RFC 8550 §4.4.2, RFC 5753);
+- extendedKeyUsage, when present: emailProtection or anyExtendedKeyUsage
+  (RFC 8550 §4.4.4);
+- the address: the certificate must name it in its subjectAltName or in the
+  legacy emailAddress attribute (RFC 8550 §3);
+- with trust anchors: a chain to one of them.
+
+The chain check uses cryptography's ``x509.verification`` (a client verifier,
+which builds the path and checks signatures, validity and the CA profile of
+every issuer), with two changes for S/MIME: an issuer's extendedKeyUsage may
+name emailProtection, and the end-entity extensions are left to the checks
+above, since the web PKI profile would demand a TLS client EKU and an AKI
+that e-mail certificates need not have. It follows the web PKI's choice of
+signature algorithms, so a chain signed with SHA-1 is refused. A certificate
+that is itself listed as an anchor is trusted as it is (pinning).
+
+Nothing here reads files or keeps state; ``check_*`` raise
+``errors.InvalidRecipient`` with a message naming the certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mailcrypt import errors
+from mailcrypt.policy import address_key
+
+__all__ = [
+    "MIN_RSA_BITS",
+    "fingerprint",
+    "certificate_addresses",
+    "key_type",
+    "describe",
+    "is_ca",
+    "is_self_signed",
+    "is_chain_certificate",
+    "date_problem",
+    "key_problem",
+    "usage_problem",
+    "address_problem",
+    "ChainVerifier",
+    "recipient_problem",
+    "check_recipient",
+    "check_identity",
+]
+
+MIN_RSA_BITS = 2048
+_CURVES = {"secp256r1": "p256", "secp384r1": "p384"}
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint of the DER encoding, lower-case hex (the file name)."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def certificate_addresses(certificate: x509.Certificate) -> list[str]:
+    """Every e-mail address the certificate names, each once, in order.
+
+    The rfc822Name entries of the subjectAltName and the legacy emailAddress
+    attributes of the subject (RFC 8550 §3). Entries without an '@' are skipped.
+    """
+    names: list[str] = []
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names.extend(san.get_values_for_type(x509.RFC822Name))
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    for attribute in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+        if isinstance(attribute.value, str):
+            names.append(attribute.value)
+    seen: dict[str, str] = {}
+    for name in names:
+        name = name.strip()
+        if "@" in name.strip("@") and address_key(name) not in seen:
+            seen[address_key(name)] = name
+    return list(seen.values())
+
+
+def key_type(certificate: x509.Certificate) -> str:
+    """A short name of the public key: rsa2048, p256, p384, ec-secp521r1, ed25519, ..."""
+    try:
+        key = certificate.public_key()
+    except (ValueError, TypeError):
+        return "unknown"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"rsa{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return _CURVES.get(key.curve.name, f"ec-{key.curve.name}")
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"dsa{key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448"
+    return type(key).__name__.lower()
+
+
+def describe(certificate: x509.Certificate) -> str:
+    """``certificate for bob@example.org (sha256:0123456789abcdef)``, for messages."""
+    addresses = certificate_addresses(certificate)
+    who = ", ".join(addresses) if addresses else (certificate.subject.rfc4514_string() or "an empty subject")
+    return f"certificate for {who} (sha256:{fingerprint(certificate)[:16]})"
+
+
+def _when(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _extension(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def is_ca(certificate: x509.Certificate) -> bool:
+    """True for a certificate with basicConstraints cA=TRUE."""
+    try:
+        bc = _extension(certificate, x509.BasicConstraints)
+    except ValueError:
+        return False
+    return isinstance(bc, x509.BasicConstraints) and bc.ca
+
+
+def is_self_signed(certificate: x509.Certificate) -> bool:
+    """True when the certificate is its own issuer and its signature verifies with its own key."""
+    if certificate.issuer != certificate.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def is_chain_certificate(certificate: x509.Certificate) -> bool:
+    """True for a CA certificate that belongs in a chain, not to a mailbox.
+
+    ``openssl req -x509`` marks self-signed certificates cA=TRUE by default,
+    so a self-signed certificate that names an e-mail address is taken as a
+    mailbox's own certificate even when it says it is a CA.
+    """
+    if not is_ca(certificate):
+        return False
+    return not (is_self_signed(certificate) and certificate_addresses(certificate))
+
+
+def date_problem(certificate: x509.Certificate, now: datetime.datetime) -> str | None:
+    """Outside its validity period at ``now``?"""
+    if now < certificate.not_valid_before_utc:
+        return f"is not valid before {_when(certificate.not_valid_before_utc)} (not yet valid)"
+    if now > certificate.not_valid_after_utc:
+        return f"expired on {_when(certificate.not_valid_after_utc)}"
+    return None
+
+
+def key_problem(certificate: x509.Certificate) -> str | None:
+    """A key that cannot receive S/MIME mail under our policy?"""
+    kind = key_type(certificate)
+    if kind.startswith("rsa"):
+        bits = int(kind[3:])
+        if bits < MIN_RSA_BITS:
+            return f"has an RSA key of {bits} bits; at least {MIN_RSA_BITS} bits are required"
+        return None
+    if kind in ("p256", "p384"):
+        return None
+    if kind.startswith("ec-"):
+        return f"has an EC key on {kind[3:]}; only P-256 and P-384 are accepted"
+    return f"has a {kind} key; only RSA (2048 bits or more) and EC P-256/P-384 keys can receive S/MIME mail"
+
+
+def usage_problem(certificate: x509.Certificate) -> str | None:
+    """keyUsage or extendedKeyUsage forbidding encryption to this key?"""
+    try:
+        ku = _extension(certificate, x509.KeyUsage)
+        eku = _extension(certificate, x509.ExtendedKeyUsage)
+    except ValueError:
+        return "has malformed or duplicate extensions"
+    if isinstance(ku, x509.KeyUsage):
+        kind = key_type(certificate)
+        if kind.startswith("rsa") and not ku.key_encipherment:
+            return "has a keyUsage without keyEncipherment, which RSA key transport needs (RFC 8550 §4.4.2)"
+        if (kind in ("p256", "p384") or kind.startswith("ec-")) and not ku.key_agreement:
+            return "has a keyUsage without keyAgreement, which ECDH needs (RFC 5753, RFC 8550 §4.4.2)"
+    if isinstance(eku, x509.ExtendedKeyUsage):
+        allowed = {ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+        if not allowed.intersection(eku):
+            return "has an extendedKeyUsage without emailProtection (RFC 8550 §4.4.4)"
+    return None
+
+
+def address_problem(certificate: x509.Certificate, address: str) -> str | None:
+    """Does the certificate fail to name ``address`` (domain compared case-insensitively)?"""
+    names = certificate_addresses(certificate)
+    if not names:
+        return "names no e-mail address (no rfc822Name in subjectAltName, no emailAddress in the subject)"
+    if address_key(address) not in {address_key(n) for n in names}:
+        return f"does not name {address} (it names {', '.join(names)})"
+    return None
+
+
+def _issuer_eku(policy: verification.Policy, certificate: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    # An issuing CA may restrict its EKUs; for mail it must allow emailProtection.
+    if eku is None:
+        return
+    if ExtendedKeyUsageOID.EMAIL_PROTECTION in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
+        return
+    raise ValueError("issuer's extendedKeyUsage does not include emailProtection")
+
+
+_ENCOUNTERED = re.compile(r"\s*\(encountered processing .*\)\s*$", re.S)
+_VALIDATOR = re.compile(r"Python extension validator failed: \w+: ")
+
+
+class ChainVerifier:
+    """Checks that certificates chain to configured trust anchors (see the module docstring)."""
+
+    def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
+        self.anchors = tuple(anchors)
+        self._pinned = {a.public_bytes(serialization.Encoding.DER) for a in self.anchors}
+        self._store = verification.Store(list(self.anchors)) if self.anchors else None
+        self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
+            x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _issuer_eku
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.anchors)
+
+    def problem(
+        self, certificate: x509.Certificate, *, intermediates: Sequence[x509.Certificate] = (), now: datetime.datetime
+    ) -> str | None:
+        """None when there are no anchors or the certificate chains to one; else the reason."""
+        if self._store is None:
+            return None
+        if certificate.public_bytes(serialization.Encoding.DER) in self._pinned:
+            return None
+        verifier = (
+            verification.PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(ca_policy=self._ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(certificate, list(intermediates))
+        except verification.VerificationError as exc:
+            detail = _ENCOUNTERED.sub("", str(exc)).removeprefix("validation failed: ")
+            detail = _VALIDATOR.sub("", detail)
+            return f"does not chain to a trust anchor in keys.trust_anchors ({detail})"
+        return None
+
+
+def recipient_problem(
+    certificate: x509.Certificate,
+    *,
+    now: datetime.datetime,
+    address: str | None = None,
+    require_address: bool = True,
+    chain: ChainVerifier | None = None,
+    intermediates: Sequence[x509.Certificate] = (),
+) -> str | None:
+    """The first reason not to encrypt to ``certificate``, or None.
+
+    With ``address`` the certificate must name it; else, unless
+    ``require_address`` is false (a domain's gateway), it must name some address.
+    """
+    checks = (
+        lambda: date_problem(certificate, now),
+        lambda: key_problem(certificate),
+        lambda: usage_problem(certificate),
+        lambda: (
+            address_problem(certificate, address)
+            if address is not None
+            else (_has_address(certificate) if require_address else None)
+        ),
+        lambda: chain.problem(certificate, intermediates=intermediates, now=now) if chain else None,
+    )
+    for check in checks:
+        problem = check()
+        if problem is not None:
+            return problem
+    return None
+
+
+def _has_address(certificate: x509.Certificate) -> str | None:
+    if certificate_addresses(certificate):
+        return None
+    return "names no e-mail address (no rfc822Name in subjectAltName, no emailAddress in the subject)"
+
+
+def check_recipient(
+    certificate: x509.Certificate,
+    *,
+    now: datetime.datetime,
+    address: str | None = None,
+    chain: ChainVerifier | None = None,
+    intermediates: Sequence[x509.Certificate] = (),
+) -> None:
+    """Raise ``errors.InvalidRecipient`` if mail cannot be encrypted to ``certificate``."""
+    problem = recipient_problem(certificate, now=now, address=address, chain=chain, intermediates=intermediates)
+    if problem is not None:
+        label = describe(certificate)
+        raise errors.InvalidRecipient(f"{label} {problem}", subject=label)
+
+
+def check_identity(certificate: x509.Certificate) -> None:
+    """Raise ``errors.InvalidRecipient`` if our own certificate's key cannot decrypt mail.
+
+    Dates are not checked: an expired identity still opens the mail that
+    was encrypted to it (DESIGN.md §1, old keys after renewal).
+    """
+    for problem in (key_problem(certificate), usage_problem(certificate)):
+        if problem is not None:
+            label = describe(certificate)
+            raise errors.InvalidRecipient(f"{label} {problem}", subject=label)
