@@ -76,6 +76,18 @@ def _write_pem(directory: Path, stem: str, key: PrivateKey, cert: x509.Certifica
     return key_path, cert_path
 
 
+@pytest.fixture(autouse=True)
+def _no_real_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test, and every process it starts, away from the user's real mailcrypt home.
+
+    The default home is $XDG_CONFIG_HOME/mailcrypt; it points into the test's
+    temporary tree, where it does not exist unless a test creates it. Tests
+    that want a home pass --home or MAILCRYPT_HOME themselves.
+    """
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
+    monkeypatch.delenv("MAILCRYPT_HOME", raising=False)
+
+
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Session directory holding the PEM files of the CA and every recipient."""

@@ -211,7 +211,8 @@ def test_output_directory_must_exist(tmp_path: Path, ids: dict[str, Ident], msg:
 def test_decrypt_identity_arguments(tmp_path: Path, ids: dict[str, Ident]) -> None:
     bob = ids["bob"]
     assert_error(run("decrypt", "--key", bob.key, cwd=tmp_path), 2, "--cert")
-    assert_error(run("decrypt", cwd=tmp_path), 2, "--key FILE --cert FILE")
+    # No key files and no home: the error says how to make one.
+    assert_error(run("decrypt", cwd=tmp_path), 2, "mailcrypt init")
     proc = run("decrypt", "--key", bob.key, "--cert", ids["carol"].cert, cwd=tmp_path)
     assert_error(proc, 2, "no certificate for the key")
 
@@ -264,8 +265,13 @@ def test_to_without_matching_certificate(tmp_path: Path, ids: dict[str, Ident], 
 
 
 def test_recipients_from_to_and_cc_need_certificates(tmp_path: Path, msg: Path) -> None:
-    proc = run("encrypt", msg, cwd=tmp_path)
-    assert_error(proc, 3, "alice@example.org")
+    # Without --cert the certificates come from the home's key directory ...
+    assert_error(run("encrypt", msg, cwd=tmp_path), 2, "mailcrypt init")
+    # ... and an address without one there is "no key for this message".
+    home = tmp_path / "home"
+    env = clean_env(MAILCRYPT_HOME=str(home))
+    assert run("init", "me@example.org", "--key-type", "p256", "--no-passphrase", cwd=tmp_path, env=env).returncode == 0
+    assert_error(run("encrypt", msg, cwd=tmp_path, env=env), 3, "alice@example.org")
 
 
 def test_to_selects_among_the_certificates(tmp_path: Path, ids: dict[str, Ident]) -> None:

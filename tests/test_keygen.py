@@ -429,7 +429,7 @@ def _listing(directory: Path) -> dict[str, int]:
 
 
 def test_cli_generate_with_passphrase_from_env(tmp_path: Path) -> None:
-    proc = mailcrypt("keys", "generate", "Alice@Example.ORG", "--key-type", "p256", "--days", "30",
+    proc = mailcrypt("keys", "generate", "Alice@Example.ORG", "--key-type", "p256", "--days", "30", "-o", ".",
                      cwd=tmp_path, env=clean_env(MAILCRYPT_PASSPHRASE=PASSPHRASE))
     assert proc.returncode == 0, proc.stderr
     assert _listing(tmp_path) == {"Alice@example.org.key": 0o600, "Alice@example.org.crt": 0o644}
@@ -465,7 +465,7 @@ def test_cli_generate_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_cli_generate_needs_a_passphrase_source(tmp_path: Path) -> None:
-    proc = mailcrypt("keys", "generate", "carol@example.org", "--key-type", "p256", cwd=tmp_path,
+    proc = mailcrypt("keys", "generate", "carol@example.org", "--key-type", "p256", "-o", ".", cwd=tmp_path,
                      stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert b"--no-passphrase" in proc.stderr and b"MAILCRYPT_PASSPHRASE" in proc.stderr
@@ -476,7 +476,7 @@ def test_cli_generate_passphrase_file(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text(PASSPHRASE + "\n")
     secret.chmod(0o644)
-    args = ("keys", "generate", "dave@example.org", "--key-type", "p256", "--passphrase-file", str(secret))
+    args = ("keys", "generate", "dave@example.org", "--key-type", "p256", "-o", ".", "--passphrase-file", str(secret))
     proc = mailcrypt(*args, cwd=tmp_path)
     assert proc.returncode == 2 and f"chmod 600 {secret}".encode() in proc.stderr
     secret.chmod(0o600)
@@ -516,7 +516,7 @@ def test_cli_generate_prompts_on_a_terminal(tmp_path: Path) -> None:
     # A new session has no controlling terminal, so getpass uses the pty on
     # stdin instead of whatever terminal runs the tests.
     proc = subprocess.Popen(
-        [*MAILCRYPT, "keys", "generate", "erin@example.org", "--key-type", "p256"],
+        [*MAILCRYPT, "keys", "generate", "erin@example.org", "--key-type", "p256", "-o", "."],
         cwd=tmp_path, env=clean_env(), stdin=slave, stdout=subprocess.PIPE, stderr=slave,
         start_new_session=True,
     )
