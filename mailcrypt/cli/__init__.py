@@ -230,6 +230,11 @@ def _build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--der", action="store_true", help="DER instead of PEM (one certificate)")
     rem = command(keys_commands, "remove", "keys:remove", "remove recipient certificates, or one entry by fingerprint")
     rem.add_argument("selector", metavar="ADDRESS|FINGERPRINT")
+
+    # --- the SMTP proxy: proxy, users (DESIGN.md §6)
+
+    # --- the IMAP fetcher: fetch (DESIGN.md §6)
+
     return parser
 
 
