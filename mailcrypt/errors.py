@@ -12,6 +12,7 @@ or exit codes happens at the edges (cli, proxy, fetch).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 __all__ = [
     "MailcryptError",
@@ -29,7 +30,16 @@ __all__ = [
     "PolicyViolation",
     "InvalidRecipient",
     "SignatureError",
+    "BadSignature",
+    "UnknownSigner",
+    "UntrustedSigner",
     "ReplayError",
+    "ReplayedMessage",
+    "StaleMessage",
+    "FetchError",
+    "FetchConnectionError",
+    "UIDValidityChanged",
+    "FetchIncomplete",
 ]
 
 
@@ -135,5 +145,107 @@ class SignatureError(MailcryptError):
     exit_code = 5
 
 
+class BadSignature(SignatureError):
+    """A signature is present but does not hold (exit 5).
+
+    The content or a signed attribute does not match what was signed, the
+    signature does not verify with the signer's key, or the structure lies
+    about itself (contentType attribute versus encapsulated content type).
+    """
+
+
+class UnknownSigner(SignatureError):
+    """The signer's certificate is neither in the message nor among those given (exit 5)."""
+
+    def __init__(self, message: str, *, signer: str = "") -> None:
+        super().__init__(message)
+        self.signer = signer
+
+
+class UntrustedSigner(SignatureError):
+    """The signature holds, but the signer's certificate does not chain to a trust anchor (exit 5).
+
+    ``status`` is the chain status (``invalid``, ``unsupported``, ``not-checked``)
+    and ``reason`` says why, for the one-line message and the log.
+    """
+
+    def __init__(self, message: str, *, status: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
 class ReplayError(SignatureError):
     """The message was seen before, or is outside the freshness window (exit 5)."""
+
+
+class ReplayedMessage(ReplayError):
+    """This message (same signature or envelope digest) was accepted before.
+
+    ``first_seen`` is when it was first accepted (aware UTC datetime);
+    ``digest`` is the hex replay key, which names no content.
+    """
+
+    def __init__(self, message: str, *, first_seen: datetime, digest: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.first_seen = first_seen
+        self.digest = digest
+        self.kind = kind
+
+
+class StaleMessage(ReplayError):
+    """The signing time lies outside the freshness window, or is missing.
+
+    ``signing_time`` is None when the signature carries no signingTime;
+    ``window`` is (earliest, latest) accepted signing times at the check.
+    """
+
+    def __init__(
+        self, message: str, *, signing_time: datetime | None, window: tuple[datetime, datetime]
+    ) -> None:
+        super().__init__(message)
+        self.signing_time = signing_time
+        self.window = window
+
+
+class FetchError(MailcryptError):
+    """``mailcrypt fetch`` could not do its work (exit 1 unless a subclass says otherwise)."""
+
+
+class FetchConnectionError(FetchError):
+    """The IMAP server cannot be reached, or the connection or protocol failed (exit 1).
+
+    Transient by nature: ``fetch --watch`` reconnects with backoff.
+    """
+
+
+class UIDValidityChanged(FetchError):
+    """A folder's UIDVALIDITY differs from the one in the state store (exit 2).
+
+    The server renumbered the folder, so the UIDs recorded no longer name the
+    same messages; the fetcher stops rather than fetch everything again
+    silently (STYLE.md §5). The message says how to go on.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, account: str, folder: str, stored: int, found: int) -> None:
+        super().__init__(message)
+        self.account = account
+        self.folder = folder
+        self.stored = stored
+        self.found = found
+
+
+class FetchIncomplete(FetchError):
+    """A fetch run finished, but not every message could be delivered as readable mail.
+
+    Quarantined or failed messages decide ``exit_code`` (DESIGN.md §6: 3 no
+    key, 4 malformed, 5 bad signature or replay, 1 failed); ``counts`` maps
+    each quarantine reason to how many messages had it.
+    """
+
+    def __init__(self, message: str, *, exit_code: int, counts: dict[str, int]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.counts = dict(counts)

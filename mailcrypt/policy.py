@@ -125,6 +125,10 @@ class Policy:
     min_rsa_bits: int = 2048
     #: Refuse EnvelopedData (unauthenticated CBC) on input when True.
     require_authenticated: bool = False
+    #: Hashes accepted in signatures (SignedData and certificate chains). SHA-1
+    #: is left out: add "sha1" to read old mail signed with it (RFC 8551 §2.1
+    #: lets receivers accept it for old messages; Thunderbird refuses it by default).
+    signature_hashes: frozenset[str] = frozenset({"sha224", "sha256", "sha384", "sha512"})
 
 
 DEFAULT_POLICY = Policy()

@@ -1,0 +1,353 @@
+"""SignedData (RFC 5652 §5): sign a MIME entity, verify a signature.
+
+``sign`` builds a DER ContentInfo holding SignedData, detached (no eContent,
+for ``multipart/signed``) or encapsulated (``application/pkcs7-mime;
+smime-type=signed-data``): one SignerInfo identified by issuer and serial
+number, SHA-256 by default, RSA PKCS#1 v1.5, RSA-PSS or ECDSA
+(``sigalg.py``), and the signed attributes RFC 8551 §2.5 asks for:
+contentType, signingTime, messageDigest and SMIMECapabilities. The signer's
+certificate (and any chain given) is included.
+
+``verify`` follows RFC 5652 §5.6 for every SignerInfo: the content digest
+must equal the messageDigest attribute, the contentType attribute must equal
+the encapsulated content type (§11.1), and the signature is checked over the
+DER SET OF the signed attributes (§5.4; ``der.py``) with the signer's key,
+found by issuer and serial number or subject key identifier among the
+certificates in the message and those given. Every SignerInfo must hold.
+The structure is located by ``signed_parts.py`` (zero-copy over BER), so a
+large encapsulated content is hashed in slices; detached content may come
+as chunks.
+
+What it won't do: decide whether to trust the signer (``chain.py``), check
+freshness (``mailcrypt.replay``), look at MIME, or accept a signature whose
+hash the Policy does not list. Time comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mailcrypt.envelope import sigalg
+from mailcrypt.envelope.asn1 import OID_DATA
+from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, capabilities_attribute, parse_capabilities
+from mailcrypt.envelope.der import set_of_der
+from mailcrypt.envelope.keys import CertificateRef, describe_rid
+from mailcrypt.envelope.signed_parts import ASN1_ERRORS, SignedParts, lenient_serials, parse_signed_data
+from mailcrypt.errors import BadSignature, CMSParseError, UnknownSigner, UnsupportedAlgorithm
+from mailcrypt.policy import DEFAULT_POLICY, Policy
+
+__all__ = ["Signer", "SignatureInfo", "sign", "verify"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key, its certificate, the chain to send along, and the algorithms to sign with."""
+
+    key: sigalg.SigningKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+    digest: str = "sha256"
+    rsa_padding: str = "pkcs1v15"  # or "pss"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.certificate, x509.Certificate):
+            raise TypeError("certificate must be a cryptography x509.Certificate")
+        if not isinstance(self.key, sigalg.SigningKey):
+            raise TypeError("key must be an RSA or EC private key")
+        if self.key.public_key() != self.certificate.public_key():
+            raise ValueError("the private key does not belong to the certificate")
+        if self.digest not in ("sha256", "sha384", "sha512"):
+            raise ValueError(f"mailcrypt signs with SHA-256, SHA-384 or SHA-512, not {self.digest!r}")
+        if self.rsa_padding not in ("pkcs1v15", "pss"):
+            raise ValueError(f"unknown RSA signature padding {self.rsa_padding!r}")
+        object.__setattr__(self, "chain", tuple(self.chain))
+
+    @classmethod
+    def from_identity(cls, identity: object, **options: object) -> Signer:
+        """The Signer for an envelope ``Identity`` (its private key and certificate)."""
+        key = getattr(identity, "_key", None)
+        certificate = getattr(identity, "certificate", None)
+        if key is None or certificate is None:
+            raise TypeError("identity must be a mailcrypt.envelope Identity")
+        return cls(key, certificate, **options)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """What a verified SignedData says. Holds no key material.
+
+    The signer fields describe the first SignerInfo; all ``signer_count``
+    of them were verified. ``content`` is the encapsulated content of an
+    opaque signature, None for a detached one. ``signature_digest`` is the
+    replay-cache key (``sigalg.signature_digest``).
+    """
+
+    certificate: x509.Certificate
+    signing_time: datetime | None
+    digest_algorithm: str
+    signature_algorithm: str
+    capabilities: tuple[str, ...]
+    certificates: tuple[x509.Certificate, ...]
+    content: bytes | None
+    content_type: str
+    signature_digest: bytes
+    signer_count: int = 1
+
+    @property
+    def signer(self) -> str:
+        """The signer's certificate subject and fingerprint, for messages and logs."""
+        return CertificateRef(self.certificate).label
+
+
+# ---------------------------------------------------------------------------- sign
+
+
+def _time(when: datetime) -> cms.Time:
+    if when.tzinfo is None:
+        raise ValueError("signing_time must be timezone-aware")
+    when = when.astimezone(UTC).replace(microsecond=0)
+    # RFC 5652 §11.3: UTCTime for 1950 to 2049, GeneralizedTime otherwise.
+    return cms.Time({"utc_time" if 1950 <= when.year < 2050 else "general_time": when})
+
+
+def sign(
+    content: bytes,
+    signer: Signer,
+    *,
+    signing_time: datetime,
+    detached: bool = True,
+    capabilities: Iterable[str] = OUR_CAPABILITIES,
+) -> bytes:
+    """Sign ``content`` (a canonical MIME entity); return a DER ContentInfo with SignedData.
+
+    ``detached`` leaves the content out (``multipart/signed``); otherwise it
+    is encapsulated. Raises ``TypeError``/``ValueError`` for wrong arguments.
+    """
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError("content must be bytes")
+    if not isinstance(signer, Signer):
+        raise TypeError("signer must be a mailcrypt.envelope.signed.Signer")
+    content = bytes(content)
+    digest = hashlib.new(signer.digest, content).digest()
+    attrs = cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "signing_time", "values": [_time(signing_time)]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
+            capabilities_attribute(capabilities),
+        ]
+    )
+    # The SET OF is sorted by asn1crypto when encoded (DER, X.690 §11.6); this
+    # encoding is what the signature covers and what goes into the message.
+    signed_attrs = attrs.dump()
+    algorithm, signature = sigalg.sign(signer.key, signed_attrs, digest=signer.digest, rsa_padding=signer.rsa_padding)
+    ref = CertificateRef(signer.certificate)
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier({"issuer_and_serial_number": ref.issuer_and_serial()}),
+            "digest_algorithm": sigalg.digest_algorithm(signer.digest),
+            "signed_attrs": cms.CMSAttributes.load(signed_attrs),
+            "signature_algorithm": algorithm,
+            "signature": signature,
+        }
+    )
+    certs: list[x509.Certificate] = []
+    for cert in (signer.certificate, *signer.chain):
+        if cert not in certs:
+            certs.append(cert)
+    encap: dict[str, object] = {"content_type": "data"}
+    if not detached:
+        encap["content"] = content
+    signed_data = cms.SignedData(
+        {
+            # RFC 5652 §5.1: version 1 with issuerAndSerialNumber and id-data.
+            "version": "v1",
+            "digest_algorithms": [sigalg.digest_algorithm(signer.digest)],
+            "encap_content_info": encap,
+            "certificates": [
+                cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(c.public_bytes(Encoding.DER))})
+                for c in certs
+            ],
+            "signer_infos": [signer_info],
+        }
+    )
+    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+# -------------------------------------------------------------------------- verify
+
+
+def _find_signer(info: cms.SignerInfo, candidates: Sequence[x509.Certificate], unreadable: int) -> x509.Certificate:
+    sid = info["sid"]
+    with lenient_serials():
+        for cert in candidates:
+            ref = CertificateRef(cert)
+            if sid.name == "issuer_and_serial_number":
+                if ref.matches_issuer_and_serial(sid.chosen):
+                    return cert
+            elif ref.matches_key_identifier(bytes(sid.chosen.native)):
+                return cert
+    described = describe_rid(sid)
+    if unreadable:
+        # The signer's certificate may be one cryptography cannot load (a DSA
+        # key inheriting its parameters, an unknown key type).
+        raise UnsupportedAlgorithm(
+            f"the signer's certificate ({described}) is not among those that can be read;"
+            f" {unreadable} certificate(s) in the message use an unsupported key or encoding"
+        )
+    raise UnknownSigner(f"the signer's certificate ({described}) is not available", signer=described)
+
+
+def _single(attrs: cms.CMSAttributes, name: str) -> object | None:
+    found = [a for a in attrs if a["type"].native == name]
+    if not found:
+        return None
+    # RFC 5652 §11: contentType, messageDigest and signingTime appear once, with one value.
+    if len(found) > 1 or len(found[0]["values"]) != 1:
+        raise CMSParseError(f"the {name} attribute must appear once with one value")
+    return found[0]["values"][0]
+
+
+def _digests(parsed: SignedParts, content: bytes | Iterable[bytes] | None, names: set[str]) -> dict[str, bytes]:
+    hashers = {name: hashlib.new(name) for name in names}
+    if parsed.econtent is not None:
+        pieces: Iterable[bytes | memoryview] = parsed.econtent
+    elif content is None:
+        raise CMSParseError("the signature is detached but no signed content was found")
+    elif isinstance(content, (bytes, bytearray, memoryview)):
+        pieces = (content,)
+    else:
+        pieces = content
+    for piece in pieces:
+        for start in range(0, len(piece), _CHUNK):
+            part = piece[start : start + _CHUNK]
+            for h in hashers.values():
+                h.update(part)
+    return {name: h.digest() for name, h in hashers.items()}
+
+
+def _check_one(
+    info: cms.SignerInfo,
+    raw_attrs: bytes | None,
+    parsed: SignedParts,
+    digests: dict[str, bytes],
+    candidates: Sequence[x509.Certificate],
+    policy: Policy,
+) -> tuple[x509.Certificate, str, str, datetime | None, tuple[str, ...], bytes]:
+    digest = sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy)
+    cert = _find_signer(info, candidates, parsed.unreadable_certificates)
+    signature = bytes(info["signature"].native)
+    signing_time = None
+    capabilities: tuple[str, ...] = ()
+    if raw_attrs is None:
+        # RFC 5652 §5.3: without signed attributes the content must be id-data,
+        # and the signature is over the content digest itself.
+        if parsed.content_type != OID_DATA:
+            raise CMSParseError("signed attributes are required for content other than id-data")
+        inputs: list[dict[str, bytes]] = [{"prehashed": digests[digest]}]
+    else:
+        attrs = info["signed_attrs"]
+        ctype = _single(attrs, "content_type")
+        if ctype is None or ctype.dotted != parsed.content_type:  # type: ignore[attr-defined]
+            raise BadSignature("the contentType attribute does not match the signed content type")
+        claimed = _single(attrs, "message_digest")
+        if claimed is None:
+            raise CMSParseError("the messageDigest attribute is missing")
+        if not hmac.compare_digest(bytes(claimed.native), digests[digest]):  # type: ignore[attr-defined]
+            raise BadSignature("the content does not match its signature (message digest differs)")
+        when = _single(attrs, "signing_time")
+        if when is not None:
+            signing_time = when.native.astimezone(UTC)  # type: ignore[attr-defined]
+        caps = [a for a in attrs if a["type"].native == "smime_capabilities"]
+        try:
+            capabilities = parse_capabilities(caps[0]["values"]) if caps else ()
+        except ASN1_ERRORS:
+            capabilities = ()  # Advice only (RFC 8551 §2.5.2); never a reason to refuse.
+        # RFC 5652 §5.4: the DER SET OF; the bytes as sent, re-tagged, are tried
+        # too for signers that signed a non-DER encoding of the same attributes.
+        der = set_of_der(raw_attrs)
+        raw = b"\x31" + raw_attrs[1:]
+        inputs = [{"data": der}] + ([{"data": raw}] if raw != der else [])
+    public_key = cert.public_key()
+    failure: BadSignature | None = None
+    for signed_input in inputs:
+        try:
+            name = sigalg.verify(
+                public_key, info["signature_algorithm"], digest, signature, policy=policy, **signed_input
+            )
+            break
+        except BadSignature as exc:
+            failure = failure or exc
+    else:
+        assert failure is not None
+        raise failure
+    return cert, digest, name, signing_time, capabilities, sigalg.signature_digest(public_key, signature)
+
+
+def verify(
+    data: bytes | bytearray | memoryview,
+    *,
+    content: bytes | Iterable[bytes] | None = None,
+    certificates: Sequence[x509.Certificate] = (),
+    policy: Policy = DEFAULT_POLICY,
+) -> SignatureInfo:
+    """Verify a DER/BER ContentInfo holding SignedData.
+
+    ``content`` is the signed content of a detached signature (bytes, or an
+    iterable of chunks read once). When the SignedData encapsulates content
+    too, the two must be identical. ``certificates`` are searched for the
+    signer after those in the message.
+
+    Raises ``BadSignature`` (digest, attribute or signature mismatch),
+    ``UnknownSigner``, ``UnsupportedAlgorithm``/``PolicyViolation`` and
+    ``CMSParseError``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("data must be bytes")
+    if not isinstance(policy, Policy):
+        raise TypeError("policy must be a mailcrypt.policy.Policy")
+    parsed = parse_signed_data(data)
+    if parsed.econtent is not None and content is not None:
+        given = content if isinstance(content, (bytes, bytearray, memoryview)) else b"".join(content)
+        if b"".join(parsed.econtent) != bytes(given):
+            raise BadSignature("the signature carries content that differs from the signed part")
+        content = None
+    try:
+        names = {
+            sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy) for info, _ in parsed.signer_infos
+        }
+    except ASN1_ERRORS as exc:
+        raise CMSParseError("malformed digest algorithm") from exc
+    digests = _digests(parsed, content, names)
+    candidates = [*parsed.certificates, *certificates]
+    results = []
+    for info, raw_attrs in parsed.signer_infos:
+        try:
+            results.append(_check_one(info, raw_attrs, parsed, digests, candidates, policy))
+        except ASN1_ERRORS as exc:
+            raise CMSParseError("malformed SignerInfo") from exc
+    cert, digest, name, signing_time, capabilities, sig_digest = results[0]
+    return SignatureInfo(
+        certificate=cert,
+        signing_time=signing_time,
+        digest_algorithm=digest,
+        signature_algorithm=name,
+        capabilities=capabilities,
+        certificates=tuple(parsed.certificates),
+        content=b"".join(parsed.econtent) if parsed.econtent is not None else None,
+        content_type="data" if parsed.content_type == OID_DATA else parsed.content_type,
+        signature_digest=sig_digest,
+        signer_count=len(results),
+    )

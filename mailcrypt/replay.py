@@ -1,0 +1,188 @@
+"""The replay guard: is this message fresh, and was it accepted before? (DESIGN.md §2)
+
+A message is fresh only if its signing time lies inside the window
+``[now - max_age, now + future_skew]`` (defaults 30 days back, 5 minutes
+ahead; ``[replay]`` in the configuration) and its replay key was never
+accepted before. The key is the signature digest for signed mail
+(``envelope.sigalg.signature_digest``) and the envelope digest for unsigned
+mail (``envelope.fingerprint.envelope_digest``); ``unwrap.Unwrapped`` gives
+both. Unsigned mail has no signing time, so only the cache protects it,
+and only for ``max_age`` after its first arrival.
+
+``check_and_record`` decides and records in one store transaction, so two
+processes receiving the same message accept it once. Entries whose signing
+time (or arrival) has left the window are pruned in the same transaction:
+a replay of them is refused as stale anyway.
+
+What it won't do: verify signatures, or decide what happens to flagged mail
+(the fetcher quarantines it, ``decrypt`` exits 5, ``--no-replay-check``
+skips the guard). Time always comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from mailcrypt.errors import ReplayedMessage, StaleMessage
+from mailcrypt.store import Store
+
+if TYPE_CHECKING:
+    from mailcrypt.unwrap import Unwrapped
+
+__all__ = ["ReplayGuard", "Freshness", "DEFAULT_MAX_AGE", "DEFAULT_FUTURE_SKEW"]
+
+DEFAULT_MAX_AGE = timedelta(days=30)
+DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
+_KINDS = ("signature", "envelope")
+
+
+def _seconds(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+def _datetime(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _aware(when: datetime, name: str) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise TypeError(f"{name} must be a timezone-aware datetime")
+    return when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A message found fresh: its key, when it was accepted, and whether it was recorded."""
+
+    digest: str
+    kind: str
+    signing_time: datetime | None
+    accepted_at: datetime
+    recorded: bool
+
+
+class ReplayGuard:
+    """Checks replay keys against the store's ``replay_cache``."""
+
+    def __init__(
+        self, store: Store, *, max_age: timedelta = DEFAULT_MAX_AGE, future_skew: timedelta = DEFAULT_FUTURE_SKEW
+    ) -> None:
+        if not isinstance(store, Store):
+            raise TypeError("store must be a mailcrypt.store.Store")
+        if max_age <= timedelta(0) or future_skew < timedelta(0):
+            raise ValueError("max_age must be positive and future_skew not negative")
+        self.store = store
+        self.max_age = max_age
+        self.future_skew = future_skew
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """The earliest and latest signing times accepted at ``now``."""
+        now = _aware(now, "now")
+        return now - self.max_age, now + self.future_skew
+
+    def check_freshness(self, signing_time: datetime | None, now: datetime, *, kind: str = "signature") -> None:
+        """Raise ``StaleMessage`` when a signed message's time is missing or outside the window."""
+        earliest, latest = self.window(now)
+        if kind == "envelope" and signing_time is None:
+            return
+        if signing_time is None:
+            raise StaleMessage(
+                "the signature carries no signing time, so its freshness cannot be checked",
+                signing_time=None,
+                window=(earliest, latest),
+            )
+        when = _aware(signing_time, "signing_time")
+        if when < earliest:
+            age = (latest - self.future_skew - when).days
+            raise StaleMessage(
+                f"stale message: signed {when:%Y-%m-%d %H:%M:%S} UTC, {age} days ago,"
+                f" older than the {self.max_age.days}-day window",
+                signing_time=when,
+                window=(earliest, latest),
+            )
+        if when > latest:
+            ahead = int((when - (latest - self.future_skew)).total_seconds() // 60)
+            raise StaleMessage(
+                f"message signed in the future: {when:%Y-%m-%d %H:%M:%S} UTC is {ahead} minutes ahead,"
+                f" more than the {int(self.future_skew.total_seconds() // 60)} minutes allowed",
+                signing_time=when,
+                window=(earliest, latest),
+            )
+
+    def check_and_record(
+        self,
+        digest: bytes | str,
+        signing_time: datetime | None,
+        now: datetime,
+        *,
+        kind: str = "signature",
+        also: Sequence[bytes | str] = (),
+        record: bool = True,
+    ) -> Freshness:
+        """Accept a message once: raise if seen before or stale, else remember it.
+
+        ``digest`` is the replay key, ``kind`` ``signature`` or ``envelope``.
+        ``also`` are further keys of the same message (the other layers'
+        digests), checked and recorded with it so that stripping or adding a
+        layer does not make a copy look new. Raises ``ReplayedMessage`` (with
+        ``first_seen``) when any key was accepted before, ``StaleMessage``
+        when the signing time is outside the window; records nothing then.
+        With ``record=False`` it only checks.
+        """
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}")
+        now = _aware(now, "now")
+        keys = [k.hex() if isinstance(k, bytes) else str(k) for k in (digest, *also)]
+        if not keys[0]:
+            raise ValueError("digest must not be empty")
+        signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
+        earliest, _ = self.window(now)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM replay_cache WHERE coalesce(signing_time, first_seen) < ?", (_seconds(earliest),))
+            placeholders = ",".join("?" * len(keys))
+            row = conn.execute(
+                f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})"  # noqa: S608
+                " ORDER BY first_seen LIMIT 1",
+                keys,
+            ).fetchone()
+            if row is not None:
+                first_seen = _datetime(row[1])
+                raise ReplayedMessage(
+                    f"replayed message: first accepted {first_seen:%Y-%m-%d %H:%M:%S} UTC",
+                    first_seen=first_seen,
+                    digest=row[0],
+                    kind=row[2],
+                )
+            self.check_freshness(signed_at, now, kind=kind)
+            if record:
+                stamp = _seconds(signed_at) if signed_at is not None else None
+                conn.executemany(
+                    "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
+                    # Every key of the message shares its signing time, so all leave the cache together.
+                    [(k, _seconds(now), stamp, kind) for k in keys],
+                )
+        return Freshness(keys[0], kind, signed_at, now, record)
+
+    def check_unwrapped(self, unwrapped: Unwrapped, now: datetime, *, record: bool = True) -> Freshness | None:
+        """``check_and_record`` for an ``unwrap.Unwrapped``: its replay key plus every layer's digest.
+
+        Returns None for a message without S/MIME layers (nothing to check).
+        """
+        key = unwrapped.replay_key
+        if key is None:
+            return None
+        digest, signing_time, kind = key
+        others = [layer.digest for layer in unwrapped.layers if layer.digest != digest]
+        return self.check_and_record(digest, signing_time, now, kind=kind, also=others, record=record)
+
+    def prune(self, now: datetime) -> int:
+        """Forget entries whose signing time (or arrival, if unsigned) left the window; return how many."""
+        earliest, _ = self.window(now)
+        with self.store.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM replay_cache WHERE coalesce(signing_time, first_seen) < ?", (_seconds(earliest),)
+            )
+            return cursor.rowcount

@@ -1,0 +1,290 @@
+"""The MIME layer of signatures: multipart/signed and signed-data, made and read.
+
+Signing (RFC 8551 §3.5) turns a canonical MIME entity into either
+``multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256``
+(§3.5.3: the entity unchanged as the first part, a detached SignedData as
+``smime.p7s`` in base64, 76-character CRLF lines) or
+``application/pkcs7-mime; smime-type=signed-data`` (§3.5.2: the entity
+encapsulated). ``sign_message`` does this for a whole RFC 5322 message: the
+header fields travel inside the signed part as protected headers
+(``protected-headers="v1"``, DESIGN.md §3), a Message-ID is added when the
+message has none, and the outer header keeps every non-MIME field, so that
+``smime.encrypt_message`` can then encrypt the result (sign-then-encrypt).
+
+Reading: ``parse_signed`` recognises both forms at the top of an entity and
+returns the SignedData and the exact signed bytes; ``open_signed`` verifies
+them with ``envelope.signed.verify`` and rebuilds the message the signed
+part carries (protected headers are authoritative, as on decryption).
+
+What it won't do: look for signatures inside other multiparts (a signed part
+inside multipart/mixed is content, not a layer), judge trust or freshness,
+or rewrite 8-bit parts to 7-bit (inside an envelope they need not be).
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pybase64
+from cryptography import x509
+
+from mailcrypt import errors
+from mailcrypt import mime_headers as mh
+from mailcrypt.envelope.capabilities import OUR_CAPABILITIES
+from mailcrypt.envelope.codec import read_element
+from mailcrypt.envelope.fingerprint import content_type_of
+from mailcrypt.envelope.signed import SignatureInfo, Signer, sign, verify
+from mailcrypt.policy import DEFAULT_POLICY, Policy
+
+__all__ = [
+    "sign_entity",
+    "sign_message",
+    "canonical",
+    "split_message",
+    "SignedParts",
+    "parse_signed",
+    "open_signed",
+    "decode_body",
+]
+
+OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
+# RFC 8551 §3.5.3.2: micalg names.
+_MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
+_LINE_BYTES = 57
+
+
+def _b64_lines(data: bytes) -> bytes:
+    # RFC 2045 §6.8: at most 76 characters a line; 57 bytes make exactly 76.
+    return b"".join(pybase64.b64encode(data[i : i + _LINE_BYTES]) + b"\r\n" for i in range(0, len(data), _LINE_BYTES))
+
+
+def canonical(message: bytes) -> bytes:
+    """``message`` with CRLF line ends (RFC 8551 §3.1.1).
+
+    As in ``smime.encrypt_stream``, a header block whose lines end in CRLF
+    marks the message as canonical already and it is returned unchanged (a
+    binary part may hold a bare LF); otherwise every bare LF becomes CRLF.
+    """
+    header, sep, rest = mh.read_header_block(iter((message,)), errors.CMSParseError)
+    sample = header + sep if header or sep else rest[: rest.find(b"\n") + 1]
+    if b"\n" not in sample.replace(b"\r\n", b""):
+        return message
+    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def split_message(message: bytes, error: type[Exception] = errors.CMSParseError) -> tuple[list[mh.Field], bytes, bytes]:
+    """(header fields, header block as bytes, body) of a canonical message or entity."""
+    header, _sep, rest = mh.read_header_block(iter((message,)), error)
+    return mh.split_fields(header), header, rest
+
+
+def _boundary(entity: bytes, rng: Callable[[int], bytes]) -> bytes:
+    while True:
+        boundary = b"----=_mailcrypt_" + binascii.hexlify(rng(12))
+        if boundary not in entity:
+            return boundary
+
+
+def sign_entity(
+    entity: bytes,
+    signer: Signer,
+    *,
+    signing_time: datetime,
+    detached: bool = True,
+    capabilities: Iterable[str] = OUR_CAPABILITIES,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """Sign a canonical MIME entity; return the signed entity (its header fields and body).
+
+    The result starts with its Content-Type field, so it can be a whole body
+    part or, after other header fields, a message.
+    """
+    if not isinstance(entity, (bytes, bytearray)):
+        raise TypeError("entity must be bytes")
+    entity = bytes(entity)
+    der = sign(entity, signer, signing_time=signing_time, detached=detached, capabilities=capabilities)
+    if not detached:
+        return (
+            b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
+            b"\r\n" + _b64_lines(der)
+        )
+    boundary = _boundary(entity, rng)
+    micalg = _MICALG[signer.digest].encode()
+    return b"".join(
+        (
+            b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
+            b" micalg=" + micalg + b'; boundary="' + boundary + b'"\r\n'
+            b"\r\n"
+            b"This is a cryptographically signed message in MIME format.\r\n"
+            b"\r\n--" + boundary + b"\r\n",
+            entity,
+            b"\r\n--" + boundary + b"\r\n"
+            b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+            b"Content-Description: S/MIME Cryptographic Signature\r\n"
+            b"\r\n",
+            _b64_lines(der),
+            b"\r\n--" + boundary + b"--\r\n",
+        )
+    )
+
+
+def _message_id(fields: list[mh.Field], rng: Callable[[int], bytes]) -> bytes:
+    sender = next((f.value for f in fields if f.name == "from"), "")
+    match = re.search(r"@([A-Za-z0-9.-]+)", sender)
+    domain = match.group(1) if match else "mailcrypt.invalid"
+    return b"Message-ID: <" + binascii.hexlify(rng(16)) + b"@" + domain.encode("ascii") + b">\r\n"
+
+
+def sign_message(
+    message: bytes,
+    signer: Signer,
+    *,
+    signing_time: datetime,
+    detached: bool = True,
+    capabilities: Iterable[str] = OUR_CAPABILITIES,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> bytes:
+    """Sign an RFC 5322 message; return the signed message (for ``smime.encrypt_message``).
+
+    The signed part holds the message's header fields (all but Bcc) as
+    protected headers and its body; a fresh ``Message-ID`` is added when
+    there is none, so the serial number of DESIGN.md §2 is signed (and,
+    once encrypted, hidden). Raises ``CMSParseError`` for a header block
+    over ``mime_headers.HEADER_LIMIT``.
+    """
+    if not isinstance(message, (bytes, bytearray)):
+        raise TypeError("message must be bytes")
+    fields, _header, body = split_message(canonical(bytes(message)))
+    if not any(f.name == "message-id" for f in fields):
+        fields.append(mh.Field("message-id", _message_id(fields, rng)))
+    entity = mh.protect(fields) + body
+    signed = sign_entity(
+        entity, signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
+    )
+    outer = b"".join(
+        f.raw if f.raw.endswith(b"\r\n") else f.raw.rstrip(b"\r\n") + b"\r\n" for f in fields if not f.is_mime()
+    )
+    return outer + b"MIME-Version: 1.0\r\n" + signed
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def decode_body(body: bytes, encoding: str) -> bytes:
+    """The DER in a body part: base64 (white space ignored) or raw DER; else ``CMSParseError``."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "7bit", "8bit", "binary") and body[:1] == b"\x30":
+        try:
+            end = read_element(memoryview(body), 0, len(body)).end
+        except errors.CMSParseError:
+            end = len(body)
+        if body[end:].strip(b" \t\r\n"):
+            raise errors.CMSParseError("data after the CMS structure in the body part")
+        return body[:end]
+    if encoding not in ("base64", "", "7bit"):
+        raise errors.CMSParseError(f"unsupported Content-Transfer-Encoding {encoding!r} for S/MIME")
+    text = body.translate(None, b" \t\r\n")
+    try:
+        der = pybase64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        raise errors.CMSParseError("the S/MIME body part is not valid base64") from None
+    if not der:
+        raise errors.CMSParseError("the S/MIME body part is empty")
+    return der
+
+
+def _transfer_encoding(fields: list[mh.Field]) -> str:
+    return next((f.value for f in fields if f.name == "content-transfer-encoding"), "")
+
+
+def _parts(body: bytes, boundary: str) -> list[bytes]:
+    """The body parts of a multipart body, byte for byte (RFC 2046 §5.1.1).
+
+    The CRLF before a delimiter belongs to the delimiter, not to the part.
+    """
+    delimiter = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary.encode("utf-8")) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    matches = list(delimiter.finditer(body))
+    parts = []
+    for here, following in zip(matches, matches[1:], strict=False):
+        if here.group(1):
+            break
+        parts.append(body[here.end() : following.start()])
+    if not matches or not any(m.group(1) for m in matches):
+        raise errors.CMSParseError("the multipart/signed body has no closing delimiter")
+    return parts
+
+
+@dataclass(frozen=True)
+class SignedParts:
+    """A signed entity found at the top of a message.
+
+    ``form`` is ``detached`` (multipart/signed; ``content`` is the signed
+    first part) or ``opaque`` (signed-data; the content is inside ``der``).
+    """
+
+    form: str
+    der: bytes
+    content: bytes | None
+
+
+def parse_signed(fields: list[mh.Field], body: bytes) -> SignedParts | None:
+    """The signature at the top of an entity, or None when it is not S/MIME signed."""
+    ctype, params = mh.content_type(fields)
+    if ctype == "multipart/signed":
+        if params.get("protocol", "").lower() not in PKCS7_SIGNATURE:
+            return None  # An OpenPGP or other signature: not ours to judge.
+        boundary = params.get("boundary", "")
+        if not boundary:
+            raise errors.CMSParseError("multipart/signed without a boundary")
+        parts = _parts(body, boundary)
+        if len(parts) != 2:
+            raise errors.CMSParseError(f"multipart/signed must have two parts, not {len(parts)}")
+        sig_fields, _header, sig_body = split_message(parts[1])
+        sig_type, _ = mh.content_type(sig_fields)
+        if sig_type not in PKCS7_SIGNATURE:
+            raise errors.CMSParseError(f"the signature part is {sig_type}, not application/pkcs7-signature")
+        return SignedParts("detached", decode_body(sig_body, _transfer_encoding(sig_fields)), parts[0])
+    if ctype in PKCS7_MIME:
+        der = decode_body(body, _transfer_encoding(fields))
+        # The smime-type parameter is only a hint (RFC 8551 §3.2.2); the DER decides.
+        if content_type_of(der) != OID_SIGNED_DATA:
+            return None
+        return SignedParts("opaque", der, None)
+    return None
+
+
+def open_signed(
+    message: bytes,
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    certificates: Sequence[x509.Certificate] = (),
+) -> tuple[bytes, SignatureInfo] | None:
+    """Verify the signature at the top of ``message``; return (inner message, signature).
+
+    None when the message is not S/MIME signed at its top. The inner
+    message is the signed entity under the outer header fields (protected
+    headers in it win, as ``mime_headers.restore`` decides). Raises what
+    ``envelope.signed.verify`` raises.
+    """
+    fields, _header, body = split_message(canonical(message))
+    found = parse_signed(fields, body)
+    if found is None:
+        return None
+    info = verify(found.der, content=found.content, certificates=certificates, policy=policy)
+    entity = found.content if found.content is not None else info.content
+    assert entity is not None
+    inner_fields_block, sep, inner_body = mh.read_header_block(iter((entity,)), errors.CMSParseError)
+    if inner_fields_block and not inner_fields_block.endswith(b"\n"):
+        inner_fields_block += b"\r\n"
+    return mh.restore(fields, inner_fields_block) + (sep or b"\r\n") + inner_body, info
