@@ -89,6 +89,12 @@ class ProxySettings:
     max_message_size: int
     tls_cert: Path
     tls_key: Path
+    #: "starttls": plain connection, STARTTLS offered; "implicit": TLS from the first byte.
+    tls: str = "starttls"
+    #: The proxy's AUTH users (``mailcrypt users``): names and scrypt hashes, mode 0600.
+    users_file: Path | None = None
+    #: Failed logins from one client address within 15 minutes before AUTH is refused there.
+    max_auth_failures: int = 5
 
     @property
     def listen(self) -> str:
@@ -105,6 +111,19 @@ class UpstreamSettings:
     security: str
     username: str | None = None
     password: SecretRef | None = None
+    #: Check the server's certificate (chain and host name); off only for a test server.
+    tls_verify: bool = True
+    #: PEM file of the certificate authorities to trust instead of the system's.
+    ca_file: Path | None = None
+    #: Seconds to wait for the server at any step before treating it as down.
+    timeout: int = 60
+    #: Ask the server about each recipient while the client names it (RCPT time).
+    check_recipients: bool = True
+    #: How long a message in the retry spool is retried before the sender gets a bounce.
+    retry_hours: int = 120
+    #: "configured": log in with username/password above (or not at all);
+    #: "client": log in with the login the mail client gave the proxy.
+    login: str = "configured"
 
 
 @dataclass(frozen=True)
@@ -133,9 +152,18 @@ class AccountSettings:
     port: int
     security: str
     username: str
-    password: SecretRef
+    #: None: neither password_env nor password_file is set, and ``mailcrypt fetch``
+    #: asks for the password on a terminal (DESIGN.md §5: environment, file or prompt).
+    password: SecretRef | None
     folders: tuple[str, ...]
     target: Target
+    #: PEM file of the authority (or the self-signed certificate) the server's TLS
+    #: certificate must chain to; None: the system's authorities.
+    ca_file: Path | None = None
+    #: The folder quarantined mail goes to (a Maildir++ subfolder, or a subfolder of imap:FOLDER).
+    quarantine: str = "Quarantine"
+    #: The user's explicit consent to ``target = "imap:FOLDER"``, which stores decrypted mail on the server.
+    plaintext_on_server: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +188,11 @@ class Settings:
     def outbox(self) -> Path:
         """The Maildir standing in for an upstream server when ``[upstream]`` is absent."""
         return self.home / "outbox"
+
+    @property
+    def spool(self) -> Path:
+        """The durable retry spool of the proxy: encrypted messages that wait for the upstream server."""
+        return self.home / "spool"
 
     @property
     def mail(self) -> Path:

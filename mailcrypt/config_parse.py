@@ -48,6 +48,11 @@ def parse_settings(document: Mapping[str, object], *, home: Path, config_file: P
     replay = _replay(root.table("replay"))
     accounts = _accounts(root, home)
     root.finish()
+    if upstream is not None and upstream.login == "client" and proxy.auth != "required":
+        raise errors.ConfigError(
+            f'{config_file}: upstream.login: "client" needs proxy.auth = "required" (the login to relay with '
+            "is the one the mail client gives the proxy)"
+        )
     return Settings(home, config_file, identity, keys, policy, proxy, upstream, replay, accounts)
 
 
@@ -145,9 +150,12 @@ def _proxy(t: Table) -> ProxySettings:
     size = t.integer("max_message_size", 52428800, low=1024, high=2**40)
     tls_cert = t.path("tls_cert", "proxy/cert.pem")
     tls_key = t.path("tls_key", "proxy/key.pem")
+    tls = t.choice("tls", "starttls", ("starttls", "implicit"))
+    users_file = t.path("users_file", "proxy/users")
+    failures = t.integer("max_auth_failures", 5, low=1, high=1000)
     t.finish()
-    assert size is not None and tls_cert is not None and tls_key is not None
-    return ProxySettings(host, port, auth, size, tls_cert, tls_key)
+    assert size is not None and tls_cert is not None and tls_key is not None and tls is not None
+    return ProxySettings(host, port, auth, size, tls_cert, tls_key, tls, users_file, failures)
 
 
 def _host_port(t: Table, key: str, value: str) -> tuple[str, int]:
@@ -210,12 +218,26 @@ def _server(t: Table, ports: Mapping[str, int], choices: tuple[str, ...]) -> tup
 
 def _upstream(t: Table) -> UpstreamSettings:
     host, port, security = _server(t, _UPSTREAM_PORTS, ("starttls", "tls", "none"))
+    login = t.choice("login", "configured", ("configured", "client"))
     username = t.string("username", None)
+    if login == "client" and username is not None:
+        fail(t, "login", '"configured" to log in as a configured username (with login = "client" the mail '
+             "client's own login is used, and username/password must not be set)")
     password = _secret(t, required=username is not None)
     if password is not None and username is None:
         fail(t, "username", "a user name to go with the password")
+    tls_verify = t.boolean("tls_verify", True)
+    ca_file = t.path("ca_file", None)
+    if ca_file is not None:
+        t.certificate_file("ca_file", ca_file)
+    timeout = t.integer("timeout", 60, low=1, high=3600)
+    check = t.boolean("check_recipients", True)
+    retry_hours = t.integer("retry_hours", 120, low=1, high=24 * 30)
     t.finish()
-    return UpstreamSettings(host, port, security, username, password)
+    assert login is not None
+    return UpstreamSettings(
+        host, port, security, username, password, tls_verify, ca_file, timeout, check, retry_hours, login
+    )
 
 
 def _replay(t: Table) -> ReplaySettings:
@@ -238,15 +260,37 @@ def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
         host, port, security = _server(t, _IMAP_PORTS, ("tls", "starttls", "none"))
         username = t.string("username", None, required=True)
         assert username is not None
-        password = _secret(t, required=True)
-        assert password is not None
+        # Neither password_env nor password_file: fetch asks on a terminal (DESIGN.md §5).
+        password = _secret(t, required=False)
         folders = tuple(t.string_list("folders", ["INBOX"]))
         if not folders or any(not f for f in folders):
             fail(t, "folders", "a list of one or more folder names")
         target_text = t.string("target", "maildir:mail")
         assert target_text is not None
+        target = _target(t, target_text, home)
+        ca_file = t.path("ca_file", None)
+        if ca_file is not None:
+            t.certificate_file("ca_file", ca_file)
+        quarantine = t.string("quarantine", "Quarantine")
+        assert quarantine is not None
+        if not quarantine or quarantine.upper() == "INBOX" or quarantine in folders:
+            fail(t, "quarantine", f"a folder name other than INBOX and the folders fetched, got {quarantine!r}")
+        plaintext_on_server = t.boolean("plaintext_on_server", False)
+        assert plaintext_on_server is not None
+        if target.kind == "imap" and not plaintext_on_server:
+            fail(
+                t,
+                "plaintext_on_server",
+                f"plaintext_on_server = true with target = {target_text!r}: that target stores the decrypted "
+                "mail on the IMAP server, so it must be asked for explicitly",
+            )
+        if target.kind == "imap" and target.folder in folders:
+            fail(t, "target", f"a folder that is not also fetched, and {target.folder!r} is in folders")
         out.append(
-            AccountSettings(name, host, port, security, username, password, folders, _target(t, target_text, home))
+            AccountSettings(
+                name, host, port, security, username, password, folders, target, ca_file, quarantine,
+                plaintext_on_server,
+            )
         )
         t.finish()
     return tuple(out)

@@ -25,6 +25,7 @@ __all__ = [
     "MessageError",
     "CMSParseError",
     "NotEncryptedError",
+    "NotSignedError",
     "DecryptionFailed",
     "UnsupportedAlgorithm",
     "PolicyViolation",
@@ -107,6 +108,10 @@ class CMSParseError(MessageError):
 
 class NotEncryptedError(MessageError):
     """The input is not an S/MIME encrypted message."""
+
+
+class NotSignedError(MessageError):
+    """The input is not an S/MIME signed message (``mailcrypt verify``)."""
 
 
 class DecryptionFailed(MessageError):

@@ -251,8 +251,8 @@ def restore(outer: list[Field], inner_block: bytes) -> bytes:
     return b"".join(_crlf(f.raw) for f in kept) + b"".join(f.raw for f in inner)
 
 
-def recipient_addresses(header_block: bytes) -> list[str]:
-    """The unique addr-specs in To and Cc, in order of appearance.
+def _addresses(header_block: bytes, names: tuple[str, ...]) -> list[str]:
+    """The unique addr-specs in the fields ``names``, in order of appearance.
 
     Duplicates are recognised case-insensitively; the first spelling wins.
     Group syntax and empty entries ("undisclosed-recipients:;") yield nothing.
@@ -260,12 +260,24 @@ def recipient_addresses(header_block: bytes) -> list[str]:
     if not isinstance(header_block, (bytes, bytearray, memoryview)):
         raise TypeError("header_block must be bytes")
     import email.utils
+
     block = bytes(header_block)
     end = _find_end(block, 0, True)
     assert end is not None  # eof=True always decides.
-    values = [f.value for f in split_fields(block[: end[0]]) if f.name in ("to", "cc")]
+    values = [f.value for f in split_fields(block[: end[0]]) if f.name in names]
     seen: dict[str, str] = {}
     for _, addr in email.utils.getaddresses(values):
         if "@" in addr:
             seen.setdefault(addr.lower(), addr)
     return list(seen.values())
+
+
+def recipient_addresses(header_block: bytes) -> list[str]:
+    """The unique addr-specs in To and Cc, in order of appearance."""
+    return _addresses(header_block, ("to", "cc"))
+
+
+def sender_address(header_block: bytes) -> str | None:
+    """The addr-spec of the From field (the first, if it names several), or None."""
+    found = _addresses(header_block, ("from",))
+    return found[0] if found else None

@@ -194,6 +194,10 @@ class Decision(NamedTuple):
     reason: str
     #: Certificate file to encrypt to instead of the address's own, if any.
     gateway: Path | None = None
+    #: True when the profile is set for this address or its domain; False when it
+    #: is the table's default, which capabilities a correspondent advertised in
+    #: signed mail may raise to ``modern`` (DESIGN.md §1).
+    profile_set: bool = False
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class PolicyTable:
         reason = f"policy {policy} from {policy_from}, profile {profile} from {profile_from}"
         if gateway is not None:
             reason += f', gateway certificate from policy.domains."{domain}".gateway'
-        return Decision(policy, PROFILES[profile], reason, gateway)
+        return Decision(policy, PROFILES[profile], reason, gateway, profile_from != "policy.profile")
 
 
 def common_profile(profiles: Iterable[Profile]) -> Profile:

@@ -36,10 +36,17 @@ import pybase64
 from mailcrypt import errors
 from mailcrypt import mime_headers as mh
 from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, open_envelope
-from mailcrypt.mime_headers import recipient_addresses
+from mailcrypt.mime_headers import recipient_addresses, sender_address
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
-__all__ = ["encrypt_message", "decrypt_message", "encrypt_stream", "decrypt_stream", "recipient_addresses"]
+__all__ = [
+    "encrypt_message",
+    "decrypt_message",
+    "encrypt_stream",
+    "decrypt_stream",
+    "recipient_addresses",
+    "sender_address",
+]
 
 # 64 KiB pieces stay in the CPU cache and below malloc's mmap threshold; with
 # 1 MiB pieces base64 took twice as long and every piece cost page faults.
@@ -247,7 +254,12 @@ def decrypt_message(
 
 
 def decrypt_stream(
-    infile: BinaryIO, outfile: BinaryIO, identities: Sequence[Identity], *, policy: Policy = DEFAULT_POLICY
+    infile: BinaryIO,
+    outfile: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    on_envelope: Callable[[memoryview], None] | None = None,
 ) -> EnvelopeInfo:
     """Decrypt the S/MIME message in ``infile``, writing the message to ``outfile``.
 
@@ -256,8 +268,11 @@ def decrypt_stream(
     reached ``outfile`` must be thrown away. Write to a temporary file and
     commit it only after this returns.
 
+    ``on_envelope``, if given, sees the envelope's DER before it is opened
+    (the replay guard takes its digest there without a second decoding).
+
     Raises ``NotEncryptedError`` when the message is not ``application/pkcs7-mime``
-    enveloped data, ``CMSParseError`` for a malformed body or inner header
+    enveloped data (before anything is written to ``outfile``), ``CMSParseError`` for a malformed body or inner header
     block, and from the envelope core ``NoMatchingIdentity``,
     ``DecryptionFailed``, ``UnsupportedAlgorithm`` and ``PolicyViolation``.
     """
@@ -270,6 +285,8 @@ def decrypt_stream(
     outer = mh.split_fields(_lf_to_crlf_bytes(header))
     encoding = _smime_transfer_encoding(outer)
     der = _decode_body(itertools.chain((rest,), chunks), encoding)
+    if on_envelope is not None:
+        on_envelope(memoryview(der))
     envelope = open_envelope(memoryview(der), identities, policy=policy)
     plaintext = iter(envelope.chunks(_CHUNK))
     inner, sep, rest = mh.read_header_block(plaintext, errors.CMSParseError)

@@ -265,3 +265,37 @@ def openssl() -> Callable[..., subprocess.CompletedProcess[bytes]]:
         return proc
 
     return run
+
+
+# ------------------------------------------------------------------ Dovecot (the fetcher's IMAP peer)
+
+
+@pytest.fixture(scope="session")
+def dovecot():  # type: ignore[no-untyped-def]
+    """A private Dovecot on loopback for the session (``tests/dovecot.py``).
+
+    Without Dovecot installed the IMAP tests skip with a reason on a
+    developer's machine; under CI (``CI`` set) that is a failure, never a
+    skip (STYLE.md §6): ``.ci/run`` installs dovecot-imapd.
+    """
+    import os
+
+    from dovecot import find_dovecot, start_dovecot
+
+    binary = find_dovecot()
+    if binary is None:
+        reason = "dovecot is not installed (Debian: apt-get install dovecot-imapd)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must have it (.ci/run installs it)")
+        pytest.skip(reason)
+    server = start_dovecot(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def imap_user(dovecot):  # type: ignore[no-untyped-def]
+    """A fresh user with an empty mailbox on the session's Dovecot."""
+    return dovecot.add_user()

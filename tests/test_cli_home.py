@@ -32,11 +32,16 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def mc(home: Path, *args: str | Path, input: bytes | None = None, env: dict[str, str] | None = None,
-       ok: bool = True) -> subprocess.CompletedProcess[bytes]:
+def mc(
+    home: Path, *args: str | Path, input: bytes | None = None, env: dict[str, str] | None = None, ok: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(
-        [*MAILCRYPT, *map(str, args)], input=input, capture_output=True, timeout=120,
-        env=env if env is not None else env_for(home), stdin=None if input is not None else subprocess.DEVNULL,
+        [*MAILCRYPT, *map(str, args)],
+        input=input,
+        capture_output=True,
+        timeout=120,
+        env=env if env is not None else env_for(home),
+        stdin=None if input is not None else subprocess.DEVNULL,
     )
     if ok:
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
@@ -46,7 +51,9 @@ def mc(home: Path, *args: str | Path, input: bytes | None = None, env: dict[str,
 def openssl_decrypt(data: bytes, who: Made) -> bytes:
     proc = subprocess.run(
         ["openssl", "cms", "-decrypt", "-inkey", str(who.key), "-recip", str(who.cert)],
-        input=data, capture_output=True, timeout=60,
+        input=data,
+        capture_output=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout
@@ -63,8 +70,7 @@ def people(pki: PKI) -> dict[str, Made]:
     return {
         "bob": pki.issue("bob", ca=ca, key="rsa2048", emails=("bob@example.org",)),
         "carol": pki.issue("carol", ca=ca, key="p256", emails=("carol@example.net",)),
-        "expired": pki.issue("old", ca=ca, emails=("old@example.org",), start="20200101000000Z",
-                             end="20210101000000Z"),
+        "expired": pki.issue("old", ca=ca, emails=("old@example.org",), start="20200101000000Z", end="20210101000000Z"),
     }
 
 
@@ -94,8 +100,15 @@ def test_init_creates_a_private_home(home: Path) -> None:
 
 def test_init_without_passphrase_says_so_loudly(tmp_path: Path) -> None:
     home = tmp_path / "unattended"
-    proc = mc(home, "init", "robot@example.org", "--key-type", "p256", "--no-passphrase",
-              env=env_for(home, MAILCRYPT_PASSPHRASE=""))
+    proc = mc(
+        home,
+        "init",
+        "robot@example.org",
+        "--key-type",
+        "p256",
+        "--no-passphrase",
+        env=env_for(home, MAILCRYPT_PASSPHRASE=""),
+    )
     assert b"WITHOUT a passphrase" in proc.stderr
     assert b"BEGIN PRIVATE KEY" in next(home.rglob("*.key")).read_bytes()
     # Such a home still decrypts what is sent to it, with no passphrase anywhere.
@@ -131,15 +144,18 @@ def test_modern_profile_from_the_policy(home: Path, people: dict[str, Made]) -> 
     mc(home, "keys", "import", people["bob"].cert)
     with (home / "config.toml").open("a") as f:
         f.write('\n[policy.addresses."bob@example.org"]\nprofile = "modern"\n')
-    sent = mc(home, "-v", "encrypt", "--to", "bob@example.org", input=MESSAGE)
-    # The sender's own copy goes in the same envelope; its policy is the default (compatible).
-    assert b"profile compatible" in sent.stderr
-    with (home / "config.toml").open("a") as f:
-        f.write('\n[policy.addresses."me@example.org"]\nprofile = "modern"\n')
+    # The sender's own copy shares the envelope, but mailcrypt reads every profile.
     sent = mc(home, "-v", "encrypt", "--to", "bob@example.org", input=MESSAGE)
     assert b"profile modern" in sent.stderr, sent.stderr
     assert b"smime-type=authEnveloped-data" in sent.stdout
     assert b"Hello Bob" in openssl_decrypt(sent.stdout, people["bob"])
+    assert mc(home, "decrypt", "--no-replay-check", input=sent.stdout).stdout == MESSAGE
+    # A profile set for the sender's own address does restrict it (another client reads it there).
+    with (home / "config.toml").open("a") as f:
+        f.write('\n[policy.addresses."me@example.org"]\nprofile = "compatible"\n')
+    sent = mc(home, "-v", "encrypt", "--to", "bob@example.org", input=MESSAGE)
+    assert b"profile compatible" in sent.stderr
+    assert b"smime-type=enveloped-data" in sent.stdout
 
 
 def test_expired_certificate_is_refused_with_a_reason(home: Path, people: dict[str, Made]) -> None:
@@ -174,7 +190,8 @@ def test_list_show_export_remove(home: Path, people: dict[str, Made]) -> None:
 def test_old_identity_still_decrypts_after_renewal(home: Path) -> None:
     to_me = MESSAGE.replace(b"bob@", b"me@")
     old_mail = mc(home, "encrypt", "--to", "me@example.org", input=to_me).stdout
-    mc(home, "keys", "generate", "me@example.org", "--key-type", "rsa2048")
+    # Renewed: valid for longer than the first, so it is the newest whatever the clock says.
+    mc(home, "keys", "generate", "me@example.org", "--key-type", "rsa2048", "--days", "900")
     assert len(list(home.rglob("*.key"))) == 2
     new_mail = mc(home, "encrypt", "--to", "me@example.org", input=to_me).stdout
     old = mc(home, "-v", "decrypt", input=old_mail)

@@ -135,16 +135,32 @@ def _build_parser() -> argparse.ArgumentParser:
         help="content cipher, overriding the profile's (GCM makes AuthEnvelopedData)",
     )
     enc.add_argument("--rsa-padding", choices=["pkcs1v15", "oaep"], help="RSA key transport, overriding the profile's")
+    enc.add_argument(
+        "--from",
+        dest="from_",
+        metavar="ADDR",
+        help="sender address whose identity signs and whose certificate is added (default: the message's From)",
+    )
+    signing = enc.add_mutually_exclusive_group()
+    signing.add_argument(
+        "--sign",
+        action="store_true",
+        default=None,
+        help="sign inside the encryption (default: whenever the home holds an identity for the sender)",
+    )
+    signing.add_argument("--no-sign", dest="sign", action="store_false", help="do not sign")
     enc.add_argument("input", nargs="?", metavar="IN", help="message file (default: stdin)")
     enc.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout); written only on success")
 
     dec = command(
         commands,
         "decrypt",
-        "crypt:decrypt",
-        "decrypt an S/MIME message",
+        "read:decrypt",
+        "decrypt an S/MIME message, verify its signatures",
         "Decrypt an S/MIME message with the identities named, tried in the order given; without any, "
-        "with every identity in the home's key directory (old ones after renewal too).",
+        "with every identity in the home's key directory (old ones after renewal too). Signatures inside "
+        "are verified; with a home, each message is accepted once and only inside the freshness window "
+        "(replay protection), and signers' certificates are harvested into the key directory.",
     )
     dec.add_argument(
         "--p12",
@@ -175,9 +191,26 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="file whose first line is the password of the --p12 files and encrypted --key files (mode 0600)",
     )
+    dec.add_argument(
+        "--no-replay-check",
+        action="store_true",
+        help="read an old or already seen message on "
+        "purpose: skip the replay and freshness check (signatures are still verified)",
+    )
     dec.add_argument("input", nargs="?", metavar="IN", help="S/MIME message file (default: stdin)")
     dec.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout); written only on success")
     dec.set_defaults(sources=[])
+
+    ver = command(
+        commands,
+        "verify",
+        "read:verify",
+        "verify the signatures of an S/MIME message",
+        "Verify the S/MIME signatures of a message (detached or opaque, nested too) and say who signed, "
+        "when, with what, and whether the certificate chains to a configured trust anchor. Does not "
+        "decrypt and does not check for replays.",
+    )
+    ver.add_argument("input", nargs="?", metavar="IN", help="message file (default: stdin)")
 
     keys = commands.add_parser("keys", parents=[common], help="manage keys and certificates")
     keys_commands = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
@@ -232,8 +265,67 @@ def _build_parser() -> argparse.ArgumentParser:
     rem.add_argument("selector", metavar="ADDRESS|FINGERPRINT")
 
     # --- the SMTP proxy: proxy, users (DESIGN.md §6)
+    prx = command(
+        commands,
+        "proxy",
+        "proxy:run",
+        "run the SMTP proxy (foreground; SIGTERM stops it cleanly)",
+        "Run the SMTP proxy: mail clients send through it, and every message leaves encrypted for each "
+        "recipient and the sender, to the [upstream] server or, without one, into the outbox Maildir.",
+    )
+    prx.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: proxy.listen)")
+    users = commands.add_parser("users", parents=[common], help="manage the proxy's AUTH users")
+    users_commands = users.add_subparsers(dest="users_command", metavar="USERS_COMMAND", required=True)
+    uadd = command(
+        users_commands,
+        "add",
+        "proxy:users_add",
+        "add a proxy user",
+        "Add a user who may send through the proxy. The password is read from standard input (first "
+        "line) when it is not a terminal, else asked for twice; it is stored as an scrypt hash.",
+    )
+    uadd.add_argument("name", metavar="NAME")
+    uadd.add_argument("--replace", action="store_true", help="set a new password for an existing user")
+    urem = command(users_commands, "remove", "proxy:users_remove", "remove a proxy user")
+    urem.add_argument("name", metavar="NAME")
+    command(users_commands, "list", "proxy:users_list", "list the proxy users")
 
     # --- the IMAP fetcher: fetch (DESIGN.md §6)
+    fetch = command(
+        commands,
+        "fetch",
+        "fetch:run",
+        "fetch mail over IMAP, decrypt and verify it, deliver it into a Maildir",
+        "Read the folders of the configured [[accounts]] over IMAP, only what is new since the last run, "
+        "decrypt and verify S/MIME mail with the home's identities, check it for replays, and deliver it "
+        "as readable mail into a Maildir (default: mail/ in the home) that any mail client or mutt -f can "
+        "open. Mail that cannot be delivered readable (no key, broken, bad signature, replay) goes to the "
+        "Quarantine folder unchanged. The server's messages and flags are left as they are unless "
+        "--mark-seen is given. Exit status: 0 all delivered; 3, 4 or 5 some quarantined (the most "
+        "serious reason: 5 signature/replay, 4 malformed, 3 no key); 1 failures; 2 configuration, login "
+        "or UIDVALIDITY change.",
+    )
+    fetch.add_argument("--account", metavar="NAME", help="fetch only this [[accounts]] entry (default: all)")
+    fetch.add_argument(
+        "--folder",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="server folder to fetch (repeatable; default: the account's folders)",
+    )
+    fetch.add_argument(
+        "--to",
+        metavar="maildir:PATH|imap:FOLDER",
+        help="deliver there instead of the account's target (imap:FOLDER stores the decrypted mail on the server)",
+    )
+    fetch.add_argument("--watch", action="store_true", help="keep running: wait for new mail with IMAP IDLE")
+    fetch.add_argument("--since", metavar="DATE", help="on a folder's first sync, only mail since DATE (YYYY-MM-DD)")
+    fetch.add_argument("--mark-seen", action="store_true", help="set \\Seen on the server for mail fetched")
+    fetch.add_argument(
+        "--accept-uidvalidity",
+        action="store_true",
+        help="after the server renumbered a folder (UIDVALIDITY changed), fetch it again from the start",
+    )
 
     return parser
 

@@ -1,27 +1,36 @@
-"""``mailcrypt encrypt`` and ``mailcrypt decrypt``.
+"""``mailcrypt encrypt``: sign (when the sender has an identity), then encrypt.
 
-Recipients and identities come from key files named on the command line,
-or else from the home's key directory. The profile is the one asked for,
-else the one the recipients' policy gives (DESIGN.md §1: ``modern`` only if
-every recipient gets it), and the choice and its reason are reported with
-``-v``. Everything cryptographic happens in ``mailcrypt.smime``.
+Recipients come from certificate files named on the command line, or else
+from the home's key directory, plus the sender's own certificate. The
+profile is the one asked for, else the one the recipients' policy and
+announced capabilities give (DESIGN.md §1: ``modern`` only if every
+recipient can read it); the choice and its reason are reported with ``-v``.
+Everything cryptographic happens in ``mailcrypt.smime`` and
+``mailcrypt.smime_signed``.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import IO
 
 from cryptography import x509
 
-from mailcrypt import errors, keyfiles, smime
+from mailcrypt import config, errors, harvest, keyfiles, smime
 from mailcrypt.cli.files import Output, open_input, read_headers
-from mailcrypt.cli.home import open_home
+from mailcrypt.cli.home import Home, open_home
 from mailcrypt.cli.report import note
-from mailcrypt.envelope import identity_from_key
-from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, common_profile
+from mailcrypt.envelope import Identity
+from mailcrypt.envelope.signed import Signer
+from mailcrypt.keydir.validate import certificate_addresses
+from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, address_key, common_profile
+from mailcrypt.smime_signed import sign_message
+from mailcrypt.store import Store
 
-__all__ = ["encrypt", "decrypt"]
+__all__ = ["encrypt", "home_if_any"]
 
 
 def _with_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
@@ -45,73 +54,107 @@ def _select(certificates: list[x509.Certificate], addresses: list[str]) -> list[
     return _unique(chosen)
 
 
+def _signing_identity(home: Home, sender: str) -> Identity | None:
+    """The sender's newest valid identity that may sign (keyUsage digitalSignature), or None."""
+    now = datetime.now(UTC)
+    for identity in home.keys.identities(home.passphrase):
+        certificate = identity.certificate
+        if address_key(sender) not in {address_key(a) for a in certificate_addresses(certificate)}:
+            continue
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            continue
+        if identity.ref.key_usage_allows("digital_signature"):
+            return identity
+    return None
+
+
+def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender: str | None) -> IO[bytes] | None:
+    """The message signed by the sender (DESIGN.md §2: sign, then encrypt), or None when not signing.
+
+    ``--sign`` demands an identity; by default a message is signed whenever
+    the home holds one for the sender; ``--no-sign`` never signs.
+    """
+    if args.sign is False:
+        return None
+    if home is None or sender is None:
+        if args.sign:
+            raise errors.UsageError("--sign needs a home with your identity and a From address (or --from ADDR)")
+        return None
+    identity = _signing_identity(home, sender)
+    if identity is None:
+        if args.sign:
+            raise errors.NoKeyError(f"no valid signing identity for {sender} in {home.keys.path}")
+        note(args, f"not signing: no identity for {sender}")
+        return None
+    signer = Signer.from_identity(identity)
+    signed = sign_message(infile.read(), signer, signing_time=datetime.now(UTC))
+    note(args, f"signed as {identity.label} (SHA-256, signingTime now)")
+    return io.BytesIO(signed)
+
+
+def home_if_any(args: argparse.Namespace) -> Home | None:
+    """The home, or None when there is none (commands given key files work without one)."""
+    try:
+        return open_home(args)
+    except errors.ConfigError:
+        home = config.resolve_home(getattr(args, "home", None))
+        if (home / config.CONFIG_NAME).exists():
+            raise  # A home that exists but is broken is an error, not "no home".
+        return None
+
+
 def encrypt(args: argparse.Namespace) -> None:
     certificates = [c for path in args.cert for c in keyfiles.load_certificates(path)]
     with open_input(args.input) as infile:
+        headers = read_headers(infile)
+        sender = args.from_ or smime.sender_address(headers)
         if certificates:
-            # Key files named: exactly those (or those of them for --to), no home needed.
+            # Key files named: exactly those (or those of them for --to).
             recipients = _select(certificates, args.to) if args.to else _unique(certificates)
             profile, why = (PROFILES[args.profile], "asked for") if args.profile else (COMPATIBLE, "the default")
+            home = home_if_any(args) if args.sign is not False else None
         else:
-            addresses = args.to or smime.recipient_addresses(read_headers(infile))
+            addresses = args.to or smime.recipient_addresses(headers)
             if not addresses:
                 raise errors.UsageError("no recipients: the message has no To or Cc address; use --to ADDR")
             home = open_home(args)
-            choices = home.keys.recipients_for(addresses)
-            recipients = _unique([c.certificate for c in choices])
-            # DESIGN.md §1: the sender's own certificate too, so the sent copy stays readable.
-            me = home.settings.identity.address
-            own = home.keys.sender_certificate(me) if me else None
-            profiles = [c.profile for c in choices]
-            if own is not None and own not in recipients:
-                recipients.append(own)
-                # The sent copy is read by whatever client the sender uses: their policy counts too.
-                profiles.append(home.settings.policy.decide(me).profile)
-            if args.profile:
-                profile, why = PROFILES[args.profile], "asked for"
-            else:
-                profile = common_profile(profiles)
-                why = (
-                    "every recipient's policy allows modern"
-                    if profile.name == "modern"
-                    else ("at least one recipient's policy asks for compatible")
-                )
+            recipients, profile, why = _directory_recipients(args, home, addresses, sender)
         profile = _with_overrides(profile, args)
+        signed = _sign(args, infile, home, sender)
         note(
             args,
             f"encrypting to {len(recipients)} certificate(s) with profile {profile.name} ({why}): "
             f"{profile.cipher}, RSA {profile.rsa_padding}, ECDH {profile.ecdh_kdf_hash} KDF",
         )
         with Output(args.output) as out:
-            smime.encrypt_stream(infile, out.file, recipients, profile=profile)
+            smime.encrypt_stream(signed or infile, out.file, recipients, profile=profile)
             out.commit()
 
 
-def _file_identities(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    """The identities named by --p12 and --key/--cert, in command-line order."""
-    keys = [v for option, v in args.sources if option == "--key"]
-    certs = [v for option, v in args.sources if option == "--cert"]
-    if len(keys) != len(certs):
-        raise errors.UsageError(f"each --key needs a --cert (got {len(keys)} --key and {len(certs)} --cert)")
-    pairs = []
-    key_index = 0
-    for option, value in args.sources:
-        if option == "--p12":
-            pairs.append(keyfiles.load_pkcs12(value, password_file=args.password_file))
-        elif option == "--key":
-            pairs.append(keyfiles.load_key_pair(value, certs[key_index], password_file=args.password_file))
-            key_index += 1
-    return [identity_from_key(p.key, p.certificate) for p in pairs]
-
-
-def decrypt(args: argparse.Namespace) -> None:
-    if args.sources:
-        identities = _file_identities(args)
-    else:
-        home = open_home(args)
-        identities = home.keys.identities(home.passphrase)
-        note(args, f"trying {len(identities)} identit{'y' if len(identities) == 1 else 'ies'} from {home.keys.path}")
-    with open_input(args.input) as infile, Output(args.output) as out:
-        info = smime.decrypt_stream(infile, out.file, identities)
-        out.commit()
-    note(args, f"decrypted with {info.identity.label} ({info.content_type}, {info.cipher}, {info.key_management})")
+def _directory_recipients(
+    args: argparse.Namespace, home: Home, addresses: list[str], sender: str | None
+) -> tuple[list[x509.Certificate], Profile, str]:
+    """Certificates and profile for ``addresses`` from the key directory, plus the sender's own."""
+    store = Store.open(home.settings.state_db)
+    try:
+        choices = home.keys.recipients_for(addresses, advertised=harvest.advertised(store))
+    finally:
+        store.close()
+    recipients = _unique([c.certificate for c in choices])
+    profiles = [c.profile for c in choices]
+    # DESIGN.md §1: the sender's own certificate too, so the sent copy stays readable.
+    me = sender or home.settings.identity.address
+    own = home.keys.sender_certificate(me) if me else None
+    if own is not None and own not in recipients:
+        recipients.append(own)
+        # The sender's copy is read with mailcrypt, which reads every profile; only a
+        # profile the administrator set for the sender's own address restricts it.
+        decision = home.settings.policy.decide(me)
+        if decision.profile_set:
+            profiles.append(decision.profile)
+    if args.profile:
+        return recipients, PROFILES[args.profile], "asked for"
+    profile = common_profile(profiles)
+    if profile.name == "modern":
+        return recipients, profile, "every recipient's policy or announced capabilities allow modern"
+    return recipients, profile, "at least one recipient is not known to read modern"

@@ -40,7 +40,7 @@ from mailcrypt.envelope import sigalg
 from mailcrypt.envelope.asn1 import OID_DATA
 from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, capabilities_attribute, parse_capabilities
 from mailcrypt.envelope.der import set_of_der
-from mailcrypt.envelope.keys import CertificateRef, describe_rid
+from mailcrypt.envelope.keys import CertificateRef, Identity, describe_rid
 from mailcrypt.envelope.signed_parts import ASN1_ERRORS, SignedParts, lenient_serials, parse_signed_data
 from mailcrypt.errors import BadSignature, CMSParseError, UnknownSigner, UnsupportedAlgorithm
 from mailcrypt.policy import DEFAULT_POLICY, Policy
@@ -76,11 +76,9 @@ class Signer:
     @classmethod
     def from_identity(cls, identity: object, **options: object) -> Signer:
         """The Signer for an envelope ``Identity`` (its private key and certificate)."""
-        key = getattr(identity, "_key", None)
-        certificate = getattr(identity, "certificate", None)
-        if key is None or certificate is None:
+        if not isinstance(identity, Identity):
             raise TypeError("identity must be a mailcrypt.envelope Identity")
-        return cls(key, certificate, **options)  # type: ignore[arg-type]
+        return cls(identity.private_key, identity.certificate, **options)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors, keyfiles
 from mailcrypt.envelope import Identity
+from mailcrypt.envelope.capabilities import supports_profile
 from mailcrypt.keydir import identities as own
 from mailcrypt.keydir import validate
 from mailcrypt.keydir.files import read_import_file
@@ -42,7 +43,7 @@ from mailcrypt.keydir.importing import ImportResult, file_certificates
 from mailcrypt.keydir.index import CertificateEntry, Index
 from mailcrypt.keydir.storage import Layout, fingerprint_prefix, read_certificate
 from mailcrypt.passphrase import PassphraseSource
-from mailcrypt.policy import PolicyTable, Profile
+from mailcrypt.policy import MODERN, PolicyTable, Profile
 
 if TYPE_CHECKING:
     from mailcrypt.config import Settings
@@ -151,6 +152,9 @@ class KeyDirectory:
         """
         now = _now(now)
         entries = self.lookup(address)
+        # A certificate the administrator imported is never replaced by one
+        # harvested from signed mail (mailcrypt.harvest).
+        entries = [e for e in entries if e.source != "harvested"] or entries
         if not entries:
             raise errors.NoRecipientCertificate(
                 f"no certificate for {address} in the key directory {self.path}; "
@@ -187,14 +191,21 @@ class KeyDirectory:
         return certificate
 
     def recipients_for(
-        self, addresses: Iterable[str], *, now: datetime.datetime | None = None
+        self,
+        addresses: Iterable[str],
+        *,
+        now: datetime.datetime | None = None,
+        advertised: Callable[[str, x509.Certificate], Iterable[str] | None] | None = None,
     ) -> list[RecipientChoice]:
         """For each address: the certificate to encrypt to and its profile (``PolicyTable.decide``).
 
         A domain's gateway certificate comes before the address's own; the
-        same certificate may be returned for several addresses. Raises
-        ``errors.NoRecipientCertificate`` for the first address without a
-        usable certificate (exit code 3).
+        same certificate may be returned for several addresses. Where the
+        profile is only the table's default, ``advertised(address,
+        certificate)`` (``mailcrypt.harvest.advertised``) may raise it to
+        ``modern`` when the correspondent announced support for it in signed
+        mail. Raises ``errors.NoRecipientCertificate`` for the first address
+        without a usable certificate (exit code 3).
         """
         if isinstance(addresses, str):
             raise TypeError("addresses must be a list of addresses, not one string")
@@ -206,8 +217,14 @@ class KeyDirectory:
                 certificate = self._gateway(decision.gateway, address, now)
             else:
                 certificate = self.best(address, now=now)
-            log.info("%s: certificate sha256:%s, %s", address, validate.fingerprint(certificate)[:16], decision.reason)
-            out.append(RecipientChoice(address, certificate, decision.profile))
+            profile, reason = decision.profile, decision.reason
+            if advertised is not None and not decision.profile_set and profile.name != MODERN.name:
+                announced = advertised(address, certificate)
+                kind = "ec" if validate.key_type(certificate).startswith(("p", "ec")) else "rsa"
+                if announced and supports_profile(announced, MODERN, key_type=kind):
+                    profile, reason = MODERN, reason + "; modern: advertised in the correspondent's signed mail"
+            log.info("%s: certificate sha256:%s, %s", address, validate.fingerprint(certificate)[:16], reason)
+            out.append(RecipientChoice(address, certificate, profile))
         return out
 
     def sender_certificate(self, address: str, *, now: datetime.datetime | None = None) -> x509.Certificate | None:

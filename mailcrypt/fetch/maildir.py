@@ -1,0 +1,180 @@
+"""A Maildir++ writer that never leaves half a message and never writes one twice.
+
+Delivery follows the Maildir protocol: the message is written to ``tmp/``,
+flushed to disk (fsync), renamed into ``new/``, and the directory entry is
+made durable by an fsync of ``new/`` (``sync``; the fetcher does it once per
+batch, before it records progress). A reader never sees a partial file.
+
+File names are derived from where the message came from, (account, server
+folder, UIDVALIDITY, UID), like isync's ``,U=`` names, instead of from the
+time and the process: after a crash the rerun computes the same name and
+finds the copy it already made, in ``new/`` or, once a mail client has seen
+it, in ``cur/`` with a ``:2,FLAGS`` suffix. Folders are Maildir++: the server
+folder ``INBOX`` is the root, any other folder ``a/b`` is ``.a.b`` with a
+``maildirfolder`` marker. Directories are made mode 0700 and messages 0600:
+they hold decrypted mail.
+
+What it won't do: decide what goes where (``sync``), parse messages, or
+touch any file it did not name itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from imapclient import imap_utf7
+
+__all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem"]
+
+_SUBDIRS = ("tmp", "new", "cur")
+
+Fault = Callable[[str], None]
+
+
+def _no_fault(step: str) -> None:
+    return None
+
+
+def maildir_folder_name(folder: str, delimiter: str | None) -> str:
+    """The Maildir++ directory name of a server folder ("" for INBOX, the root).
+
+    Each level is stored in modified UTF-7 (RFC 3501 §5.1.3), as Dovecot and
+    Courier do; a "." or "/" inside one level, which Maildir++ would read as
+    a level separator or a path, becomes "_".
+    """
+    if folder.upper() == "INBOX":
+        return ""
+    levels = folder.split(delimiter) if delimiter else [folder]
+    encoded = [imap_utf7.encode(level).decode("ascii").replace(".", "_").replace("/", "_") for level in levels]
+    return "." + ".".join(encoded)
+
+
+def message_stem(account: str, folder: str, uidvalidity: int, uid: int) -> str:
+    """The file name (before any ``:2,`` flags) of one server message.
+
+    The folder appears as a short hash: names stay short and free of
+    characters a file name cannot hold, and two folders never share names.
+    """
+    key = hashlib.sha256(folder.encode("utf-8")).hexdigest()[:10]
+    return f"mailcrypt.{account}.{key}.{uidvalidity},U={uid}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MaildirFolder:
+    """One Maildir (``tmp``, ``new``, ``cur``), created on first use."""
+
+    def __init__(self, path: Path, *, marker: bool) -> None:
+        self.path = path
+        self._marker = marker
+        self._ready = False
+        self._names: set[str] | None = None
+        self._dirty = False
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        created = False
+        for sub in _SUBDIRS:
+            target = self.path / sub
+            if not target.is_dir():
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+                created = True
+        if self._marker and not (self.path / "maildirfolder").exists():
+            (self.path / "maildirfolder").touch(mode=0o600)
+            created = True
+        if created:
+            # The new directories must survive a crash as surely as the mail in them.
+            _fsync_dir(self.path)
+            _fsync_dir(self.path.parent)
+        self._ready = True
+
+    def _known(self) -> set[str]:
+        """Names (flags cut off) in new/ and cur/, read once and then kept current."""
+        if self._names is None:
+            self._prepare()
+            names: set[str] = set()
+            for sub in ("new", "cur"):
+                with os.scandir(self.path / sub) as entries:
+                    names.update(entry.name.split(":", 1)[0] for entry in entries)
+            self._names = names
+        return self._names
+
+    def has(self, stem: str) -> bool:
+        """True when a message of this name is in new/ or cur/ (with any flags)."""
+        return stem in self._known()
+
+    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault) -> Path:
+        """Write ``data`` as ``new/stem`` through ``tmp/``; return the new path.
+
+        The file is complete and on disk before it appears in new/; call
+        ``sync`` before relying on the name itself surviving a crash.
+        ``fault`` is called after each step (crash tests).
+        """
+        known = self._known()
+        tmp = self.path / "tmp" / stem
+        # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            fault("written")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fault("fsynced")
+        final = self.path / "new" / stem
+        os.rename(tmp, final)
+        known.add(stem)
+        self._dirty = True
+        fault("renamed")
+        return final
+
+    def sync(self) -> None:
+        """Make the renames into new/ durable (one fsync of the directory)."""
+        if self._dirty:
+            _fsync_dir(self.path / "new")
+            self._dirty = False
+
+    def clean_tmp(self, prefix: str) -> int:
+        """Remove files in tmp/ whose names start with ``prefix``: leftovers of a crashed run."""
+        self._prepare()
+        removed = 0
+        with os.scandir(self.path / "tmp") as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+
+class Maildir:
+    """A Maildir++ tree: the root (INBOX) and its ``.Sub.folders``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._folders: dict[str, MaildirFolder] = {}
+
+    def folder(self, name: str) -> MaildirFolder:
+        """The Maildir for a Maildir++ name from ``maildir_folder_name`` ("" is the root)."""
+        if name not in self._folders:
+            if name and (not name.startswith(".") or "/" in name or name in (".", "..")):
+                raise ValueError(f"not a Maildir++ folder name: {name!r}")
+            path = self.root / name if name else self.root
+            self._folders[name] = MaildirFolder(path, marker=bool(name))
+        return self._folders[name]
+
+    def sync(self) -> None:
+        """``sync`` every folder written to."""
+        for folder in self._folders.values():
+            folder.sync()

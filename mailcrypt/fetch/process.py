@@ -1,0 +1,351 @@
+"""One fetched message: decrypt, verify, check for replay, and say what it is.
+
+``MessageProcessor.process`` takes the message exactly as the server holds
+it and returns an ``Outcome``: the bytes to store, and whether they go to
+the folder or to quarantine. It peels every S/MIME layer with
+``mailcrypt.unwrap.unwrap_message`` (enveloped or authEnveloped, any
+profile, any sender; signed, detached or opaque; nested in any order), asks
+the replay guard whether the message is fresh and new, and writes status
+header fields on top (``X-Mailcrypt-Status``, the key used, the cipher, the
+signer and signing time, a warning for unauthenticated CBC content that is
+not signed). Decrypted HTML of such unsigned CBC mail has its remote content
+removed (``efail``).
+
+What goes to quarantine, unchanged below one status field: a replay or a
+stale message, mail no identity can open, broken envelopes and bad
+signatures, and anything that makes processing fail. Nothing is dropped.
+
+The work is split in two so that it can be spread over processes:
+``prepare`` needs only the keys and the clock (decrypt, verify, build the
+fields) and runs in worker processes for large folders; ``finish`` asks the
+replay guard in the process that owns the store. ``process`` does both.
+
+The replay guard is only asked here (``record=False``): the key is recorded
+by ``sync`` once the message is on disk (``Outcome.record``), so that a crash
+in between does not make the message look like a replay of itself when the
+run is repeated. Keys of messages delivered earlier in the same batch are
+passed in as ``pending``.
+
+What it won't do: talk to the server, write files, or log message content:
+the notes it returns name reasons and certificate fingerprints only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from mailcrypt import errors
+from mailcrypt import mime_headers as mh
+from mailcrypt.envelope import Identity
+from mailcrypt.envelope.keys import CertificateRef
+from mailcrypt.fetch.efail import strip_remote_content
+from mailcrypt.policy import DEFAULT_POLICY, Policy
+from mailcrypt.replay import ReplayGuard
+from mailcrypt.unwrap import Unwrapped, unwrap_message
+
+__all__ = ["Outcome", "Prepared", "MessageProcessor", "REASON_EXIT_CODES", "STATUS_FIELD"]
+
+log = logging.getLogger(__name__)
+
+STATUS_FIELD = "X-Mailcrypt-Status"
+_PREFIX = b"x-mailcrypt-"
+
+#: The exit code each quarantine reason stands for (DESIGN.md §6); delivered mail is 0.
+REASON_EXIT_CODES = {
+    "no-key": 3,
+    "malformed": 4,
+    "integrity": 4,
+    "unsupported": 4,
+    "bad-signature": 5,
+    "replay": 5,
+    "stale": 5,
+    "error": 1,
+}
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    """What ``ReplayGuard.check_and_record`` needs to remember a delivered message."""
+
+    digest: bytes
+    signing_time: datetime | None
+    kind: str
+    also: tuple[bytes, ...]
+    now: datetime
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k.hex() for k in (self.digest, *self.also))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do with one message.
+
+    ``quarantine`` says where ``data`` goes; ``reason`` is one word (``plain``,
+    ``decrypted``, ``verified``, ``signed`` or a quarantine reason from
+    ``REASON_EXIT_CODES``) and ``note`` one content-free line for the log.
+    """
+
+    data: bytes
+    quarantine: bool
+    reason: str
+    note: str = ""
+    decrypted: bool = False
+    verified: bool = False
+    record: ReplayRecord | None = None
+    stripped: bool = False
+    headers: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return REASON_EXIT_CODES.get(self.reason, 0) if self.quarantine else 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What can be decided about a message without the state store (picklable, for worker processes).
+
+    ``failure`` is a quarantine reason and ``detail`` its line when the
+    message could not be opened or verified; otherwise ``data`` is the
+    message to deliver (status fields on top) and ``record`` its replay key,
+    which ``MessageProcessor.finish`` still has to check.
+    """
+
+    failure: str | None = None
+    detail: str = ""
+    data: bytes = b""
+    reason: str = ""
+    note: str = ""
+    decrypted: bool = False
+    verified: bool = False
+    stripped: bool = False
+    record: ReplayRecord | None = None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _clean(value: str) -> str:
+    """A header value on one line: no control characters, at most 900 characters."""
+    return " ".join(_CONTROL.sub(" ", value).split())[:900]
+
+
+def _field(name: str, value: str) -> bytes:
+    # RFC 6532 allows UTF-8 in header fields; subjects of certificates may need it.
+    return f"{name}: {_clean(value)}\r\n".encode()
+
+
+def _date(when: datetime) -> str:
+    return email.utils.format_datetime(when.astimezone(UTC))
+
+
+def _without_our_fields(message: bytes) -> bytes:
+    """``message`` with any X-Mailcrypt-* header fields removed: only the fetcher may write them.
+
+    A sender could otherwise forge "X-Mailcrypt-Status: decrypted; verified".
+    The body is not touched.
+    """
+    header, sep, rest = mh.read_header_block(iter((message,)), errors.CMSParseError)
+    if _PREFIX not in header.lower():
+        return message
+    kept = [f.raw for f in mh.split_fields(header) if not f.name.startswith("x-mailcrypt-")]
+    return b"".join(kept) + sep + rest
+
+
+def _classify(exc: errors.MailcryptError) -> str:
+    if isinstance(exc, errors.NoKeyError):
+        return "no-key"
+    if isinstance(exc, errors.ReplayedMessage):
+        return "replay"
+    if isinstance(exc, errors.StaleMessage):
+        return "stale"
+    if isinstance(exc, errors.SignatureError):
+        return "bad-signature"
+    if isinstance(exc, errors.DecryptionFailed):
+        return "integrity"
+    if isinstance(exc, errors.UnsupportedAlgorithm):
+        return "unsupported"
+    return "malformed"
+
+
+class MessageProcessor:
+    """Turns fetched messages into Outcomes with one set of identities, one policy and one guard.
+
+    ``prepare`` does the work that needs only keys and time (decrypting,
+    verifying, the status fields), so it can run in a worker process;
+    ``finish`` asks the replay guard and decides. ``process`` is both.
+    """
+
+    def __init__(
+        self,
+        identities: Sequence[Identity],
+        *,
+        guard: ReplayGuard,
+        policy: Policy = DEFAULT_POLICY,
+        trust_anchors: Sequence[x509.Certificate] = (),
+        certificates: Sequence[x509.Certificate] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.identities = list(identities)
+        self.guard = guard
+        self.policy = policy
+        self.trust_anchors = list(trust_anchors)
+        self.certificates = list(certificates)
+        self.clock = clock
+        self._key_fields: dict[x509.Certificate, bytes] = {}
+
+    def process(self, raw: bytes, *, source: str, pending: set[str] | frozenset[str] = frozenset()) -> Outcome:
+        """Decide about one message (see the module docstring). Never raises for a bad message."""
+        return self.finish(raw, self.prepare(raw, source=source), source=source, pending=pending)
+
+    # ------------------------------------------------------------------ without the store
+
+    def prepare(self, raw: bytes, *, source: str) -> Prepared:
+        """Open and verify ``raw`` and build what would be delivered. Never raises for a bad message."""
+        now = self.clock()
+        try:
+            unwrapped = unwrap_message(
+                raw,
+                self.identities,
+                now=now,
+                policy=self.policy,
+                trust_anchors=self.trust_anchors,
+                certificates=self.certificates,
+            )
+        except errors.MailcryptError as exc:
+            return Prepared(failure=_classify(exc), detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a message must never stop the run (issue: nothing is dropped).
+            log.exception("unexpected error while reading %s", source)
+            return Prepared(failure="error", detail=f"internal error: {type(exc).__name__}")
+        if not unwrapped.layers:
+            fields = [_field(STATUS_FIELD, "plain; not encrypted, not signed")]
+            return Prepared(data=self._delivered(raw, fields, source), reason="plain", note="plain")
+        return self._layered(raw, unwrapped, now, source)
+
+    # ------------------------------------------------------------------ with the store
+
+    def finish(
+        self, raw: bytes, prepared: Prepared, *, source: str, pending: set[str] | frozenset[str] = frozenset()
+    ) -> Outcome:
+        """The Outcome for a prepared message, after the replay check (which records nothing)."""
+        if prepared.failure is not None:
+            return self._quarantine(raw, prepared.failure, prepared.detail, source)
+        record = prepared.record
+        if record is not None:
+            try:
+                if pending and not pending.isdisjoint(record.keys):
+                    raise errors.ReplayedMessage(
+                        f"replayed message: first accepted {record.now:%Y-%m-%d %H:%M:%S} UTC (earlier in this run)",
+                        first_seen=record.now,
+                        digest=record.keys[0],
+                        kind=record.kind,
+                    )
+                self.guard.check_and_record(
+                    record.digest, record.signing_time, record.now, kind=record.kind, also=record.also, record=False
+                )
+            except errors.ReplayError as exc:
+                return self._quarantine(raw, _classify(exc), str(exc), source)
+        return Outcome(
+            prepared.data,
+            False,
+            prepared.reason,
+            note=prepared.note,
+            decrypted=prepared.decrypted,
+            verified=prepared.verified,
+            record=record,
+            stripped=prepared.stripped,
+        )
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _quarantine(self, raw: bytes, reason: str, detail: str, source: str) -> Outcome:
+        status = _field(STATUS_FIELD, f"quarantined; {reason}; {detail}")
+        # Quarantine keeps the server's copy byte for byte under the status fields.
+        data = status + _field("X-Mailcrypt-Source", source) + raw
+        return Outcome(data, True, reason, note=f"quarantined ({reason}): {_clean(detail)}")
+
+    def _key_field(self, certificate: x509.Certificate) -> bytes:
+        # One field per identity, made once: fingerprints and subjects cost more than the rest.
+        cached = self._key_fields.get(certificate)
+        if cached is None:
+            ref = CertificateRef(certificate)
+            cached = _field("X-Mailcrypt-Key", f"sha256:{ref.fingerprint} ({certificate.subject.rfc4514_string()})")
+            self._key_fields[certificate] = cached
+        return cached
+
+    @staticmethod
+    def _delivered(message: bytes, fields: list[bytes], source: str) -> bytes:
+        fields.append(_field("X-Mailcrypt-Source", source))
+        return b"".join(fields) + _without_our_fields(message)
+
+    def _layered(self, raw: bytes, unwrapped: Unwrapped, now: datetime, source: str) -> Prepared:
+        fields: list[bytes] = []
+        status: list[str] = []
+        signed_inside_cbc = False
+        cbc = False
+        for layer in unwrapped.layers:
+            if layer.envelope is not None:
+                info = layer.envelope
+                cbc = cbc or not info.authenticated
+                signed_inside_cbc = False
+                fields.append(self._key_field(info.identity.certificate))
+                fields.append(_field("X-Mailcrypt-Cipher", f"{info.cipher}; {layer.form}; {info.key_management}"))
+            elif layer.signature is not None and layer.chain is not None:
+                signed_inside_cbc = True
+                sig = layer.signature
+                ref = CertificateRef(sig.certificate)
+                fields.append(
+                    _field(
+                        "X-Mailcrypt-Signer",
+                        f"{ref.certificate.subject.rfc4514_string()} sha256:{ref.fingerprint}; "
+                        f"{sig.signature_algorithm} with {sig.digest_algorithm}; "
+                        f"certificate chain {layer.chain.status} ({layer.chain.reason})",
+                    )
+                )
+                if sig.signing_time is not None:
+                    fields.append(_field("X-Mailcrypt-Signing-Time", _date(sig.signing_time)))
+        encrypted = unwrapped.encrypted
+        verified = bool(unwrapped.signatures)
+        status.append("decrypted" if encrypted else "not encrypted")
+        if verified:
+            trusted = all(layer.chain is not None and layer.chain.trusted for layer in unwrapped.signatures)
+            status.append("signature verified" + ("" if trusted else ", signer not trusted"))
+        else:
+            status.append("not signed")
+        message = unwrapped.message
+        stripped = False
+        if cbc and not signed_inside_cbc:
+            message, stripped = strip_remote_content(message)
+            fields.append(
+                _field(
+                    "X-Mailcrypt-Warning",
+                    "unauthenticated encryption (CBC) and no signature: the content may have been altered "
+                    "on the way" + ("; remote content in HTML was removed (EFAIL)" if stripped else ""),
+                )
+            )
+        elif not encrypted and all(layer.form == "detached" for layer in unwrapped.signatures):
+            # Signed-only multipart/signed mail is readable as it is: keep it whole, so a mail
+            # client can check the signature too.
+            message = raw
+        fields.insert(0, _field(STATUS_FIELD, "; ".join(status)))
+        key = unwrapped.replay_key
+        assert key is not None  # Every layer has a digest.
+        digest, signing_time, kind = key
+        also = tuple(layer.digest for layer in unwrapped.layers if layer.digest != digest)
+        return Prepared(
+            data=self._delivered(message, fields, source),
+            reason="decrypted" if encrypted else "verified",
+            note="; ".join(layer.describe() for layer in unwrapped.layers),
+            decrypted=encrypted,
+            verified=verified,
+            stripped=stripped,
+            record=ReplayRecord(digest, signing_time, kind, also, now),
+        )

@@ -1,0 +1,113 @@
+"""Helpers of the fetcher's tests: a home wired to the test Dovecot, and reading the Maildir.
+
+``make_home`` writes a mailcrypt home whose ``[[accounts]]`` entry points at
+a user of the session's Dovecot (plain IMAP on loopback, or TLS trusting the
+server's self-signed certificate) and files the given key pairs as
+identities, unencrypted (they are the session's throwaway keys).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mailcrypt.keydir import KeyDirectory
+from mailcrypt.passphrase import PassphraseSource
+
+PASSWORD_ENV = "MAILCRYPT_TEST_IMAP_PASSWORD"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_home(
+    home: Path,
+    user,  # type: ignore[no-untyped-def]
+    keypairs=(),  # type: ignore[no-untyped-def]
+    *,
+    security: str = "none",
+    folders: tuple[str, ...] = ("INBOX",),
+    extra: str = "",
+) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    server = user.server
+    port = server.tls_port if security == "tls" else server.port
+    ca = f'ca_file = "{server.cert_path}"\n' if security != "none" else ""
+    folder_list = ", ".join(f'"{f}"' for f in folders)
+    (home / "config.toml").write_text(
+        "[identity]\naddress = \"me@example.test\"\n\n"
+        "[[accounts]]\n"
+        'name = "test"\n'
+        f'host = "{"localhost" if security != "none" else "127.0.0.1"}"\n'
+        f"port = {port}\n"
+        f'security = "{security}"\n'
+        f'username = "{user.name}"\n'
+        f'password_env = "{PASSWORD_ENV}"\n'
+        f"folders = [{folder_list}]\n"
+        f"{ca}{extra}"
+    )
+    keys = KeyDirectory(home / "keys")
+    for kp in keypairs:
+        keys.add_identity(kp.key, kp.cert, passphrase=PassphraseSource.unencrypted())
+    return home
+
+
+def env_for(user) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    env = dict(os.environ)
+    env[PASSWORD_ENV] = user.password
+    env.pop("MAILCRYPT_PASSPHRASE", None)
+    return env
+
+
+def run_cli(home: Path, user, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    """``mailcrypt --home HOME fetch ARGS`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch", *args],
+        env=env_for(user),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def maildir_files(root: Path) -> dict[str, list[Path]]:
+    """Every message file under a Maildir++ tree, by folder ("" for the root), tmp/ excluded."""
+    out: dict[str, list[Path]] = {}
+    if not root.exists():
+        return out
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("."))
+    for folder in folders:
+        name = "" if folder == root else folder.name
+        for sub in ("new", "cur"):
+            if (folder / sub).is_dir():
+                out.setdefault(name, []).extend(sorted((folder / sub).iterdir()))
+    return out
+
+
+def by_uid(root: Path) -> dict[int, tuple[str, bytes]]:
+    """UID -> (folder, content) for every message file; asserts no UID has two copies."""
+    out: dict[int, tuple[str, bytes]] = {}
+    for folder, paths in maildir_files(root).items():
+        for path in paths:
+            uid = int(path.name.split(",U=")[1].split(":")[0])
+            assert uid not in out, f"UID {uid} delivered twice: {out[uid][0]!r} and {folder!r}"
+            out[uid] = (folder, path.read_bytes())
+    return out
+
+
+def status(data: bytes) -> str:
+    """The X-Mailcrypt-Status value of a delivered file."""
+    for line in data.split(b"\r\n"):
+        if line.lower().startswith(b"x-mailcrypt-status:"):
+            return line.split(b":", 1)[1].strip().decode()
+        if not line:
+            break
+    raise AssertionError("no X-Mailcrypt-Status field")
+
+
+def strip_status(data: bytes) -> bytes:
+    """The file without the X-Mailcrypt-* fields the fetcher put on top."""
+    while data.lower().startswith(b"x-mailcrypt-"):
+        data = data.split(b"\r\n", 1)[1]
+    return data

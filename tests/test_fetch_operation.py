@@ -1,0 +1,228 @@
+"""Operating ``mailcrypt fetch``: --watch with IDLE, TLS and STARTTLS, UIDVALIDITY, --since,
+an IMAP folder as the target, passwords, and the progress bar — all against the real Dovecot.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
+from test_fetch_messages import plain
+
+from mailcrypt import smime
+from mailcrypt.fetch.progress import Counts, Progress, summary_table
+
+
+def test_watch_delivers_new_mail_within_seconds(tmp_path, imap_user, rsa2048) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user, [rsa2048])
+    imap_user.append(plain("before"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch", "--watch"],
+        env=env_for(imap_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while 1 not in by_uid(home / "mail") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 1 in by_uid(home / "mail"), "the first sync did not deliver"
+        time.sleep(0.5)  # Let it settle into IDLE.
+        sent = time.monotonic()
+        imap_user.append(smime.encrypt_message(plain("while watching"), [rsa2048.cert]))
+        while 2 not in by_uid(home / "mail") and time.monotonic() < sent + 15:
+            time.sleep(0.05)
+        latency = time.monotonic() - sent
+        assert 2 in by_uid(home / "mail"), "new mail was not delivered during --watch"
+        assert latency < 5, f"new mail took {latency:.1f} s"
+        assert status(by_uid(home / "mail")[2][1]).startswith("decrypted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "fetched" in out  # the summary of the whole watch session
+    assert "\r" not in err  # no progress bar when stderr is not a terminal
+
+
+def test_watch_reconnects_after_the_connection_drops(tmp_path, imap_user, dovecot) -> None:  # type: ignore[no-untyped-def]
+    """Kill the server's IMAP process for this user: the watcher reconnects with backoff."""
+    home = make_home(tmp_path / "home", imap_user)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch", "--watch"],
+        env=env_for(imap_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        time.sleep(1.5)
+        if dovecot.kill_sessions(imap_user) == 0:
+            pytest.fail(f"no IMAP session of {imap_user.name} to cut: {dovecot.log[-500:]}")
+        imap_user.append(plain("after the drop"))
+        deadline = time.monotonic() + 20
+        while 1 not in by_uid(home / "mail") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        delivered = 1 in by_uid(home / "mail")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert delivered, err
+    assert "reconnecting" in err or proc.returncode == 0
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_and_starttls(tmp_path, imap_user, rsa2048, security) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user, [rsa2048], security=security)
+    imap_user.append(smime.encrypt_message(plain(f"over {security}"), [rsa2048.cert]))
+    result = run_cli(home, imap_user)
+    assert result.returncode == 0, result.stderr
+    assert status(by_uid(home / "mail")[1][1]).startswith("decrypted")
+
+
+def test_tls_certificate_is_verified(tmp_path, imap_user) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user, security="tls")
+    text = (home / "config.toml").read_text()
+    (home / "config.toml").write_text("\n".join(line for line in text.splitlines() if not line.startswith("ca_file")))
+    result = run_cli(home, imap_user)
+    assert result.returncode == 1
+    assert "certificate verify failed" in result.stderr and result.stderr.count("mailcrypt: error:") == 1
+
+
+def test_uidvalidity_change_stops_with_the_way_out(tmp_path, imap_user) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user, folders=("Work",))
+    imap_user.append([plain("one"), plain("two")], folder="Work")
+    assert run_cli(home, imap_user).returncode == 0
+    client = imap_user.client()
+    try:
+        client.delete_folder("Work")
+        time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock.
+        client.create_folder("Work")
+        client.append("Work", plain("three"))
+    finally:
+        client.logout()
+    result = run_cli(home, imap_user)
+    assert result.returncode == 2
+    assert "UIDVALIDITY changed" in result.stderr and "--accept-uidvalidity" in result.stderr
+    assert len(list((home / "mail" / ".Work" / "new").iterdir())) == 2  # nothing fetched again
+    again = run_cli(home, imap_user, "--accept-uidvalidity")
+    assert again.returncode == 0, again.stderr
+    assert len(list((home / "mail" / ".Work" / "new").iterdir())) == 3
+
+
+def test_since_limits_the_first_sync(tmp_path, imap_user) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user)
+    client = imap_user.client()
+    try:
+        old = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+        client.append("INBOX", plain("old"), msg_time=old)
+        client.append("INBOX", plain("new"))
+    finally:
+        client.logout()
+    result = run_cli(home, imap_user, "--since", datetime.date.today().isoformat())
+    assert result.returncode == 0, result.stderr
+    assert sorted(by_uid(home / "mail")) == [2]
+    imap_user.append(plain("newer"))
+    assert run_cli(home, imap_user).returncode == 0
+    assert sorted(by_uid(home / "mail")) == [2, 3]  # the old one stays left out
+
+
+def test_imap_target_must_be_asked_for_and_survives_a_crash(tmp_path, imap_user, rsa2048, make_keypair) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = make_keypair("imap-target-stranger", ec.generate_private_key(ec.SECP256R1()))
+    home = make_home(tmp_path / "home", imap_user, [rsa2048], extra='target = "imap:Decrypted"\n')
+    refused = run_cli(home, imap_user)
+    assert refused.returncode == 2 and "plaintext_on_server = true" in refused.stderr
+    (home / "config.toml").write_text((home / "config.toml").read_text() + "plaintext_on_server = true\n")
+    imap_user.append([
+        smime.encrypt_message(plain("to the server"), [rsa2048.cert]),
+        smime.encrypt_message(plain("nobody's"), [other.cert]),
+        plain("plain"),
+    ])
+    crash = textwrap.dedent(
+        """
+        import os, signal, sys
+        from mailcrypt.fetch import sync
+        from mailcrypt.cli import main
+        real_init = sync.FolderSync.__init__
+        def fault(step, uid):
+            if step == "written" and uid == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def init(self, **kw):
+            kw["fault"] = fault
+            real_init(self, **kw)
+        sync.FolderSync.__init__ = init
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    crashed = subprocess.run([sys.executable, "-c", crash, "--home", str(home), "fetch"], env=env_for(imap_user),
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert crashed.returncode == -9, crashed.stderr
+    rerun = run_cli(home, imap_user)
+    assert rerun.returncode in (0, 3), rerun.stderr
+    assert run_cli(home, imap_user).returncode == 0
+    decrypted = imap_user.messages("Decrypted")
+    quarantine = imap_user.messages("Decrypted.Quarantine")
+    assert len(decrypted) == 2 and len(quarantine) == 1
+    bodies = [body for body, _flags in decrypted.values()]
+    assert any(b"X-Mailcrypt-Status: decrypted" in b and b"Subject: to the server" in b for b in bodies)
+    assert not (home / "mail").exists()
+
+
+def test_password_is_never_taken_from_argv_and_missing_one_is_explained(tmp_path, imap_user) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user)
+    text = (home / "config.toml").read_text().replace('password_env = "MAILCRYPT_TEST_IMAP_PASSWORD"\n', "")
+    (home / "config.toml").write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch"],
+        env={k: v for k, v in os.environ.items() if k != "MAILCRYPT_TEST_IMAP_PASSWORD"},
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "no password" in result.stderr and "password_file" in result.stderr
+
+
+def test_password_file(tmp_path, imap_user) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user)
+    secret = home / "imap.pass"
+    secret.write_text(imap_user.password + "\n")
+    secret.chmod(0o600)
+    text = (home / "config.toml").read_text().replace(
+        'password_env = "MAILCRYPT_TEST_IMAP_PASSWORD"', 'password_file = "imap.pass"'
+    )
+    (home / "config.toml").write_text(text)
+    imap_user.append(plain("by file"))
+    result = subprocess.run([sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert list(by_uid(home / "mail")) == [1]
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Terminal()
+    progress = Progress(tty)
+    progress.start("test/INBOX", 3)
+    for _ in range(3):
+        progress.advance()
+    progress.finish()
+    drawn = tty.getvalue()
+    assert "3/3" in drawn and "msg/s" in drawn and "ETA" in drawn
+    quiet = io.StringIO()
+    silent = Progress(quiet)
+    silent.start("x", 2)
+    silent.advance(2)
+    silent.finish()
+    assert quiet.getvalue() == ""
+    counts = Counts(fetched=3, decrypted=2, verified=1, quarantined=1)
+    counts.reasons["replay"] += 1
+    table = summary_table([("test/INBOX", counts)])
+    assert table.splitlines()[0].split() == ["folder", "fetched", "decrypted", "verified", "quarantined", "failed"]
+    assert table.splitlines()[1].split() == ["test/INBOX", "3", "2", "1", "1", "0"]
+    assert "1 replay" in table
