@@ -116,7 +116,7 @@ def generate_identity(
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
         raise errors.UsageError(f"--days must be a whole number from 1 to {MAX_DAYS}")
     if now is None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
     elif now.tzinfo is None:
         raise TypeError("now must be timezone-aware")
 

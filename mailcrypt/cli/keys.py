@@ -37,6 +37,10 @@ def init(args: argparse.Namespace) -> None:
         f"  identity       {', '.join(result.identity.addresses)} ({result.identity.key_type}), "
         f"sha256 {result.identity.fingerprint}"
     )
+    from mailcrypt.cli.proxy import init_proxy
+
+    for line in init_proxy(result.home):
+        print(line)
     if not result.encrypted:
         print(_UNENCRYPTED_WARNING.format(path=result.home / "keys"), file=sys.stderr)
 

@@ -1,0 +1,295 @@
+"""Throughput, latency and memory of the SMTP proxy against a plain aiosmtpd pass-through relay.
+
+One run measures, through each of the two relays in turn (the same upstream
+sink behind both, every piece in a process of its own on 127.0.0.1):
+
+- 1,000 messages of 10 KB to 3 recipients over one connection;
+- the same 1,000 messages over 10 concurrent connections;
+- one 25 MB message to 3 recipients.
+
+The proxy is the real ``mailcrypt proxy`` on a home made for the run: it
+logs the client in, looks each recipient up, signs (the sender has an
+identity) and encrypts for the 3 recipients and the sender, and relays. The
+plain relay is a stock aiosmtpd ``SMTP`` whose DATA hook passes the message
+through to the same upstream over the same pooled, non-blocking client the
+proxy uses (``proxy/client.py``), so the ratio is what mailcrypt adds. The
+upstream sink is a stock aiosmtpd server that counts and discards.
+
+Targets (issue: the SMTP proxy): throughput >= 0.8x the plain relay; the
+25 MB message in <= 1.5x the plain relay's time; the proxy's peak memory
+while handling it <= 4x the message size (peak resident set, VmHWM, reset
+just before the message, minus the resident set before it). The script
+prints the figures and whether each target holds; it exits 0 either way.
+
+Usage: .venv/bin/python benchmarks/proxy.py [--messages N] [--connections N] [--big-mb N] [--key-type T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SENDER = "alice@example.org"
+PASSWORD = "benchmark password 42"
+RECIPIENTS = ["bob@example.org", "carol@example.org", "dave@example.org"]
+
+
+# ---------------------------------------------------------------------- the two servers (as roles of this script)
+
+
+def run_sink() -> None:
+    from aiosmtpd.smtp import SMTP
+
+    class Sink:
+        count = 0
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            Sink.count += 1
+            return "250 2.0.0 OK"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: SMTP(Sink(), data_size_limit=None, hostname="sink"), "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def run_plain(upstream_port: int) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from proxy.client import ServerConfig
+    from proxy.pool import Pool
+
+    pool = Pool(ServerConfig("127.0.0.1", upstream_port, "none", None, 60.0))
+
+    class PassThrough:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            conn = await pool.acquire()
+            mail, rcpts = await conn.envelope(envelope.mail_from, envelope.rcpt_tos)
+            if not mail.ok or not all(r.ok for r in rcpts):
+                pool.release(conn, clean=False)
+                return "451 4.0.0 upstream refused"
+            reply = await conn.data(envelope.original_content)
+            pool.release(conn, clean=True)
+            return str(reply) if reply.ok else "451 4.0.0 upstream refused"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTP(PassThrough(), data_size_limit=None, hostname="plain"), "127.0.0.1", 0
+        )
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    match = re.search(r"(\d+)\s*$", line) or re.search(r":(\d+) ", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"could not start {cmd[-3:]}: {line!r}")
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1)) if "listening" in line else int(match.group(1))  # type: ignore[union-attr]
+    return proc, port
+
+
+def make_home(home: Path, key_type: str, sign: bool) -> None:
+    from mailcrypt import config, keygen
+    from mailcrypt.keydir import KeyDirectory, init_home
+    from mailcrypt.passphrase import PassphraseSource
+    from proxy.auth import UserStore
+    from proxy.setup import setup_home
+
+    # Without --sign the identity is stored encrypted and the proxy is given no
+    # passphrase: it then encrypts (to the sender too) but cannot sign.
+    source = (
+        PassphraseSource.unencrypted()
+        if sign
+        else PassphraseSource(environ={"MAILCRYPT_PASSPHRASE": "locked for the benchmark"}, interactive=False)
+    )
+    init_home(home, SENDER, passphrase=source, key_type=key_type)
+    settings = config.load_settings(home)
+    setup_home(settings)
+    UserStore(settings.proxy.users_file).add("bench", PASSWORD.encode())  # type: ignore[arg-type]
+    keys = KeyDirectory.from_settings(settings)
+    for address in RECIPIENTS:
+        _, cert = keygen.generate_identity(address, key_type="rsa2048")
+        keys.import_certificates([cert], source="benchmark")
+
+
+def message(size: int, n: int) -> bytes:
+    head = (
+        f"From: Alice <{SENDER}>\r\nTo: {', '.join(RECIPIENTS)}\r\nSubject: benchmark {n}\r\n"
+        f"Message-ID: <bench.{n}.{os.getpid()}@example.org>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ).encode()
+    raw = os.urandom((size - len(head)) * 57 // 78)  # base64 lines: 57 bytes become 76 characters and CRLF
+    return head + base64.encodebytes(raw).replace(b"\n", b"\r\n")
+
+
+def connect(port: int, login: bool) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=300)
+    if login:
+        client.login("bench", PASSWORD)
+    return client
+
+
+def send_many(port: int, login: bool, messages: list[bytes], connections: int) -> float:
+    per = [messages[i::connections] for i in range(connections)]
+    errors: list[BaseException] = []
+
+    def worker(batch: list[bytes]) -> None:
+        try:
+            with connect(port, login) as client:
+                for msg in batch:
+                    client.sendmail(SENDER, RECIPIENTS, msg)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(batch,)) for batch in per]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"sending failed: {errors[0]!r}")
+    return elapsed
+
+
+def rss(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def send_big(port: int, login: bool, msg: bytes, pid: int) -> tuple[float, int | None, int | None]:
+    before = peak = None
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        before = rss(pid, "VmRSS")
+    except OSError:
+        pass
+    with connect(port, login) as client:
+        client.ehlo()
+        started = time.perf_counter()
+        client.sendmail(SENDER, RECIPIENTS, msg)
+        elapsed = time.perf_counter() - started
+    try:
+        peak = rss(pid, "VmHWM")
+    except OSError:
+        pass
+    return elapsed, before, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--role", choices=["sink", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--size-kb", type=int, default=10)
+    parser.add_argument("--big-mb", type=int, default=25)
+    parser.add_argument("--key-type", default="rsa3072", help="the sender's identity (default: init's, rsa3072)")
+    parser.add_argument(
+        "--sign",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the proxy the sender's identity to sign with (default: yes)",
+    )
+    args = parser.parse_args()
+    if args.role == "sink":
+        return run_sink()
+    if args.role == "plain":
+        return run_plain(args.upstream)
+
+    work = Path(tempfile.mkdtemp(prefix="mailcrypt-proxy-bench."))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        home = work / "home"
+        make_home(home, args.key_type, args.sign)
+        sink, sink_port = start([sys.executable, __file__, "--role", "sink"])
+        procs.append(sink)
+        with open(home / "config.toml", "a") as f:
+            f.write(f'\n[upstream]\nhost = "127.0.0.1"\nport = {sink_port}\nsecurity = "none"\n')
+        plain, plain_port = start([sys.executable, __file__, "--role", "plain", "--upstream", str(sink_port)])
+        procs.append(plain)
+        mailcrypt = Path(sys.executable).with_name("mailcrypt")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
+        env["MAILCRYPT_HOME"] = str(home)
+        proxy, proxy_port = start([str(mailcrypt), "proxy", "--listen", "127.0.0.1:0"], env=env)
+        procs.append(proxy)
+
+        small = [message(args.size_kb * 1024, n) for n in range(args.messages)]
+        big = message(args.big_mb * 1024 * 1024, 0)
+        print(
+            f"{args.messages} messages of {args.size_kb} KB to {len(RECIPIENTS)} recipients; one of "
+            f"{len(big) / 1e6:.1f} MB; sender identity {args.key_type} ({'signing' if args.sign else 'not signing'}), "
+            "recipients rsa2048"
+        )
+        results: dict[str, dict[str, float]] = {}
+        for name, port, login, pid in (
+            ("plain relay", plain_port, False, plain.pid),
+            ("proxy", proxy_port, True, proxy.pid),
+        ):
+            send_many(port, login, small[:20], 2)  # warm up: imports, caches, pooled connections
+            one = send_many(port, login, small, 1)
+            many = send_many(port, login, small, args.connections)
+            big_time, before, peak = send_big(port, login, big, pid)
+            results[name] = {"one": args.messages / one, "many": args.messages / many, "big": big_time}
+            mem = ""
+            if before is not None and peak is not None:
+                results[name]["mem"] = (peak - before) / len(big)
+                mem = f", peak memory +{(peak - before) / 1e6:.0f} MB ({(peak - before) / len(big):.2f}x the message)"
+            print(
+                f"  {name:12} 1 connection {args.messages / one:7.1f} msg/s   {args.connections} connections "
+                f"{args.messages / many:7.1f} msg/s   {len(big) / 1e6:.0f} MB message {big_time:.2f} s{mem}"
+            )
+        p, r = results["plain relay"], results["proxy"]
+        checks = [
+            ("throughput, 1 connection", r["one"] / p["one"], ">=", 0.8),
+            (f"throughput, {args.connections} connections", r["many"] / p["many"], ">=", 0.8),
+            ("25 MB message time", r["big"] / p["big"], "<=", 1.5),
+        ]
+        if "mem" in r:
+            checks.append(("proxy peak memory / message size", r["mem"], "<=", 4.0))
+        for label, value, op, target in checks:
+            ok = value >= target if op == ">=" else value <= target
+            print(f"  {label:38} {value:5.2f}x  (target {op} {target})  {'ok' if ok else 'MISSED'}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if proc.stdout:
+                proc.stdout.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

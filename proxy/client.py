@@ -1,0 +1,294 @@
+"""An SMTP client on asyncio streams, for relaying to the upstream server.
+
+``Connection.open`` connects (TLS from the first byte, or STARTTLS, which
+is then required: a server that does not offer it is not used in the
+clear), says EHLO and logs in with AUTH PLAIN or LOGIN (RFC 4954). The
+commands return the server's ``Reply`` whatever its code; I/O failures —
+refused connection, timeout, connection lost, a 421 — raise
+``UpstreamUnavailable``, and the connection is then closed and unusable.
+MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920).
+``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
+waiting for the socket to drain between pieces, so a large message is
+never copied whole into the transport's buffer.
+
+It replaces ``smtplib`` because that blocks: the proxy must not stall
+every other client while one message goes out. What it won't do: decide
+what a refusal means for the mail client (``relay`` does), or retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["Reply", "ServerConfig", "Connection", "UpstreamUnavailable", "LoginRefused"]
+
+_PIECE = 1 << 18
+
+
+class Reply(NamedTuple):
+    """One SMTP reply: the code and the text of its lines joined by newlines."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {' '.join(self.text.split())}"
+
+
+class UpstreamUnavailable(Exception):
+    """The server cannot be reached or went away: a temporary failure.
+
+    ``stage`` says where (connect, greeting, tls, auth, mail, rcpt, data);
+    ``reply`` is the server's reply when it gave one (a 421 or a 4xx while
+    connecting).
+    """
+
+    def __init__(self, message: str, *, stage: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.reply = reply
+
+
+class LoginRefused(Exception):
+    """The server refused the login (a 5xx answer to AUTH); ``reply`` is its answer."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to reach one server: ``security`` is ``tls``, ``starttls`` or ``none``."""
+
+    host: str
+    port: int
+    security: str
+    tls_context: ssl.SSLContext | None
+    timeout: float
+    local_hostname: str = "localhost"
+
+
+def _stuff(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    """Dot-stuffing (RFC 5321 §4.5.2): a line that starts with "." gets another one in front.
+
+    Base64 lines never start with a dot, so an encrypted message goes through
+    uncopied; only a message with such a line is copied once.
+    """
+    view = memoryview(data)
+    if view[:1] != b"." and b"\n." not in data:
+        return data
+    stuffed = bytes(view).replace(b"\n.", b"\n..")
+    return b"." + stuffed if stuffed[:1] == b"." else stuffed
+
+
+class Connection:
+    """One open SMTP session with a server; make it with ``Connection.open``."""
+
+    def __init__(self, config: ServerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.config = config
+        self._reader = reader
+        self._writer = writer
+        self.extensions: dict[str, str] = {}
+        self.broken = False
+        self.login: str | None = None
+        self.opened = time.monotonic()
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    async def open(
+        cls, config: ServerConfig, *, username: str | None = None, password: bytes | None = None
+    ) -> Connection:
+        """Connect, greet, secure and log in. Raises ``UpstreamUnavailable`` or ``LoginRefused``."""
+        tls = config.tls_context if config.security == "tls" else None
+        try:
+            async with asyncio.timeout(config.timeout):
+                reader, writer = await asyncio.open_connection(
+                    config.host, config.port, ssl=tls, server_hostname=config.host if tls else None
+                )
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"no connection to {config.host}:{config.port} (timeout)", stage="connect"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamUnavailable(f"no connection to {config.host}:{config.port}: {exc}", stage="connect") from None
+        conn = cls(config, reader, writer)
+        try:
+            await conn._setup(username, password)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _setup(self, username: str | None, password: bytes | None) -> None:
+        greeting = await self._reply("greeting")
+        if not greeting.ok:
+            raise UpstreamUnavailable(f"the server greeted with {greeting}", stage="greeting", reply=greeting)
+        await self._hello()
+        if self.config.security == "starttls":
+            if "starttls" not in self.extensions:
+                # Never fall back to the clear: the configuration asked for TLS.
+                raise UpstreamUnavailable("the server does not offer STARTTLS", stage="tls")
+            reply = await self.command(b"STARTTLS", "tls")
+            if reply.code != 220:
+                raise UpstreamUnavailable(f"STARTTLS refused: {reply}", stage="tls", reply=reply)
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    await self._writer.start_tls(self.config.tls_context, server_hostname=self.config.host)
+            except (TimeoutError, OSError, ssl.SSLError) as exc:
+                raise UpstreamUnavailable(f"TLS with the server failed: {exc or 'timeout'}", stage="tls") from None
+            await self._hello()
+        if username is not None:
+            await self._login(username, password or b"")
+
+    async def _hello(self) -> None:
+        reply = await self.command(b"EHLO " + self.config.local_hostname.encode("ascii"), "greeting")
+        if not reply.ok:
+            raise UpstreamUnavailable(f"EHLO refused: {reply}", stage="greeting", reply=reply)
+        self.extensions = {}
+        for line in reply.text.split("\n")[1:]:
+            keyword, _, params = line.partition(" ")
+            self.extensions[keyword.lower()] = params
+
+    async def _login(self, username: str, password: bytes) -> None:
+        mechanisms = self.extensions.get("auth", "").upper().split()
+        user = username.encode("utf-8")
+        if "PLAIN" in mechanisms or "LOGIN" not in mechanisms:
+            token = base64.b64encode(b"\0" + user + b"\0" + password)
+            reply = await self.command(b"AUTH PLAIN " + token, "auth")
+        else:
+            reply = await self.command(b"AUTH LOGIN " + base64.b64encode(user), "auth")
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(password), "auth")
+        if reply.code == 235:
+            self.login = username
+            return
+        if reply.temporary:
+            raise UpstreamUnavailable(f"login to the server failed: {reply}", stage="auth", reply=reply)
+        raise LoginRefused(reply)
+
+    # ------------------------------------------------------------------ talking
+
+    async def _reply(self, stage: str) -> Reply:
+        lines = []
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                while True:
+                    line = await self._reader.readline()
+                    if not line.endswith(b"\n"):
+                        raise UpstreamUnavailable(f"the server closed the connection ({stage})", stage=stage)
+                    text = line.decode("utf-8", "replace").rstrip("\r\n")
+                    if len(text) < 3 or not text[:3].isdigit():
+                        raise UpstreamUnavailable(f"not an SMTP reply: {text[:40]!r}", stage=stage)
+                    lines.append(text[4:])
+                    if text[3:4] != "-":
+                        break
+        except TimeoutError:
+            self.close()
+            raise UpstreamUnavailable(
+                f"the server did not answer in {self.config.timeout} s ({stage})", stage=stage
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            self.close()
+            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
+        except UpstreamUnavailable:
+            self.close()
+            raise
+        reply = Reply(int(text[:3]), "\n".join(lines))
+        if reply.code == 421:
+            # RFC 5321 §3.8: the server is closing the connection.
+            self.close()
+            raise UpstreamUnavailable(f"the server is shutting down: {reply}", stage=stage, reply=reply)
+        return reply
+
+    async def _send(self, data: bytes | bytearray | memoryview, stage: str) -> None:
+        if self.broken:
+            raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                self._writer.write(data)
+                await self._writer.drain()
+        except TimeoutError:
+            self.close()
+            raise UpstreamUnavailable(f"the server stopped reading ({stage})", stage=stage) from None
+        except (OSError, ssl.SSLError) as exc:
+            self.close()
+            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
+
+    async def command(self, line: bytes, stage: str) -> Reply:
+        await self._send(line + b"\r\n", stage)
+        return await self._reply(stage)
+
+    async def envelope(
+        self, sender: str, recipients: Sequence[str], *, options: Sequence[str] = ()
+    ) -> tuple[Reply, list[Reply]]:
+        """MAIL FROM and one RCPT TO per recipient, pipelined when the server allows it."""
+        mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}".encode()
+        rcpts = [f"RCPT TO:<{r}>".encode() for r in recipients]
+        if "pipelining" in self.extensions:
+            await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail")
+            mail_reply = await self._reply("mail")
+            return mail_reply, [await self._reply("rcpt") for _ in rcpts]
+        mail_reply = await self.command(mail, "mail")
+        if not mail_reply.ok:
+            return mail_reply, []
+        return mail_reply, [await self.command(line, "rcpt") for line in rcpts]
+
+    async def rcpt(self, recipient: str) -> Reply:
+        return await self.command(f"RCPT TO:<{recipient}>".encode(), "rcpt")
+
+    async def data(self, message: bytes | bytearray | memoryview) -> Reply:
+        """DATA, the message, and the final dot; the server's answer to the message."""
+        reply = await self.command(b"DATA", "data")
+        if reply.code != 354:
+            return reply
+        body = memoryview(_stuff(message))
+        for start in range(0, len(body), _PIECE):
+            await self._send(body[start : start + _PIECE], "data")
+        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
+        await self._send(ending, "data")
+        return await self._reply("data")
+
+    async def rset(self) -> Reply:
+        return await self.command(b"RSET", "rset")
+
+    def mail_options(self, *, size: int, eight_bit: bool, smtputf8: bool) -> list[str]:
+        """The MAIL FROM parameters this server understands for a message like this."""
+        options = []
+        if "size" in self.extensions:
+            options.append(f"SIZE={size}")
+        if eight_bit and "8bitmime" in self.extensions:
+            options.append("BODY=8BITMIME")
+        if smtputf8 and "smtputf8" in self.extensions:
+            options.append("SMTPUTF8")
+        return options
+
+    async def quit(self) -> None:
+        if not self.broken:
+            try:
+                await self.command(b"QUIT", "quit")
+            except UpstreamUnavailable:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self._writer.close()
+        except (OSError, RuntimeError):
+            pass

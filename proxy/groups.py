@@ -1,0 +1,300 @@
+"""What happens to each recipient, and the messages that go out for them.
+
+At RCPT time ``RecipientBook.plan`` looks the address up in the policy and
+the key directory (DESIGN.md §4): a certificate means encryption; without
+one, ``require`` refuses the address (550 5.7.1, saying what to do),
+``opportunistic`` — the administrator's permission for that domain or
+address — gives a plaintext copy, as does ``plaintext``. Certificates found
+are cached until the key directory changes (its directories' mtimes), for
+at most five minutes; a missing certificate is never cached, so an import
+takes effect at the next attempt.
+
+At DATA time ``make_groups`` splits the recipients (DESIGN.md §3): every
+encrypted To/Cc recipient shares one envelope; every Bcc recipient (an RCPT
+TO address absent from To and Cc) gets an envelope encrypted only to them
+and the sender; plaintext copies go one to the To/Cc recipients and one to
+each Bcc recipient. The Bcc field never leaves. Each envelope's profile is
+``common_profile`` of its recipients and the sender (DESIGN.md §1). When
+the sender has an identity, the message is signed once (sign-then-encrypt,
+DESIGN.md §2) and that signed message goes into every envelope.
+Encryption runs in a worker thread: the event loop keeps serving others.
+
+What it won't do: talk to servers (``relay``) or log anything of the
+content: the log names addresses, profiles and certificate fingerprints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from mailcrypt import errors, smime
+from mailcrypt import mime_headers as mh
+from mailcrypt.keydir import KeyDirectory
+from mailcrypt.keydir.validate import fingerprint
+from mailcrypt.policy import PolicyTable, Profile, address_key, common_profile
+from proxy.relay import Group, Refused, client_text
+
+__all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "ChainReader"]
+
+log = logging.getLogger(__name__)
+
+_CACHE_SECONDS = 300.0
+# Messages up to this size are encrypted on the event loop; larger ones in a worker thread.
+_INLINE = 256 * 1024
+_HIDDEN = ("bcc", "resent-bcc")
+
+
+def _crlf(raw: bytes) -> bytes:
+    return raw if raw.endswith(b"\r\n") else raw.rstrip(b"\r\n") + b"\r\n"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do for one recipient: encrypt to ``certificate``, or send a plaintext copy (None)."""
+
+    address: str
+    policy: str
+    certificate: x509.Certificate | None
+    profile: Profile
+    reason: str
+
+    def describe(self) -> str:
+        if self.certificate is None:
+            return f"plaintext copy ({self.reason})"
+        return f"certificate sha256:{fingerprint(self.certificate)[:16]}, profile {self.profile.name} ({self.reason})"
+
+
+class RecipientBook:
+    """RCPT-time decisions (see the module docstring). ``plan`` blocks briefly on the key directory."""
+
+    def __init__(self, keys: KeyDirectory, policy: PolicyTable) -> None:
+        self.keys = keys
+        self.policy = policy
+        self._cache: dict[str, tuple[str, float, Plan]] = {}
+
+    def _stamp(self) -> str:
+        layout = self.keys.layout
+        parts = []
+        for path in (layout.certs, layout.chain, layout.identities):
+            try:
+                parts.append(str(os.stat(path).st_mtime_ns))
+            except FileNotFoundError:
+                parts.append("-")
+        return " ".join(parts)
+
+    def cached(self, address: str) -> Plan | None:
+        """The plan for ``address`` if it is known and still current (cheap: no key directory access)."""
+        cached = self._cache.get(address_key(address))
+        if cached is not None and cached[0] == self._stamp() and time.monotonic() - cached[1] < _CACHE_SECONDS:
+            return cached[2]
+        return None
+
+    def plan(self, address: str) -> Plan:
+        """The plan for ``address``; raises ``Refused`` (550 5.7.1) when the policy forbids sending."""
+        key = address_key(address)
+        stamp = self._stamp()
+        cached = self.cached(address)
+        if cached is not None:
+            return cached
+        decision = self.policy.decide(address)
+        if decision.policy == "plaintext":
+            return Plan(address, "plaintext", None, decision.profile, decision.reason)
+        try:
+            (choice,) = self.keys.recipients_for([address])
+        except errors.NoRecipientCertificate as exc:
+            if decision.policy == "opportunistic":
+                return Plan(address, "opportunistic", None, decision.profile, f"no certificate; {decision.reason}")
+            detail = str(exc) if str(exc).startswith("no usable certificate") else "no certificate is known"
+            raise Refused(
+                "550 5.7.1 "
+                + client_text(
+                    f"<{address}>: {detail}, and the policy requires encryption ({decision.reason}); import "
+                    "the recipient's certificate with: mailcrypt keys import FILE, then send again",
+                    480,
+                )
+            ) from None
+        plan = Plan(address, decision.policy, choice.certificate, choice.profile, decision.reason)
+        self._cache[key] = (stamp, time.monotonic(), plan)
+        return plan
+
+
+@dataclass(frozen=True)
+class SenderKeys:
+    """The sender's side of a message: the address, the certificate for the own copy, the signer if any."""
+
+    address: str
+    certificate: x509.Certificate | None
+    profile: Profile
+    signer: object | None = None  # a mailcrypt.envelope.signed.Signer
+
+
+class ChainReader:
+    """A read-only, seekable file over several byte strings, without joining them."""
+
+    def __init__(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        self._parts = [memoryview(p).cast("B") for p in parts if len(p)]
+        self._size = sum(len(p) for p in self._parts)
+        self._pos = 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        out = []
+        start = 0
+        for part in self._parts:
+            stop = start + len(part)
+            if stop > self._pos and start < end:
+                out.append(part[max(0, self._pos - start) : min(len(part), end - start)])
+            start = stop
+        self._pos = max(self._pos, end)
+        return b"".join(out)
+
+
+def _header_end(message: bytes | bytearray) -> int:
+    """Where the body starts (after the empty line); the message length when there is none."""
+    end = message.find(b"\r\n\r\n", 0, mh.HEADER_LIMIT + 4)
+    return len(message) if end < 0 else end + 4
+
+
+def _addresses(fields: Sequence[mh.Field], names: tuple[str, ...]) -> list[str]:
+    values = [f.value for f in fields if f.name in names]
+    return [addr for _, addr in email.utils.getaddresses(values) if "@" in addr]
+
+
+def header_fields(message: bytes | bytearray) -> list[mh.Field]:
+    return mh.split_fields(bytes(message[: _header_end(message)]).removesuffix(b"\r\n"))
+
+
+def from_addresses(fields: Sequence[mh.Field]) -> list[str]:
+    return _addresses(fields, ("from",))
+
+
+class _Signed:
+    """The message signed once for every envelope: outer fields, MIME-Version and the signed entity."""
+
+    def __init__(self, message: bytes | bytearray, fields: list[mh.Field], signer: object) -> None:
+        from mailcrypt.smime_signed import sign_entity
+
+        if not any(f.name == "message-id" for f in fields):
+            # The serial number of DESIGN.md §2 travels signed and encrypted.
+            domain = (from_addresses(fields) or ["x@mailcrypt.invalid"])[0].rpartition("@")[2]
+            fields = [*fields, mh.Field("message-id", f"Message-ID: <{os.urandom(16).hex()}@{domain}>\r\n".encode())]
+        body = memoryview(message)[_header_end(message) :]
+        # The entity is built inside the call so that it is freed as soon as it is signed.
+        self.signed = sign_entity(
+            b"".join((mh.protect(fields), body)),
+            signer,  # type: ignore[arg-type]
+            signing_time=datetime.datetime.now(datetime.UTC),
+        )
+        outer = b"".join(_crlf(f.raw) for f in fields if not f.is_mime() and f.name not in _HIDDEN)
+        self.head = outer + b"MIME-Version: 1.0\r\n"
+
+    def parts(self) -> list[bytes]:
+        return [self.head, self.signed]
+
+
+def sign_for_sender(message: bytes | bytearray, fields: list[mh.Field], sender: SenderKeys) -> _Signed | None:
+    """The signing integration point (DESIGN.md §2): the signed message, or None without an identity."""
+    if sender.signer is None:
+        return None
+    return _Signed(message, fields, sender.signer)
+
+
+def make_groups(
+    message: bytes | bytearray, recipients: Sequence[str], plans: dict[str, Plan], sender: SenderKeys
+) -> list[Group]:
+    """The groups for one message (see the module docstring), in no particular order."""
+    fields = header_fields(message)
+    visible = {a.lower() for a in mh.recipient_addresses(bytes(message[: _header_end(message)]))}
+    shared: list[Plan] = []
+    clear_shared: list[str] = []
+    groups: list[Group] = []
+    signed: list[_Signed | None] = []
+
+    async def signed_parts() -> list[bytes | bytearray | memoryview]:
+        if not signed:
+            if sender.signer is None:
+                signed.append(None)
+            else:
+                loop = asyncio.get_running_loop()
+                signed.append(await loop.run_in_executor(None, sign_for_sender, message, fields, sender))
+        return signed[0].parts() if signed[0] is not None else [message]
+
+    def encrypted(plans_: list[Plan], kind: str) -> Group:
+        certs = list(dict.fromkeys(p.certificate for p in plans_ if p.certificate is not None))
+        profiles = [p.profile for p in plans_]
+        if sender.certificate is not None and sender.certificate not in certs:
+            certs.append(sender.certificate)
+            profiles.append(sender.profile)
+        profile = common_profile(profiles)
+
+        async def render() -> bytes:
+            parts = await signed_parts()
+            if sum(len(p) for p in parts) <= _INLINE:
+                # A small message encrypts in a fraction of a millisecond: cheaper than a thread hop.
+                return _encrypt(parts, certs, profile)
+            return await asyncio.get_running_loop().run_in_executor(None, _encrypt, parts, certs, profile)
+
+        return Group(tuple(p.address for p in plans_), render, True, kind)
+
+    def clear(addresses: list[str], kind: str) -> Group:
+        async def render() -> bytes:
+            parts = await signed_parts()
+            if signed[0] is None:
+                head = b"".join(_crlf(f.raw) for f in fields if f.name not in _HIDDEN) + b"\r\n"
+                parts = [head, memoryview(message)[_header_end(message) :]]
+            return b"".join(parts)
+
+        return Group(tuple(addresses), render, False, kind)
+
+    for address in recipients:
+        plan = plans[address]
+        in_header = address.lower() in visible
+        if plan.certificate is None:
+            if in_header:
+                clear_shared.append(address)
+            else:
+                groups.append(clear([address], "plaintext bcc"))
+        elif in_header:
+            shared.append(plan)
+        else:
+            groups.append(encrypted([plan], "bcc"))
+        log.info("%s: %s%s", address, plan.describe(), "" if in_header else " [bcc: own envelope]")
+    if shared:
+        groups.insert(0, encrypted(shared, "to/cc"))
+    if clear_shared:
+        groups.insert(0, clear(clear_shared, "plaintext"))
+    if sender.certificate is None:
+        log.warning("no certificate of the sender %s: the sent copy cannot be read by the sender", sender.address)
+    return groups
+
+
+def _encrypt(
+    parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
+) -> bytes:
+    out = io.BytesIO()
+    smime.encrypt_stream(ChainReader(parts), out, certificates, profile=profile)  # type: ignore[arg-type]
+    return out.getvalue()

@@ -1,0 +1,268 @@
+"""The aiosmtpd hooks of the proxy: who may send, to whom, and what the client hears.
+
+- AUTH PLAIN and LOGIN are checked against the ``UserStore`` (scrypt, in a
+  worker thread) or, with ``upstream.login = "client"``, against the
+  upstream server itself; ``LoginGuard`` slows down and stops guessing.
+- MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
+  otherwise, so the proxy is never an open relay. With recipient checks on,
+  the upstream transaction opens here.
+- RCPT decides each recipient at once (STYLE.md §4): policy and key
+  directory first — 550 5.7.1 for a ``require`` recipient without a
+  certificate, before the body is sent — then the upstream server's answer.
+- DATA groups, signs, encrypts and relays (``groups``, ``relay``) and
+  answers 250 only when every group is accepted upstream, in the outbox or
+  in the retry spool; temporary failures are 451, permanent ones the
+  server's 5xx.
+- ``handle_exception`` logs the details and answers a generic 451.
+
+What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
+message content: only addresses, decisions and hashed Message-IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from mailcrypt import errors
+from proxy.auth import LoginGuard, UserStore
+from proxy.client import LoginRefused, UpstreamUnavailable
+from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
+from proxy.late import LateGroups
+from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay
+
+__all__ = ["ProxyHandler", "Login"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who logged in; ``credentials`` only when their login also relays (``upstream.login = "client"``)."""
+
+    login: str
+    credentials: Credentials | None = field(default=None, repr=False)
+
+
+def _message_id_hash(message: bytes | bytearray) -> str:
+    for f in header_fields(message):
+        if f.name == "message-id":
+            return "sha256:" + hashlib.sha256(f.value.encode()).hexdigest()[:16]
+    return "none"
+
+
+class ProxyHandler:
+    """The hooks (see the module docstring). ``senders(mail_from, header_from)`` picks the sender's keys."""
+
+    def __init__(
+        self,
+        *,
+        book: RecipientBook,
+        senders: Callable[[str, list[str]], SenderKeys],
+        relay: UpstreamRelay | OutboxRelay,
+        late: LateGroups | None,
+        users: UserStore | None,
+        guard: LoginGuard,
+        auth_required: bool,
+    ) -> None:
+        self.book = book
+        self.senders = senders
+        self.relay = relay
+        self.late = late
+        self.users = users
+        self.guard = guard
+        self.login_required = auth_required
+
+    # ------------------------------------------------------------------ greeting
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads pipelined commands in order; say so (RFC 2920).
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    # ------------------------------------------------------------------ AUTH
+
+    async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
+        peer = self._peer(server)
+        if await self._locked(server, peer):
+            return AuthResult(success=False, handled=True)
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                import base64
+
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await server.push("501 5.5.2 Cannot split the AUTH PLAIN value")
+            return AuthResult(success=False, handled=True)
+        return await self._check(server, peer, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
+        peer = self._peer(server)
+        if await self._locked(server, peer):
+            return AuthResult(success=False, handled=True)
+        if len(args) == 1:
+            user = await server.challenge_auth("Username:")
+        else:
+            import base64
+
+            try:
+                user = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        if user is MISSING:
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._check(server, peer, user, password)
+
+    @staticmethod
+    def _peer(server: Any) -> str:
+        peer = getattr(server.session, "peer", None)
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+    async def _locked(self, server: Any, peer: str) -> bool:
+        wait = self.guard.locked_for(peer)
+        if wait > 0:
+            log.warning("AUTH from %s refused: too many failed logins", peer)
+            await server.push(f"454 4.7.0 Too many failed logins; try again in {int(wait) + 1} seconds")
+            return True
+        return False
+
+    async def _check(self, server: Any, peer: str, user: bytes, password: bytes) -> AuthResult:
+        name = user.decode("utf-8", "replace")
+        ok, credentials = await self._verify(name, password)
+        if not ok:
+            delay = self.guard.failed(peer)
+            log.warning("failed login as %r from %s", name, peer)
+            await asyncio.sleep(delay)
+            return AuthResult(success=False, handled=False)
+        self.guard.succeeded(peer)
+        if credentials is not None and self.late is not None:
+            self.late.logins[name] = credentials
+        log.info("%s logged in from %s", name, peer)
+        return AuthResult(success=True, auth_data=Login(name, credentials))
+
+    async def _verify(self, name: str, password: bytes) -> tuple[bool, Credentials | None]:
+        if isinstance(self.relay, UpstreamRelay) and self.users is None:
+            # upstream.login = "client": the server is the judge of the login.
+            credentials = Credentials(name, password)
+            try:
+                conn = await self.relay.pool.acquire(credentials, fresh=True)
+            except LoginRefused:
+                return False, None
+            except UpstreamUnavailable as exc:
+                log.warning("cannot check a login with the upstream server: %s", exc)
+                return False, None
+            self.relay.pool.release(conn, credentials, clean=True)
+            return True, credentials
+        assert self.users is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self.users.verify, name, password), None
+        except errors.ConfigError as exc:
+            log.error("%s", exc)
+            return False, None
+
+    # ------------------------------------------------------------------ the transaction
+
+    def _login(self, session: Any) -> Credentials | None:
+        data = getattr(session, "auth_data", None)
+        return data.credentials if isinstance(data, Login) else None
+
+    async def _drop_probe(self, session: Any) -> None:
+        probe = getattr(session, "mailcrypt_probe", None)
+        session.mailcrypt_probe = None
+        if probe is not None:
+            await self.relay.abandon(probe)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if self.login_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        await self._drop_probe(session)
+        smtputf8 = "SMTPUTF8" in [o.upper() for o in options]
+        try:
+            session.mailcrypt_probe = await self.relay.begin(address, self._login(session), smtputf8=smtputf8)
+        except Refused as exc:
+            log.warning("MAIL FROM %s: %s", address, exc.reply)
+            return exc.reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.mailcrypt_plans = {}
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        plans: dict[str, Plan] = envelope.mailcrypt_plans
+        if any(a.lower() == address.lower() for a in plans):
+            return "250 2.1.5 OK (already a recipient)"
+        loop = asyncio.get_running_loop()
+        try:
+            plan = self.book.cached(address) or await loop.run_in_executor(None, self.book.plan, address)
+            probe: Probe | None = getattr(session, "mailcrypt_probe", None)
+            if probe is not None:
+                await self.relay.check(probe, address)
+        except Refused as exc:
+            log.warning("RCPT TO %s refused: %s", address, exc.reply)
+            return exc.reply
+        plans[address] = plan
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        await self._drop_probe(session)
+        return "250 2.0.0 OK"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        await self._drop_probe(session)
+        return "221 2.0.0 Bye"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        probe = getattr(session, "mailcrypt_probe", None)
+        session.mailcrypt_probe = None
+        message = envelope.content
+        try:
+            sender = self.senders(envelope.mail_from, from_addresses(header_fields(message)))
+            groups = make_groups(message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender)
+        except BaseException:
+            await self.relay.abandon(probe)
+            raise
+        message_id = _message_id_hash(message)
+        login = self._login(session)
+        smtputf8 = bool(envelope.smtp_utf8)
+        delivery = await self.relay.deliver(probe, envelope.mail_from, groups, login, smtputf8=smtputf8)
+        if delivery.late and self.late is not None:
+            await self.late.handle(delivery.late, envelope.mail_from, login, message_id)
+        log.info(
+            "message %s from %s to %d recipient(s) in %d envelope(s): %s",
+            message_id,
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            len(groups),
+            delivery.reply,
+        )
+        return delivery.reply
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session failed: %s", error, exc_info=error)
+        return "451 4.3.0 Local error in processing; the message was not sent, try again later"
+
+    async def session_closed(self, session: Any) -> None:
+        """The client went away: end an open upstream transaction."""
+        await self._drop_probe(session)

@@ -1,0 +1,96 @@
+"""The embedded default upstream: a Maildir in the home that stands in for a mail server.
+
+With no ``[upstream]`` configured, the proxy delivers what it would relay
+into ``$MAILCRYPT_HOME/outbox/`` (DESIGN.md §5), so the whole flow runs with
+no outside server. Delivery is in two steps so that a message with several
+envelopes (one per Bcc recipient) lands whole or not at all: ``stage``
+writes each copy into ``tmp/`` and syncs it; ``commit`` renames them all
+into ``new/`` and syncs the directory; ``discard`` removes staged copies
+after a failure. A reader never sees a half-written file (Maildir).
+
+Each stored copy starts with ``Return-Path`` and ``X-Envelope-To`` fields
+naming its SMTP envelope, which a real server would keep outside the message.
+
+What it won't do: read the messages back, or write anything but the bytes
+it is given (the proxy hands it encrypted messages, or plaintext copies the
+policy allowed, exactly as they would go to a server).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Outbox", "Staged"]
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A copy written to ``tmp/`` and synced, waiting for ``commit``."""
+
+    tmp: Path
+    new: Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """One Maildir (``tmp/``, ``new/``, ``cur/``), created 0700 on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def ensure(self) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _unique(self) -> str:
+        # Maildir's unique name: time, then microseconds, pid and a counter, then the host.
+        now = time.time()
+        host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{next(_counter)}R{os.urandom(4).hex()}.{host}"
+
+    def stage(self, sender: str, recipients: Sequence[str], message: bytes | bytearray | memoryview) -> Staged:
+        """Write one copy into ``tmp/`` and sync it. Raises ``OSError`` (disk full, ...)."""
+        self.ensure()
+        name = self._unique()
+        tmp = self.path / "tmp" / name
+        envelope = f"Return-Path: <{sender}>\r\nX-Envelope-To: {', '.join(recipients)}\r\n".encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(envelope)
+                f.write(message)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Staged(tmp, self.path / "new" / name)
+
+    def commit(self, staged: Sequence[Staged]) -> None:
+        """Move staged copies into ``new/`` and sync the directories."""
+        for item in staged:
+            os.rename(item.tmp, item.new)
+        if staged:
+            _fsync_dir(self.path / "new")
+            _fsync_dir(self.path / "tmp")
+
+    @staticmethod
+    def discard(staged: Sequence[Staged]) -> None:
+        """Remove staged copies that will not be committed."""
+        for item in staged:
+            item.tmp.unlink(missing_ok=True)

@@ -1,0 +1,374 @@
+"""Relaying finished messages: to the upstream server, or into the outbox Maildir.
+
+A message from the mail client becomes one or more *groups* (``Group``):
+the To/Cc recipients share one envelope, every Bcc recipient gets its own,
+plaintext copies (where the policy allows them) go separately. Each group
+is one SMTP transaction upstream. The mail client hears 250 only when every
+group is safe: accepted upstream, or (see below) in the durable retry spool.
+
+Exactly once, nothing lost (issue: the SMTP proxy, item 5):
+
+- Until a group has been accepted, nothing is committed: any refusal is the
+  client's answer — 451 for everything temporary (server down, 421, 4xx,
+  timeout, connection lost mid-DATA), the server's own 5xx code and reason
+  for a permanent refusal — and the client's retry sends everything again.
+- With ``check_recipients`` (the default) the recipients are checked with
+  the server while the client names them: ``begin`` opens the transaction
+  at MAIL and ``check`` forwards each RCPT, so a refused address is refused
+  to the client at RCPT time. A message without Bcc then goes out in that
+  very transaction.
+- Once one group was accepted, a later group that fails must neither make
+  the client retry (which would send the first group twice) nor be lost: an
+  encrypted group goes into the durable ``Spool`` (written and synced before
+  the client hears 250) and is retried in the background, with a bounce to
+  the sender on a permanent refusal or when ``retry_hours`` have passed.
+  Plaintext never touches the disk: the plaintext copies are sent first, so
+  only a second plaintext copy can fail late, and that one is bounced
+  (the sender learns which recipient did not get it) instead of spooled.
+- The outbox stages every group in ``tmp/`` and commits them together.
+
+Pooled connections are reused; one that went stale while idle is replaced
+before anything of the message was sent on it.
+
+What it won't do: decide recipients or encrypt (``groups`` does), or speak
+to the mail client (``handler`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from proxy.client import Connection, LoginRefused, Reply, UpstreamUnavailable
+from proxy.outbox import Outbox, Staged
+from proxy.pool import Credentials, Pool
+
+__all__ = [
+    "Credentials",
+    "Group",
+    "Pool",
+    "Probe",
+    "Late",
+    "Delivery",
+    "UpstreamRelay",
+    "OutboxRelay",
+    "Refused",
+    "client_text",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    """One envelope: its recipients, and how to make the message (``render`` runs just before sending)."""
+
+    recipients: tuple[str, ...]
+    render: Callable[[], Awaitable[bytes]]
+    encrypted: bool
+    kind: str  # "to/cc", "bcc" or "plaintext"
+
+
+class Refused(Exception):
+    """The answer for the mail client when a step was refused: ``reply`` is the full SMTP reply line."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def client_text(text: str, limit: int = 300) -> str:
+    """Server text made safe for one reply line to the client: printable ASCII, bounded."""
+    clean = "".join(c if " " <= c <= "~" else " " for c in " ".join(text.split()))
+    return clean[:limit]
+
+
+def temporary(what: str) -> str:
+    return f"451 4.4.1 {client_text(what)}; the message was not sent, try again later"
+
+
+def permanent(reply: Reply, host: str) -> str:
+    code = reply.code if 500 <= reply.code < 600 else 554
+    return f"{code} {client_text(f'upstream {host} refused: {reply.text}')}"
+
+
+# ---------------------------------------------------------------------- upstream
+
+
+@dataclass
+class Probe:
+    """A transaction opened at MAIL time, its recipients added at RCPT time."""
+
+    conn: Connection
+    login: Credentials | None
+    sender: str
+    accepted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Late:
+    """A group that failed after another had been accepted: spooled or bounced by the caller."""
+
+    group: Group
+    recipients: tuple[str, ...]
+    message: bytes | None
+    reason: str
+    permanent: bool
+
+
+@dataclass
+class Delivery:
+    """What became of a message: ``reply`` for the client, and groups to spool or bounce."""
+
+    reply: str
+    late: list[Late] = field(default_factory=list)
+
+
+class UpstreamRelay:
+    """Relays groups to the upstream server through a ``Pool`` (see the module docstring)."""
+
+    def __init__(self, pool: Pool, *, check_recipients: bool = True) -> None:
+        self.pool = pool
+        self.check_recipients = check_recipients
+        self.host = pool.config.host
+
+    # -------------------------------------------------------------- RCPT time
+
+    async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> Probe | None:
+        """Open the transaction at MAIL time, when recipients are checked. Raises ``Refused``."""
+        if not self.check_recipients:
+            return None
+        for attempt in (1, 2):
+            try:
+                conn = await self.pool.acquire(login, fresh=attempt == 2)
+            except UpstreamUnavailable as exc:
+                raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
+            except LoginRefused as exc:
+                raise Refused(temporary(f"upstream {self.host} refused the proxy's login: {exc.reply}")) from None
+            options = conn.mail_options(size=0, eight_bit=False, smtputf8=smtputf8)
+            options = [o for o in options if not o.startswith("SIZE")]
+            try:
+                reply, _ = await conn.envelope(sender, (), options=options)
+            except UpstreamUnavailable as exc:
+                if attempt == 1:
+                    continue  # A pooled connection that went stale: try a new one.
+                raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
+            if reply.ok:
+                return Probe(conn, login, sender)
+            self.pool.release(conn, login, clean=False)
+            if reply.temporary:
+                raise Refused(temporary(f"upstream {self.host} answered MAIL with {reply}"))
+            raise Refused(permanent(reply, self.host))
+        raise AssertionError("unreachable")
+
+    async def check(self, probe: Probe, recipient: str) -> None:
+        """Forward one RCPT. Raises ``Refused`` with the server's answer."""
+        try:
+            reply = await probe.conn.rcpt(recipient)
+        except UpstreamUnavailable as exc:
+            raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
+        if reply.ok:
+            probe.accepted.append(recipient)
+            return
+        if reply.temporary:
+            raise Refused(temporary(f"upstream {self.host} answered RCPT with {reply}"))
+        raise Refused(permanent(reply, self.host))
+
+    async def abandon(self, probe: Probe | None) -> None:
+        """The client reset or left: end the open transaction."""
+        if probe is None:
+            return
+        clean = False
+        try:
+            clean = (await probe.conn.rset()).ok
+        except UpstreamUnavailable:
+            pass
+        self.pool.release(probe.conn, probe.login, clean=clean)
+
+    # -------------------------------------------------------------- DATA time
+
+    async def deliver(
+        self,
+        probe: Probe | None,
+        sender: str,
+        groups: Sequence[Group],
+        login: Credentials | None,
+        *,
+        smtputf8: bool,
+    ) -> Delivery:
+        """Send every group (see the module docstring).
+
+        Upstream failures never raise: they become the client's reply, or
+        ``Late`` groups once another group was accepted. An exception from
+        a group's ``render`` propagates only while nothing is committed.
+        """
+        order = sorted(groups, key=lambda g: g.encrypted)  # Plaintext first: it can never be spooled.
+        reuse = probe is not None and len(order) == 1 and sorted(order[0].recipients) == sorted(probe.accepted)
+        conn: Connection | None = probe.conn if probe is not None else None
+        if probe is not None and not reuse:
+            await self._rset(probe.conn)
+        delivery = Delivery("250 2.0.0 OK")
+        committed = False
+        for group in order:
+            try:
+                message = await group.render()
+            except Exception as exc:
+                if not committed:
+                    if conn is not None:
+                        self.pool.release(conn, login, clean=False)
+                    raise
+                log.exception("a later group (%s) could not be made; it is bounced", group.kind)
+                delivery.late.append(Late(group, group.recipients, None, f"not sent: {type(exc).__name__}", True))
+                continue
+            if conn is None or conn.broken:
+                conn = None
+                try:
+                    conn = await self.pool.acquire(login)
+                except (UpstreamUnavailable, LoginRefused) as exc:
+                    if not committed:
+                        return Delivery(temporary(f"upstream {self.host} unavailable: {exc}"))
+                    delivery.late.append(Late(group, group.recipients, message, str(exc), False))
+                    continue
+            outcome = await self._send(conn, sender, group, message, smtputf8=smtputf8, open_envelope=not reuse)
+            reuse = False
+            if not outcome.refused:
+                committed = True
+                self.pool.release(conn, login, clean=True)
+                conn = None
+                continue
+            self.pool.release(conn, login, clean=False)
+            conn = None
+            if not committed:
+                return Delivery(outcome.client_reply)
+            for addrs, reason, is_permanent in outcome.refused:
+                delivery.late.append(Late(group, addrs, message, reason, is_permanent))
+        if conn is not None:
+            self.pool.release(conn, login, clean=False)
+        return delivery
+
+    async def _send(
+        self, conn: Connection, sender: str, group: Group, message: bytes, *, smtputf8: bool, open_envelope: bool
+    ) -> _Outcome:
+        """One transaction for one group, all its recipients or none of them."""
+        outcome = _Outcome()
+        everyone = group.recipients
+        try:
+            if open_envelope:
+                options = conn.mail_options(size=len(message), eight_bit=not message.isascii(), smtputf8=smtputf8)
+                mail, rcpts = await conn.envelope(sender, everyone, options=options)
+                if not mail.ok:
+                    await self._rset(conn)
+                    outcome.fail(everyone, mail, self.host)
+                    return outcome
+                for r, reply in zip(everyone, rcpts, strict=True):
+                    if not reply.ok:
+                        outcome.fail((r,), reply, self.host)
+                if outcome.refused:
+                    # A group goes to all its recipients or to none, so that a
+                    # first group's refusal can be told to the client whole.
+                    await self._rset(conn)
+                    refused = {a for addrs, _, _ in outcome.refused for a in addrs}
+                    outcome.also((r for r in everyone if r not in refused), "not sent with the refused recipients")
+                    return outcome
+            reply = await conn.data(message)
+        except UpstreamUnavailable as exc:
+            outcome.unavailable(everyone, f"upstream {self.host} unavailable: {exc}")
+            return outcome
+        if not reply.ok:
+            outcome.fail(everyone, reply, self.host)
+        return outcome
+
+    @staticmethod
+    async def _rset(conn: Connection) -> None:
+        try:
+            if not (await conn.rset()).ok:
+                conn.close()
+        except UpstreamUnavailable:
+            pass
+
+    async def send_one(
+        self, sender: str, recipients: Sequence[str], message: bytes, login: Credentials | None
+    ) -> Reply:
+        """One transaction outside a client session (spool, bounces); raises UpstreamUnavailable, LoginRefused."""
+        conn = await self.pool.acquire(login)
+        clean = False
+        try:
+            options = conn.mail_options(size=len(message), eight_bit=not message.isascii(), smtputf8=False)
+            mail, rcpts = await conn.envelope(sender, recipients, options=options)
+            if not mail.ok:
+                return mail
+            bad = [r for r in rcpts if not r.ok]
+            if bad:
+                await self._rset(conn)
+                clean = not conn.broken
+                return max(bad, key=lambda r: r.code)
+            reply = await conn.data(message)
+            clean = True
+            return reply
+        finally:
+            self.pool.release(conn, login, clean=clean and not conn.broken)
+
+
+@dataclass
+class _Outcome:
+    """Who refused one group's transaction and why, and the reply for the client if it was the first."""
+
+    refused: list[tuple[tuple[str, ...], str, bool]] = field(default_factory=list)
+    client_reply: str = ""
+
+    def fail(self, addrs: tuple[str, ...], reply: Reply, host: str) -> None:
+        if not addrs:
+            return
+        is_permanent = not reply.temporary
+        text = permanent(reply, host) if is_permanent else temporary(f"upstream {host} answered with {reply}")
+        self.refused.append((addrs, str(reply), is_permanent))
+        # A permanent refusal is the more useful thing to tell the client.
+        if not self.client_reply or (is_permanent and self.client_reply.startswith("4")):
+            self.client_reply = text
+
+    def unavailable(self, addrs: tuple[str, ...], reason: str) -> None:
+        self.refused.append((addrs, reason, False))
+        self.client_reply = temporary(reason)
+
+    def also(self, addrs: Iterable[str], reason: str) -> None:
+        rest = tuple(addrs)
+        if rest:
+            self.refused.append((rest, reason, False))
+
+
+# ---------------------------------------------------------------------- the outbox
+
+
+class OutboxRelay:
+    """The embedded default: every group into the outbox Maildir, all or none."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.check_recipients = False
+
+    async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> None:
+        return None
+
+    async def check(self, probe: object, recipient: str) -> None:
+        return None
+
+    async def abandon(self, probe: object) -> None:
+        return None
+
+    async def deliver(
+        self, probe: object, sender: str, groups: Sequence[Group], login: Credentials | None, *, smtputf8: bool
+    ) -> Delivery:
+        loop = asyncio.get_running_loop()
+        staged: list[Staged] = []
+        try:
+            for group in groups:
+                message = await group.render()
+                staged.append(await loop.run_in_executor(None, self.outbox.stage, sender, group.recipients, message))
+            await loop.run_in_executor(None, self.outbox.commit, staged)
+        except OSError as exc:
+            Outbox.discard(staged)
+            log.error("outbox %s: cannot store the message: %s", self.outbox.path, exc)
+            return Delivery(temporary(f"cannot store the message in the outbox ({exc.strerror or exc})"))
+        return Delivery("250 2.0.0 OK: in the outbox")

@@ -1,0 +1,87 @@
+"""What ``mailcrypt init`` sets up for the proxy: its TLS certificate and a first user.
+
+``make_certificate`` writes a self-signed certificate for the proxy's
+listener, valid for ``localhost``, ``127.0.0.1`` and ``::1`` (all in the
+subjectAltName, so a client that connects by name or by address accepts
+it once trusted), with the key beside it, mode 0600. ``setup_home`` makes
+the certificate when the home has none and, when the user file is empty,
+one user named after the identity's address with a random password,
+returned once so that the caller can show it.
+
+What it won't do: overwrite an existing certificate, key or user.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mailcrypt.config_model import Settings
+from proxy.auth import UserStore, new_password
+
+__all__ = ["make_certificate", "setup_home"]
+
+
+def make_certificate(cert_path: Path, key_path: Path, *, days: int = 825) -> x509.Certificate:
+    """A self-signed P-256 certificate for localhost, 127.0.0.1 and ::1; key written 0600."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost (mailcrypt proxy)")])
+    san = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        # 825 days: the longest lifetime clients such as Apple's accept for a TLS server certificate.
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    for path in (cert_path, key_path):
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return certificate
+
+
+def setup_home(settings: Settings) -> tuple[Path | None, tuple[str, str] | None]:
+    """Make what is missing: (the new certificate file or None, (user, password) or None)."""
+    proxy = settings.proxy
+    made_cert = None
+    if not proxy.tls_cert.exists() and not proxy.tls_key.exists():
+        make_certificate(proxy.tls_cert, proxy.tls_key)
+        made_cert = proxy.tls_cert
+    user = None
+    users = UserStore(proxy.users_file or settings.home / "proxy" / "users")
+    if settings.upstream is None or settings.upstream.login != "client":
+        if not users.names():
+            name = settings.identity.address or "mailcrypt"
+            password = new_password()
+            users.add(name, password.encode())
+            user = (name, password)
+    return made_cert, user

@@ -1,0 +1,105 @@
+"""The proxy's commands as real processes: init's certificate and first user, users, and
+``mailcrypt proxy`` started as a subprocess, used, and stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from proxy_kit import decrypt, inner_body
+
+MAILCRYPT = [sys.executable, "-m", "mailcrypt"]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
+    env["MAILCRYPT_HOME"] = str(home)
+    return env
+
+
+def mc(home: Path, *args: str, input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(
+        [*MAILCRYPT, *args],
+        input=input,
+        capture_output=True,
+        timeout=60,
+        env=env_for(home),
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    home = tmp_path_factory.mktemp("cli") / "home"
+    out = mc(home, "init", "alice@example.org", "--key-type", "p256", "--no-passphrase").stdout.decode()
+    match = re.search(r"proxy login\s+user (\S+)\s+password (\S+)", out)
+    assert match, out
+    return home, match.group(1), match.group(2)
+
+
+def test_init_makes_the_proxy_certificate_and_a_user(home: tuple[Path, str, str]) -> None:
+    path, user, password = home
+    cert = x509.load_pem_x509_certificate((path / "proxy" / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    assert (path / "proxy" / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert user == "alice@example.org" and len(password) >= 20
+    users = (path / "proxy" / "users").read_text()
+    assert password not in users and "scrypt$" in users
+
+
+def test_users_add_list_remove(home: tuple[Path, str, str]) -> None:
+    path, _, _ = home
+    mc(path, "users", "add", "mutt", input=b"another secret pw\n")
+    assert mc(path, "users", "list").stdout.decode().split() == ["alice@example.org", "mutt"]
+    assert b"another secret pw" not in (path / "proxy" / "users").read_bytes()
+    again = mc(path, "users", "add", "mutt", input=b"x" * 12 + b"\n", ok=False)
+    assert again.returncode == 2 and b"exists already" in again.stderr
+    mc(path, "users", "remove", "mutt")
+    assert mc(path, "users", "list").stdout.decode().split() == ["alice@example.org"]
+    assert mc(path, "users", "remove", "mutt", ok=False).returncode == 2
+
+
+def test_proxy_subprocess_sends_and_stops_on_sigterm(home: tuple[Path, str, str]) -> None:
+    path, user, password = home
+    proc = subprocess.Popen(
+        [*MAILCRYPT, "proxy", "--listen", "127.0.0.1:0"],
+        env=env_for(path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        context = ssl.create_default_context(cafile=str(path / "proxy" / "cert.pem"))
+        with smtplib.SMTP("localhost", port, timeout=20) as client:
+            client.starttls(context=context)
+            client.login(user, password)
+            body = b"to myself, through the proxy\r\n"
+            client.sendmail(user, [user], f"From: {user}\r\nTo: {user}\r\nSubject: s\r\n\r\n".encode() + body)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    (stored,) = list((path / "outbox" / "new").iterdir())
+    (key,) = (path / "keys" / "identities").glob("*.key")
+    plain = decrypt(stored.read_bytes(), key, key.with_suffix(".crt"))
+    assert plain is not None and inner_body(plain) == body

@@ -1,0 +1,249 @@
+"""Upstream faults, each against a real peer on loopback: every message ends accepted exactly once
+or refused to the client, and nothing reaches the upstream side in plaintext.
+
+The peers: the recording aiosmtpd ``Upstream`` with rules that answer 451
+or 550 at RCPT or at the end of DATA, or stall past the proxy's timeout; a
+``RawServer`` for a 421 greeting and for a connection dropped in the middle
+of DATA; a closed port for a server that is down.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from pathlib import Path
+
+import pytest
+from proxy_kit import (
+    SENDER,
+    Person,
+    RawServer,
+    Upstream,
+    closed_port,
+    decrypt,
+    inner_body,
+    is_encrypted,
+    make_home,
+    person,
+    sender_key,
+    start_proxy,
+)
+
+BODY = b"The plaintext marker 7c1f: nobody upstream may read this line.\r\n"
+
+
+def message(to: str, bcc: str = "") -> bytes:
+    head = f"From: <{SENDER}>\r\nTo: {to}\r\n" + (f"Bcc: {bcc}\r\n" if bcc else "")
+    return (head + "Subject: fault test\r\nMessage-ID: <f1@example.org>\r\n\r\n").encode() + BODY
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
+    d = tmp_path_factory.mktemp("fault-people")
+    return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
+
+
+@pytest.fixture
+def upstream():  # type: ignore[no-untyped-def]
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+def run_proxy(tmp_path: Path, port: int, people: dict[str, Person], **home):  # type: ignore[no-untyped-def]
+    settings = make_home(tmp_path / "home", upstream_port=port, recipients=tuple(people.values()), **home)
+    running = start_proxy(settings)
+    running.settings = settings  # type: ignore[attr-defined]
+    return running
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: Upstream, people):  # type: ignore[no-untyped-def]
+    running = run_proxy(tmp_path, upstream.port, people)
+    yield running
+    running.thread.stop()
+
+
+def no_plaintext(*blobs: bytes) -> None:
+    for blob in blobs:
+        assert b"7c1f" not in blob
+
+
+def all_encrypted(upstream: Upstream) -> None:
+    for seen in upstream.attempts:
+        assert is_encrypted(seen.data)
+        no_plaintext(seen.data)
+
+
+def send(client: smtplib.SMTP, rcpts: list[str], msg: bytes) -> dict:  # type: ignore[type-arg]
+    return client.sendmail(SENDER, rcpts, msg)
+
+
+# ------------------------------------------------------------------ nothing committed: the client hears it
+
+
+def test_upstream_down(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    running = run_proxy(tmp_path, closed_port(), people)
+    try:
+        with running.client() as client, pytest.raises(smtplib.SMTPSenderRefused) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+        assert caught.value.smtp_code == 451
+    finally:
+        running.thread.stop()
+
+
+def test_upstream_down_without_recipient_checks_fails_at_data(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    running = run_proxy(tmp_path, closed_port(), people, upstream_extra="check_recipients = false\n")
+    try:
+        with running.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+        assert caught.value.smtp_code == 451
+    finally:
+        running.thread.stop()
+
+
+def test_421_at_greeting(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    raw = RawServer(greeting=b"421 4.3.2 raw.test shutting down\r\n").start()
+    running = run_proxy(tmp_path, raw.port, people)
+    try:
+        with running.client() as client, pytest.raises(smtplib.SMTPSenderRefused) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+        assert caught.value.smtp_code == 451 and b"shutting down" in caught.value.smtp_error
+    finally:
+        running.thread.stop()
+        raw.stop()
+    assert raw.connections >= 1
+
+
+@pytest.mark.parametrize("code", [451, 550])
+def test_refusal_at_rcpt_reaches_the_client_then_a_retry_goes_once(proxy, upstream: Upstream, code: int) -> None:  # type: ignore[no-untyped-def]
+    upstream.rcpt_rules["bob@example.org"] = f"{code} {code // 100}.1.1 mailbox says no"
+    with proxy.client() as client, pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        send(client, ["bob@example.org"], message("bob@example.org"))
+    ((got, text),) = caught.value.recipients.values()
+    assert got == code and b"mailbox says no" in text
+    assert upstream.attempts == []
+    del upstream.rcpt_rules["bob@example.org"]
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+
+
+@pytest.mark.parametrize("code", [451, 550])
+def test_refusal_at_data(proxy, upstream: Upstream, code: int) -> None:  # type: ignore[no-untyped-def]
+    upstream.data_rule = lambda rcpts: f"{code} {code // 100}.6.0 content says no"
+    with proxy.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+        send(client, ["bob@example.org"], message("bob@example.org"))
+    assert caught.value.smtp_code == code and b"content says no" in caught.value.smtp_error
+    assert upstream.received == []
+    upstream.data_rule = None
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+
+
+def test_timeout(tmp_path: Path, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    running = run_proxy(tmp_path, upstream.port, people, timeout=1)
+    upstream.data_rule = lambda rcpts: 1.6  # Stall past the proxy's timeout, then refuse.
+    try:
+        with running.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+        assert caught.value.smtp_code == 451
+        upstream.data_rule = None
+        with running.client() as client:
+            assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    finally:
+        running.thread.stop()
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+
+
+def test_connection_dropped_mid_data(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    raw = RawServer(drop_after=200).start()
+    running = run_proxy(tmp_path, raw.port, people)
+    try:
+        with running.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org") + b"padding line\r\n" * 50)
+        assert caught.value.smtp_code == 451
+    finally:
+        running.thread.stop()
+        raw.stop()
+    assert raw.data and b"application/pkcs7-mime" in raw.data
+    no_plaintext(raw.data)
+
+
+def test_first_group_refused_sends_no_other(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    calls = []
+
+    def rule(rcpts: list[str]) -> object:
+        calls.append(list(rcpts))
+        return "451 4.3.0 not now" if len(calls) == 1 else None
+
+    upstream.data_rule = rule
+    msg = message("bob@example.org", bcc="dave@example.com")
+    with proxy.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+        send(client, ["bob@example.org", "dave@example.com"], msg)
+    assert caught.value.smtp_code == 451 and calls == [["bob@example.org"]]
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org", "dave@example.com"], msg) == {}
+    received = upstream.wait_for(2)
+    assert sorted(r.recipients for r in received) == [["bob@example.org"], ["dave@example.com"]]
+    all_encrypted(upstream)
+
+
+# ------------------------------------------------------------------ one group accepted, a later one fails
+
+
+def test_later_group_temporarily_refused_is_spooled_and_sent_once(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    refusals = []
+
+    def rule(rcpts: list[str]) -> object:
+        if rcpts == ["dave@example.com"] and len(refusals) < 2:
+            refusals.append(1)
+            return "451 4.2.0 try again later"
+        return None
+
+    upstream.data_rule = rule
+    with proxy.client() as client:
+        assert (
+            send(client, ["bob@example.org", "dave@example.com"], message("bob@example.org", bcc="dave@example.com"))
+            == {}
+        )
+    spool = proxy.settings.spool / "new"
+    deadline = time.monotonic() + 10
+    while len(upstream.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    received = upstream.received
+    assert sorted(r.recipients for r in received) == [["bob@example.org"], ["dave@example.com"]]
+    assert len(refusals) == 2
+    deadline = time.monotonic() + 5
+    while any(spool.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(spool.iterdir()) == []
+    dave = people["dave"]
+    copy = next(r for r in received if r.recipients == ["dave@example.com"])
+    assert inner_body(decrypt(copy.data, dave.key_path, dave.cert_path) or b"") == BODY
+    all_encrypted(upstream)
+    time.sleep(0.4)  # A few more runner passes: still exactly once.
+    assert len(upstream.received) == 2
+
+
+def test_later_group_permanently_refused_bounces_to_the_sender(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    upstream.data_rule = lambda rcpts: "550 5.7.1 dave does not take this" if rcpts == ["dave@example.com"] else None
+    with proxy.client() as client:
+        assert (
+            send(client, ["bob@example.org", "dave@example.com"], message("bob@example.org", bcc="dave@example.com"))
+            == {}
+        )
+    received = upstream.wait_for(2)
+    assert [r.recipients for r in received] == [["bob@example.org"], [SENDER]]
+    bounce = received[1]
+    assert bounce.sender in ("", "<>") and is_encrypted(bounce.data)  # the null reverse-path
+    key, cert = sender_key(proxy.settings)
+    report = decrypt(bounce.data, key, cert)
+    assert report is not None and b"dave@example.com" in report and b"does not take this" in report
+    assert b"multipart/report" in report and b"7c1f" not in report
+    spool = proxy.settings.spool / "new"
+    assert not spool.exists() or list(spool.iterdir()) == []

@@ -1,0 +1,298 @@
+"""The proxy end to end: smtplib -> proxy -> a recording aiosmtpd upstream, checked with openssl cms.
+
+What the upstream receives must decrypt with ``openssl cms -decrypt`` for
+every recipient and for the sender, give back the body the client sent,
+hide the Subject, and never show a Bcc recipient to anyone else.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+from pathlib import Path
+
+import pytest
+from proxy_kit import (
+    SENDER,
+    Person,
+    Upstream,
+    decrypt,
+    inner_body,
+    is_encrypted,
+    make_home,
+    outer_header,
+    person,
+    sender_key,
+    start_proxy,
+)
+
+BODY = b"Hello all,\r\nthe numbers are in. Gr\xc3\xbc\xc3\x9fe\r\n.a line that starts with a dot\r\n..two dots\r\n"
+
+
+def message(to: str, cc: str = "", bcc: str = "", subject: str = "Quarterly secret numbers") -> bytes:
+    head = f"From: Alice <{SENDER}>\r\nTo: {to}\r\n"
+    if cc:
+        head += f"Cc: {cc}\r\n"
+    if bcc:
+        head += f"Bcc: {bcc}\r\n"
+    head += f"Subject: {subject}\r\nMessage-ID: <m1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    head += "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    return head.encode() + BODY
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
+    d = tmp_path_factory.mktemp("people")
+    return {
+        "bob": person(d, "bob@example.org", "rsa2048"),
+        "carol": person(d, "carol@example.net", "p256"),
+        "dave": person(d, "dave@example.com", "p384"),
+        "erin": person(d, "erin@open.example", "p256"),
+    }
+
+
+@pytest.fixture
+def upstream():  # type: ignore[no-untyped-def]
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+OPEN_DOMAIN = '\n[policy.domains."open.example"]\npolicy = "opportunistic"\n'
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: Upstream, people: dict[str, Person]):  # type: ignore[no-untyped-def]
+    settings = make_home(
+        tmp_path / "home",
+        upstream_port=upstream.port,
+        recipients=(people["bob"], people["carol"], people["dave"]),
+        extra=OPEN_DOMAIN + '\n[policy.addresses."carol@example.net"]\nprofile = "modern"\n',
+    )
+    running = start_proxy(settings)
+    running.settings = settings  # type: ignore[attr-defined]
+    yield running
+    running.thread.stop()
+
+
+def test_to_cc_share_an_envelope_and_bcc_gets_its_own(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    bob, carol, dave = people["bob"], people["carol"], people["dave"]
+    msg = message(f"Bob <{bob.address}>", cc=carol.address, bcc=dave.address)
+    with proxy.client() as client:
+        refused = client.sendmail(SENDER, [bob.address, carol.address, dave.address], msg)
+    assert refused == {}
+    received = upstream.wait_for(2)
+    assert len(received) == 2
+    shared = next(r for r in received if sorted(r.recipients) == sorted([bob.address, carol.address]))
+    own = next(r for r in received if r.recipients == [dave.address])
+    me_key, me_cert = sender_key(proxy.settings)
+    for copy, readers, outsiders in ((shared, (bob, carol), (dave,)), (own, (dave,), (bob, carol))):
+        assert is_encrypted(copy.data)
+        head = outer_header(copy.data)
+        assert b"Subject: [...]" in head and b"Quarterly" not in head
+        assert b"bcc" not in copy.data.lower().split(b"\r\n\r\n", 1)[0]
+        assert b"numbers are in" not in copy.data
+        for reader in readers:
+            plain = decrypt(copy.data, reader.key_path, reader.cert_path)
+            assert plain is not None, reader.address
+            assert inner_body(plain) == BODY
+            assert b"Subject: Quarterly secret numbers" in plain
+            assert dave.address.encode() not in plain or copy is own
+        mine = decrypt(copy.data, me_key, me_cert)
+        assert mine is not None and inner_body(mine) == BODY
+        for outsider in outsiders:
+            assert decrypt(copy.data, outsider.key_path, outsider.cert_path) is None
+    # Dave, a Bcc recipient, appears in no other copy, not even its envelope.
+    assert dave.address.encode() not in shared.data and dave.address not in shared.recipients
+    assert b"bcc" not in (decrypt(own.data, dave.key_path, dave.cert_path) or b"x").lower().split(b"\r\n\r\n")[0]
+
+
+def test_profile_follows_every_recipient_of_the_envelope(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    carol, bob = people["carol"], people["bob"]
+    with proxy.client() as client:
+        client.sendmail(SENDER, [carol.address], message(carol.address))
+        client.sendmail(SENDER, [carol.address, bob.address], message(f"{carol.address}, {bob.address}"))
+    first, second = upstream.wait_for(2)
+    # Carol alone: modern for her; but the sender's own policy says compatible, and a message has one cipher.
+    assert b"smime-type=enveloped-data" in outer_header(first.data)
+    assert b"smime-type=enveloped-data" in outer_header(second.data)
+
+
+def test_signed_inside_the_encryption(proxy, upstream: Upstream, people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bob = people["bob"]
+    with proxy.client() as client:
+        client.sendmail(SENDER, [bob.address], message(bob.address))
+    (copy,) = upstream.wait_for(1)
+    plain = decrypt(copy.data, bob.key_path, bob.cert_path)
+    assert plain is not None and b"multipart/signed" in plain
+    _, me_cert = sender_key(proxy.settings)
+    signed = tmp_path / "signed.eml"
+    signed.write_bytes(plain)
+    proc = subprocess.run(
+        ["openssl", "cms", "-verify", "-in", str(signed), "-CAfile", str(me_cert), "-purpose", "any"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_require_without_certificate_is_refused_at_rcpt(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    with proxy.client() as client:
+        client.ehlo()
+        assert client.mail(SENDER)[0] == 250
+        code, text = client.rcpt("nobody@example.org")
+        assert code == 550
+        assert text.startswith(b"5.7.1 <nobody@example.org>") and b"mailcrypt keys import" in text
+        client.rset()
+    assert upstream.received == [] and upstream.attempts == []
+
+
+def test_opportunistic_domain_gets_a_plaintext_copy_alone(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    bob = people["bob"]
+    open_rcpt = "someone@open.example"
+    msg = message(f"{bob.address}, {open_rcpt}")
+    with proxy.client() as client:
+        assert client.sendmail(SENDER, [bob.address, open_rcpt], msg) == {}
+    received = upstream.wait_for(2)
+    clear = next(r for r in received if r.recipients == [open_rcpt])
+    secret = next(r for r in received if r.recipients == [bob.address])
+    assert not is_encrypted(clear.data) and BODY in clear.data
+    assert is_encrypted(secret.data) and b"numbers are in" not in secret.data
+    # A domain without the administrator's permission still refuses.
+    with proxy.client() as client, pytest.raises(smtplib.SMTPRecipientsRefused):
+        client.sendmail(SENDER, ["x@closed.example"], msg)
+
+
+def test_opportunistic_with_a_certificate_encrypts(proxy, upstream: Upstream, people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from mailcrypt.keydir import KeyDirectory
+
+    erin = people["erin"]
+    KeyDirectory.from_settings(proxy.settings).import_file(erin.cert_path)
+    with proxy.client() as client:
+        client.sendmail(SENDER, [erin.address], message(erin.address))
+    (copy,) = upstream.wait_for(1)
+    assert is_encrypted(copy.data)
+    assert inner_body(decrypt(copy.data, erin.key_path, erin.cert_path) or b"") == BODY
+
+
+def test_outbox_is_the_embedded_default(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    bob = people["bob"]
+    settings = make_home(tmp_path / "home", recipients=(bob,))
+    running = start_proxy(settings)
+    try:
+        with running.client() as client:
+            assert client.sendmail(SENDER, [bob.address], message(bob.address)) == {}
+    finally:
+        running.thread.stop()
+    (stored,) = list((settings.outbox / "new").iterdir())
+    data = stored.read_bytes()
+    assert data.startswith(f"Return-Path: <{SENDER}>\r\nX-Envelope-To: {bob.address}\r\n".encode())
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert inner_body(decrypt(data, bob.key_path, bob.cert_path) or b"") == BODY
+    assert list((settings.outbox / "tmp").iterdir()) == []
+
+
+def test_message_larger_than_the_limit_is_refused(tmp_path: Path, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    bob = people["bob"]
+    settings = make_home(tmp_path / "home", upstream_port=upstream.port, recipients=(bob,))
+    text = (settings.home / "config.toml").read_text()
+    (settings.home / "config.toml").write_text(
+        text.replace('auth = "required"\n', 'auth = "required"\nmax_message_size = 2048\n')
+    )
+    from mailcrypt import config
+
+    running = start_proxy(config.load_settings(settings.home))
+    try:
+        with running.client() as client:
+            client.ehlo()
+            assert client.has_extn("size") and client.esmtp_features["size"] == "2048"
+            big = message(bob.address) + b"x" * 4000 + b"\r\n"
+            # Declared with SIZE: refused at MAIL; undeclared: refused after DATA, nothing kept.
+            with pytest.raises(smtplib.SMTPSenderRefused) as declared:
+                client.sendmail(SENDER, [bob.address], big)
+            assert declared.value.smtp_code == 552
+            assert client.mail(SENDER)[0] == 250 and client.rcpt(bob.address)[0] == 250
+            assert client.data(big)[0] == 552
+            assert client.noop()[0] == 250  # The session goes on.
+    finally:
+        running.thread.stop()
+    assert upstream.received == []
+
+
+def test_pipelined_commands_right_after_the_data(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    import base64
+    import socket
+
+    from proxy_kit import PASSWORD
+
+    bob = people["bob"].address
+    msg = message(bob).replace(b"\r\n.", b"\r\n..")  # dot-stuffed on the wire
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock, sock.makefile("rb") as replies:
+
+        def expect(*codes: int) -> None:
+            for code in codes:
+                line = replies.readline()
+                while line[3:4] == b"-":
+                    line = replies.readline()
+                assert line[:3] == str(code).encode(), line
+
+        expect(220)
+        token = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode())
+        sock.sendall(b"EHLO client\r\nAUTH PLAIN " + token + b"\r\n")
+        expect(250, 235)
+        envelope = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{bob}>\r\nDATA\r\n".encode()
+        sock.sendall(envelope)
+        expect(250, 250, 354)
+        sock.sendall(msg + b".\r\n" + envelope)  # the next transaction in the same packet
+        expect(250, 250, 250, 354)
+        sock.sendall(msg + b".\r\nQUIT\r\n")
+        expect(250, 221)
+    received = upstream.wait_for(2)
+    assert len(received) == 2
+    key, cert = people["bob"].key_path, people["bob"].cert_path
+    assert all(inner_body(decrypt(r.data, key, cert) or b"") == BODY for r in received)
+
+
+def test_upstream_starttls_is_verified(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    from proxy.setup import make_certificate
+
+    cert, key = tmp_path / "up.crt", tmp_path / "up.key"
+    make_certificate(cert, key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    up = Upstream(tls_context=context, auth={"relay": "upstream secret"}).start()
+    bob = people["bob"]
+    (tmp_path / "up.pass").write_text("upstream secret\n")
+    (tmp_path / "up.pass").chmod(0o600)
+    trusted = make_home(
+        tmp_path / "trusting",
+        recipients=(bob,),
+        extra=(
+            f'\n[upstream]\nhost = "localhost"\nport = {up.port}\nsecurity = "starttls"\nca_file = "{cert}"\n'
+            f'username = "relay"\npassword_file = "{tmp_path / "up.pass"}"\n'
+        ),
+    )
+    untrusted = make_home(
+        tmp_path / "default",
+        recipients=(bob,),
+        extra=f'\n[upstream]\nhost = "localhost"\nport = {up.port}\nsecurity = "starttls"\n',
+    )
+    try:
+        for settings, ok in ((trusted, True), (untrusted, False)):
+            running = start_proxy(settings)
+            try:
+                with running.client() as client:
+                    if ok:
+                        assert client.sendmail(SENDER, [bob.address], message(bob.address)) == {}
+                    else:
+                        with pytest.raises(smtplib.SMTPSenderRefused) as caught:
+                            client.sendmail(SENDER, [bob.address], message(bob.address))
+                        assert caught.value.smtp_code == 451 and b"CERTIFICATE_VERIFY_FAILED" in caught.value.smtp_error
+            finally:
+                running.thread.stop()
+        (copy,) = up.wait_for(1)
+        assert is_encrypted(copy.data)
+    finally:
+        up.stop()

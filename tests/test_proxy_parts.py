@@ -1,0 +1,104 @@
+"""The proxy's parts on their own: spool, outbox, delivery report, chained reader, dot-stuffing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from proxy.client import _stuff
+from proxy.groups import ChainReader
+from proxy.outbox import Outbox
+from proxy.spool import PermanentFailure, Spool, SpoolRunner, TemporaryFailure, delivery_report
+
+
+def test_spool_refuses_plaintext(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    with pytest.raises(ValueError, match="encrypted messages only"):
+        spool.put("a@x.org", ["b@y.org"], b"plain", encrypted=False, login=None, reason="451")
+    assert not (tmp_path / "spool" / "new").exists() or not any((tmp_path / "spool" / "new").iterdir())
+
+
+def test_spool_entry_round_trip_and_retry_state(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", intervals=(10, 20))
+    path = spool.put("a@x.org", ["b@y.org"], b"CIPHERTEXT", encrypted=True, login="alice", reason="451 later")
+    assert path.stat().st_mode & 0o777 == 0o600
+    (entry,) = spool.entries()
+    assert (entry.sender, entry.recipients, entry.login, entry.attempts) == ("a@x.org", ("b@y.org",), "alice", 0)
+    assert spool.message(entry) == b"CIPHERTEXT"
+    spool.retry_later(entry, "451 again", now=1000.0)
+    (entry,) = spool.entries()
+    assert (entry.attempts, entry.next_try, entry.reason) == (1, 1020.0, "451 again")
+    spool.remove(entry)
+    assert spool.entries() == [] and list((tmp_path / "spool" / "tmp").iterdir()) == []
+
+
+def test_runner_sends_retries_and_bounces(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", intervals=(0, 0))
+    for name in ("ok", "later", "never"):
+        spool.put("a@x.org", [f"{name}@y.org"], b"C", encrypted=True, login=None, reason="first")
+    bounced: list[tuple[str, list, str]] = []  # type: ignore[type-arg]
+
+    async def send(sender, recipients, message, login):  # type: ignore[no-untyped-def]
+        if recipients[0].startswith("later"):
+            raise TemporaryFailure("451 still busy")
+        if recipients[0].startswith("never"):
+            raise PermanentFailure("550 no such user")
+
+    async def bounce(sender, failures, message_id):  # type: ignore[no-untyped-def]
+        bounced.append((sender, list(failures), message_id))
+
+    runner = SpoolRunner(spool, send, bounce, retry_hours=1)
+    asyncio.run(runner.run_once())
+    assert [e.recipients for e in spool.entries()] == [("later@y.org",)]
+    assert bounced == [("a@x.org", [("never@y.org", "550 no such user", True)], "")]
+    asyncio.run(runner.run_once(now=os.path.getmtime(spool.entries()[0].path) + 3601))
+    assert spool.entries() == []
+    assert bounced[-1][1] == [("later@y.org", "451 still busy", False)]
+
+
+def test_delivery_report_names_no_content() -> None:
+    report = delivery_report("a@x.org", [("b@y.org", "550 5.1.1 unknown", True)], message_id="sha256:ab")
+    assert report.startswith(b"From: Mail Delivery System")
+    assert b"To: <a@x.org>" in report and b"multipart/report; report-type=delivery-status" in report
+    assert b"Final-Recipient: rfc822; b@y.org" in report and b"Status: 5.0.0" in report
+
+
+def test_outbox_stages_then_commits(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    staged = [outbox.stage("a@x.org", ["b@y.org"], b"M1"), outbox.stage("a@x.org", ["c@y.org"], b"M2")]
+    assert list((tmp_path / "outbox" / "new").iterdir()) == []
+    outbox.commit(staged)
+    names = sorted(p.read_bytes() for p in (tmp_path / "outbox" / "new").iterdir())
+    assert names == [
+        b"Return-Path: <a@x.org>\r\nX-Envelope-To: b@y.org\r\nM1",
+        b"Return-Path: <a@x.org>\r\nX-Envelope-To: c@y.org\r\nM2",
+    ]
+    leftover = outbox.stage("a@x.org", ["d@y.org"], b"M3")
+    Outbox.discard([leftover])
+    assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+
+
+def test_chain_reader_reads_and_seeks_like_a_file() -> None:
+    parts = [b"abc", bytearray(b"defg"), memoryview(b"hij")]
+    reader, plain = ChainReader(parts), io.BytesIO(b"abcdefghij")
+    for size in (2, 4, 1, 10):
+        assert reader.read(size) == plain.read(size)
+    assert reader.seek(0, os.SEEK_END) == 10 and reader.tell() == 10
+    reader.seek(3)
+    assert reader.read() == b"defghij"
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+        (b".a\r\n..b\r\n.\r\n", b"..a\r\n...b\r\n..\r\n"),
+        (b"x\r\n.\r\n", b"x\r\n..\r\n"),
+    ],
+)
+def test_dot_stuffing(data: bytes, wire: bytes) -> None:
+    assert bytes(_stuff(data)) == wire
