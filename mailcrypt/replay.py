@@ -139,32 +139,63 @@ class ReplayGuard:
         if not keys[0]:
             raise ValueError("digest must not be empty")
         signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
-        earliest, _ = self.window(now)
-        with self.store.transaction() as conn:
-            conn.execute("DELETE FROM replay_cache WHERE coalesce(signing_time, first_seen) < ?", (_seconds(earliest),))
-            placeholders = ",".join("?" * len(keys))
-            row = conn.execute(
-                f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})"  # noqa: S608
-                " ORDER BY first_seen LIMIT 1",
-                keys,
-            ).fetchone()
-            if row is not None:
-                first_seen = _datetime(row[1])
+        placeholders = ",".join("?" * len(keys))
+        # Entries past the window stay until prune(): a key still present is a replay
+        # (a stale signing time would be refused anyway), which errs on the safe side.
+        query = (
+            f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})"  # noqa: S608
+            " ORDER BY first_seen LIMIT 1"
+        )
+
+        def check(rows: list[tuple[object, ...]]) -> None:
+            if rows:
+                digest_seen, first, seen_kind = rows[0]
+                first_seen = _datetime(int(first))  # type: ignore[call-overload]
                 raise ReplayedMessage(
                     f"replayed message: first accepted {first_seen:%Y-%m-%d %H:%M:%S} UTC",
                     first_seen=first_seen,
-                    digest=row[0],
-                    kind=row[2],
+                    digest=str(digest_seen),
+                    kind=str(seen_kind),
                 )
             self.check_freshness(signed_at, now, kind=kind)
-            if record:
-                stamp = _seconds(signed_at) if signed_at is not None else None
-                conn.executemany(
-                    "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
-                    # Every key of the message shares its signing time, so all leave the cache together.
-                    [(k, _seconds(now), stamp, kind) for k in keys],
-                )
-        return Freshness(keys[0], kind, signed_at, now, record)
+
+        if not record:
+            # Only a look: no write lock, no commit to wait for.
+            check(self.store.read(query, tuple(keys)))
+            return Freshness(keys[0], kind, signed_at, now, False)
+        with self.store.transaction() as conn:
+            check(conn.execute(query, keys).fetchall())
+            stamp = _seconds(signed_at) if signed_at is not None else None
+            conn.executemany(
+                "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
+                # Every key of the message shares its signing time, so all leave the cache together.
+                [(k, _seconds(now), stamp, kind) for k in keys],
+            )
+        return Freshness(keys[0], kind, signed_at, now, True)
+
+    def record_delivered(
+        self, entries: Sequence[tuple[bytes | str, datetime | None, datetime, str, Sequence[bytes | str]]]
+    ) -> None:
+        """Remember messages already checked and delivered, in one transaction.
+
+        Each entry is (digest, signing time, now, kind, other digests), as
+        given to ``check_and_record(..., record=False)`` before delivery.
+        Keys already present stay as they are: the rerun after a crash
+        between delivery and this call finds its own earlier record.
+        """
+        rows = []
+        for digest, signing_time, now, kind, also in entries:
+            if kind not in _KINDS:
+                raise ValueError(f"kind must be one of {_KINDS}")
+            stamp = _seconds(_aware(signing_time, "signing_time")) if signing_time is not None else None
+            seen = _seconds(_aware(now, "now"))
+            rows += [(k.hex() if isinstance(k, bytes) else str(k), seen, stamp, kind) for k in (digest, *also)]
+        if not rows:
+            return
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)", rows
+            )
 
     def check_unwrapped(self, unwrapped: Unwrapped, now: datetime, *, record: bool = True) -> Freshness | None:
         """``check_and_record`` for an ``unwrap.Unwrapped``: its replay key plus every layer's digest.

@@ -44,6 +44,7 @@ __all__ = [
     "decrypt_message",
     "encrypt_stream",
     "decrypt_stream",
+    "decrypt_envelope",
     "recipient_addresses",
     "sender_address",
 ]
@@ -287,6 +288,31 @@ def decrypt_stream(
     der = _decode_body(itertools.chain((rest,), chunks), encoding)
     if on_envelope is not None:
         on_envelope(memoryview(der))
+    return _open_into(outer, der, identities, policy, outfile)
+
+
+def decrypt_envelope(
+    outer: Sequence[mh.Field],
+    der: bytes | bytearray,
+    identities: Sequence[Identity],
+    *,
+    policy: Policy = DEFAULT_POLICY,
+) -> tuple[bytes, EnvelopeInfo]:
+    """``decrypt_message`` for a message already taken apart: its outer header fields and the envelope's DER.
+
+    For callers that had to decode the body anyway (``mailcrypt.unwrap``
+    looks at the CMS content type first), so it is not decoded twice.
+    """
+    _check_sequence(identities, "identities")
+    _check_options(None, policy)
+    out = io.BytesIO()
+    info = _open_into(list(outer), der, identities, policy, out)
+    return out.getvalue(), info
+
+
+def _open_into(
+    outer: list[mh.Field], der: bytes | bytearray, identities: Sequence[Identity], policy: Policy, outfile: BinaryIO
+) -> EnvelopeInfo:
     envelope = open_envelope(memoryview(der), identities, policy=policy)
     plaintext = iter(envelope.chunks(_CHUNK))
     inner, sep, rest = mh.read_header_block(plaintext, errors.CMSParseError)

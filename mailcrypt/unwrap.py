@@ -121,27 +121,32 @@ class Unwrapped:
         return None
 
 
-def _top_kind(message: bytes) -> tuple[str, bytes | None]:
-    """What the top of ``message`` is: ``enveloped``, ``signed`` or ``plain`` (with the DER of a pkcs7-mime)."""
+def _top_kind(message: bytes) -> tuple[str, bytes | None, list[mh.Field]]:
+    """What the top of ``message`` is (``enveloped``, ``signed`` or ``plain``), the DER of a pkcs7-mime, the fields."""
     fields, _header, body = split_message(canonical(message), errors.CMSParseError)
     ctype, params = mh.content_type(fields)
     if ctype == "multipart/signed":
         return (
-            "signed"
-            if params.get("protocol", "").lower() in ("application/pkcs7-signature", "application/x-pkcs7-signature")
-            else "plain"
-        ), None
+            (
+                "signed"
+                if params.get("protocol", "").lower()
+                in ("application/pkcs7-signature", "application/x-pkcs7-signature")
+                else "plain"
+            ),
+            None,
+            fields,
+        )
     if ctype not in PKCS7_MIME:
-        return "plain", None
+        return "plain", None, fields
     if params.get("smime-type", "").lower() == "certs-only":
-        return "plain", None
+        return "plain", None, fields
     encoding = next((f.value for f in fields if f.name == "content-transfer-encoding"), "")
     der = decode_body(body, encoding)
     oid = content_type_of(der)
     if oid in (OID_ENVELOPED_DATA, OID_AUTH_ENVELOPED_DATA):
-        return "enveloped", der
+        return "enveloped", der, fields
     if oid == "1.2.840.113549.1.7.2":
-        return "signed", der
+        return "signed", der, fields
     if oid == _COMPRESSED:
         raise errors.UnsupportedAlgorithm("compressed-data (RFC 3274) is not supported", oid=oid)
     raise errors.CMSParseError(f"application/pkcs7-mime holding CMS content type {oid}")
@@ -178,23 +183,23 @@ def unwrap_message(
         raise TypeError("message must be bytes")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    if decrypt is None:
-        from mailcrypt.smime import decrypt_message
-
-        def decrypt(m: bytes) -> tuple[bytes, EnvelopeInfo]:
-            return decrypt_message(m, list(identities), policy=policy)
+    from mailcrypt.smime import decrypt_envelope
 
     current = bytes(message)
     layers: list[Layer] = []
     while True:
-        kind, der = _top_kind(current)
+        kind, der, fields = _top_kind(current)
         if kind == "plain":
             return Unwrapped(current, tuple(layers))
         if len(layers) >= max_layers:
             raise errors.CMSParseError(f"more than {max_layers} nested S/MIME layers")
         if kind == "enveloped":
             assert der is not None
-            current, info = decrypt(current)
+            # The body is decoded already: the default decryption takes it from here.
+            if decrypt is None:
+                current, info = decrypt_envelope(fields, der, list(identities), policy=policy)
+            else:
+                current, info = decrypt(current)
             layers.append(Layer("enveloped", info.content_type, envelope_digest(der), envelope=info))
             continue
         opened = open_signed(current, policy=policy, certificates=certificates)

@@ -166,8 +166,9 @@ class IMAPConnection:
         if uidvalidity is None:
             raise errors.FetchConnectionError(f"{self.label}: the server sent no UIDVALIDITY for {folder!r}")
         uidnext = response.get(b"UIDNEXT")
-        return FolderInfo(folder, int(uidvalidity), int(uidnext) if uidnext is not None else None,
-                          int(response.get(b"EXISTS", 0)))
+        return FolderInfo(
+            folder, int(uidvalidity), int(uidnext) if uidnext is not None else None, int(response.get(b"EXISTS", 0))
+        )
 
     def ensure_folder(self, folder: str) -> None:
         """Create ``folder`` unless it exists."""

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailcrypt import errors
@@ -124,8 +125,7 @@ class Fetcher:
     def _sink(self, plan: Plan) -> Sink:
         if plan.target.kind == "imap":
             assert plan.target.folder is not None
-            return IMAPSink(lambda: self._connect(plan.account), plan.target.folder,
-                            quarantine=plan.account.quarantine)
+            return IMAPSink(lambda: self._connect(plan.account), plan.target.folder, quarantine=plan.account.quarantine)
         assert plan.target.path is not None
         return MaildirSink(plan.target.path, quarantine=plan.account.quarantine)
 
@@ -148,6 +148,8 @@ class Fetcher:
     def run_once(self) -> list[tuple[str, Counts]]:
         """Sync every planned folder once; return (account/folder, counts) rows."""
         rows: list[tuple[str, Counts]] = []
+        # Forget replay keys that left the freshness window, once a pass.
+        self.guard.prune(datetime.now(UTC))
         for plan in self.plans:
             with _account_lock(self.settings.home, plan.account.name):
                 sink = self._sink(plan)
@@ -161,8 +163,13 @@ class Fetcher:
 
     # ------------------------------------------------------------------ --watch
 
-    def watch(self, stop: threading.Event, *, poll_seconds: float = 60.0,
-              on_rows: Callable[[list[tuple[str, Counts]]], None] | None = None) -> None:
+    def watch(
+        self,
+        stop: threading.Event,
+        *,
+        poll_seconds: float = 60.0,
+        on_rows: Callable[[list[tuple[str, Counts]]], None] | None = None,
+    ) -> None:
         """Sync, then wait for new mail and sync again, until ``stop`` is set (one thread per account).
 
         Raises the first error that ends an account for good (a refused
@@ -181,8 +188,10 @@ class Fetcher:
                 failures.append(exc)
                 stop.set()
 
-        threads = [threading.Thread(target=account_loop, args=(p,), name=f"fetch-{p.account.name}", daemon=True)
-                   for p in self.plans]
+        threads = [
+            threading.Thread(target=account_loop, args=(p,), name=f"fetch-{p.account.name}", daemon=True)
+            for p in self.plans
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -191,8 +200,13 @@ class Fetcher:
         if failures:
             raise failures[0]
 
-    def _watch_account(self, plan: Plan, stop: threading.Event, poll_seconds: float,
-                       on_rows: Callable[[list[tuple[str, Counts]]], None] | None) -> None:
+    def _watch_account(
+        self,
+        plan: Plan,
+        stop: threading.Event,
+        poll_seconds: float,
+        on_rows: Callable[[list[tuple[str, Counts]]], None] | None,
+    ) -> None:
         delay = _BACKOFF_START
         while not stop.is_set():
             sink = self._sink(plan)

@@ -118,8 +118,9 @@ class MaildirSink:
 
 
 class _IMAPFolderSink:
-    def __init__(self, connection: IMAPConnection, target: str, quarantine: str, account: str, folder: str,
-                 uidvalidity: int) -> None:
+    def __init__(
+        self, connection: IMAPConnection, target: str, quarantine: str, account: str, folder: str, uidvalidity: int
+    ) -> None:
         self._conn = connection
         self._target, self._quarantine = target, quarantine
         self._account, self._folder, self._uidvalidity = account, folder, uidvalidity
@@ -170,8 +171,7 @@ class IMAPSink:
             self._conn = self._connect()
         sep = delimiter or "/"
         target = self.folder if folder.upper() == "INBOX" else f"{self.folder}{sep}{folder}"
-        return _IMAPFolderSink(self._conn, target, f"{self.folder}{sep}{self.quarantine}", account, folder,
-                               uidvalidity)
+        return _IMAPFolderSink(self._conn, target, f"{self.folder}{sep}{self.quarantine}", account, folder, uidvalidity)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
-from mailcrypt import errors
 from mailcrypt.fetch.imap import IMAPConnection, ranges
 from mailcrypt.fetch.process import MessageProcessor, Outcome, Prepared
 from mailcrypt.fetch.progress import Counts, Progress
@@ -180,7 +179,13 @@ class FolderSync:
         return context.Pool(workers)
 
     def _batches(
-        self, folder: str, fstate: FolderState, work: list[list[int]], sink: FolderSink, counts: Counts, pool  # type: ignore[no-untyped-def]
+        self,
+        folder: str,
+        fstate: FolderState,
+        work: list[list[int]],
+        sink: FolderSink,
+        counts: Counts,
+        pool,  # type: ignore[no-untyped-def]
     ) -> FolderState:
         """Every batch, the next one fetched while the workers decrypt this one."""
         if self.sink.needs_pending:
@@ -245,15 +250,9 @@ class FolderSync:
         last = batch[-1]
         sink.sync()
         self.fault("synced", last)
-        for record in records:
-            try:
-                self.guard.check_and_record(
-                    record.digest, record.signing_time, record.now, kind=record.kind, also=record.also
-                )
-            except errors.ReplayError as exc:
-                # Another process accepted the same message a moment ago, or this is the
-                # rerun after a crash that had recorded it: it is delivered either way.
-                log.info("%s/%s: replay key already recorded (%s)", self.account, folder, exc)
+        # One transaction for the batch. A key already present (the rerun after a
+        # crash that had recorded it) stays: the message is delivered either way.
+        self.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also) for r in records])
         self.fault("recorded", last)
         fstate = self.state.advance(fstate, last)
         self.fault("committed", last)
