@@ -16,6 +16,8 @@ entries are skipped. This module neither signs nor decides anything.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable
 
 from asn1crypto import algos, cms, core
@@ -78,8 +80,14 @@ def _capability(name: str) -> cms.SMIMECapabilityIdentifier:
 
 def capabilities_attribute(names: Iterable[str] = OUR_CAPABILITIES) -> cms.CMSAttribute:
     """The smimeCapabilities signed attribute (RFC 8551 §2.5.2) listing ``names``."""
+    # Built once per list: encoding it afresh cost more than the RSA signature.
+    return cms.CMSAttribute.load(_capabilities_der(tuple(names)))
+
+
+@functools.lru_cache(maxsize=16)
+def _capabilities_der(names: tuple[str, ...]) -> bytes:
     caps = cms.SMIMECapabilites([_capability(n) for n in names])
-    return cms.CMSAttribute({"type": "smime_capabilities", "values": [caps]})
+    return cms.CMSAttribute({"type": "smime_capabilities", "values": [caps]}).dump()
 
 
 def _name(capability: cms.SMIMECapabilityIdentifier) -> str | None:
