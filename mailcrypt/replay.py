@@ -21,7 +21,7 @@ skips the guard). Time always comes in as ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -37,6 +37,8 @@ __all__ = ["ReplayGuard", "Freshness", "DEFAULT_MAX_AGE", "DEFAULT_FUTURE_SKEW"]
 DEFAULT_MAX_AGE = timedelta(days=30)
 DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
 _KINDS = ("signature", "envelope")
+# Keys per query in seen(): well below SQLite's limit on parameters (999 before 3.32).
+_SEEN_CHUNK = 500
 
 
 def _seconds(when: datetime) -> int:
@@ -121,6 +123,7 @@ class ReplayGuard:
         kind: str = "signature",
         also: Sequence[bytes | str] = (),
         record: bool = True,
+        seen: Mapping[str, tuple[int, str]] | None = None,
     ) -> Freshness:
         """Accept a message once: raise if seen before or stale, else remember it.
 
@@ -130,7 +133,9 @@ class ReplayGuard:
         layer does not make a copy look new. Raises ``ReplayedMessage`` (with
         ``first_seen``) when any key was accepted before, ``StaleMessage``
         when the signing time is outside the window; records nothing then.
-        With ``record=False`` it only checks.
+        With ``record=False`` it only checks; ``seen`` is then what ``seen()``
+        answered for a set of keys that includes this message's, so that a
+        batch of messages costs one query instead of one each.
         """
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}")
@@ -161,8 +166,15 @@ class ReplayGuard:
 
         if not record:
             # Only a look: no write lock, no commit to wait for.
-            check(self.store.read(query, tuple(keys)))
+            if seen is None:
+                check(self.store.read(query, tuple(keys)))
+            else:
+                # The query's answer, from the batch's: the earliest entry of any of the keys.
+                found = [(seen[k][0], k, seen[k][1]) for k in keys if k in seen]
+                check([(k, first, seen_kind) for first, k, seen_kind in sorted(found)[:1]])
             return Freshness(keys[0], kind, signed_at, now, False)
+        if seen is not None:
+            raise ValueError("seen is only for record=False")
         with self.store.transaction() as conn:
             check(conn.execute(query, keys).fetchall())
             stamp = _seconds(signed_at) if signed_at is not None else None
@@ -172,6 +184,20 @@ class ReplayGuard:
                 [(k, _seconds(now), stamp, kind) for k in keys],
             )
         return Freshness(keys[0], kind, signed_at, now, True)
+
+    def seen(self, keys: Iterable[bytes | str]) -> dict[str, tuple[int, str]]:
+        """Those of ``keys`` accepted before: hex digest -> (first seen in Unix seconds, kind). Only reads."""
+        wanted = sorted({k.hex() if isinstance(k, bytes) else str(k) for k in keys})
+        found: dict[str, tuple[int, str]] = {}
+        for i in range(0, len(wanted), _SEEN_CHUNK):
+            chunk = tuple(wanted[i : i + _SEEN_CHUNK])
+            placeholders = ",".join("?" * len(chunk))
+            rows = self.store.read(
+                f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})",  # noqa: S608
+                chunk,
+            )
+            found.update((str(d), (int(first), str(kind))) for d, first, kind in rows)  # type: ignore[call-overload]
+        return found
 
     def record_delivered(
         self, entries: Sequence[tuple[bytes | str, datetime | None, datetime, str, Sequence[bytes | str]]]

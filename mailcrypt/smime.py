@@ -288,7 +288,7 @@ def decrypt_stream(
     der = _decode_body(itertools.chain((rest,), chunks), encoding)
     if on_envelope is not None:
         on_envelope(memoryview(der))
-    return _open_into(outer, der, identities, policy, outfile)
+    return _open_into(outer, der, identities, policy, outfile.write)
 
 
 def decrypt_envelope(
@@ -305,22 +305,29 @@ def decrypt_envelope(
     """
     _check_sequence(identities, "identities")
     _check_options(None, policy)
-    out = io.BytesIO()
-    info = _open_into(list(outer), der, identities, policy, out)
-    return out.getvalue(), info
+    pieces: list[bytes] = []
+    # Collected and joined once: the message is copied one time, not at every write.
+    info = _open_into(list(outer), der, identities, policy, pieces.append)
+    return b"".join(pieces), info
 
 
 def _open_into(
-    outer: list[mh.Field], der: bytes | bytearray, identities: Sequence[Identity], policy: Policy, outfile: BinaryIO
+    outer: list[mh.Field],
+    der: bytes | bytearray,
+    identities: Sequence[Identity],
+    policy: Policy,
+    write: Callable[[bytes], object],
 ) -> EnvelopeInfo:
     envelope = open_envelope(memoryview(der), identities, policy=policy)
     plaintext = iter(envelope.chunks(_CHUNK))
     inner, sep, rest = mh.read_header_block(plaintext, errors.CMSParseError)
     if inner and not inner.endswith(b"\n"):
         inner += b"\r\n"
-    outfile.write(mh.restore(outer, inner) + (sep or b"\r\n") + rest)
+    write(mh.restore(outer, inner))
+    write(sep or b"\r\n")
+    write(rest)
     for chunk in plaintext:
-        outfile.write(chunk)
+        write(chunk)
     return envelope.info
 
 

@@ -25,7 +25,7 @@ multipart/mixed is content, never a layer (EFAIL-style mixing, RFC 8551 §3.1).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -85,6 +85,9 @@ class Unwrapped:
 
     message: bytes
     layers: tuple[Layer, ...]
+    #: The header fields of ``message``, when they were read from it as it is (it is
+    #: canonical); None when not known. They save the caller reading them again.
+    fields: tuple[mh.Field, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def encrypted(self) -> bool:
@@ -121,32 +124,34 @@ class Unwrapped:
         return None
 
 
-def _top_kind(message: bytes) -> tuple[str, bytes | None, list[mh.Field]]:
-    """What the top of ``message`` is (``enveloped``, ``signed`` or ``plain``), the DER of a pkcs7-mime, the fields."""
-    fields, _header, body = split_message(canonical(message), errors.CMSParseError)
+def _top_kind(message: bytes) -> tuple[str, bytes | None, list[mh.Field], bool]:
+    """What the top of ``message`` is (``enveloped``, ``signed`` or ``plain``), the DER of a pkcs7-mime, the fields.
+
+    The fields are those of the canonical form; the last value says whether
+    that is ``message`` itself.
+    """
+    text = canonical(message)
+    fields, _header, body = split_message(text, errors.CMSParseError)
+    kind, der = _kind_of(fields, body)
+    return kind, der, fields, text is message
+
+
+def _kind_of(fields: list[mh.Field], body: bytes) -> tuple[str, bytes | None]:
     ctype, params = mh.content_type(fields)
     if ctype == "multipart/signed":
-        return (
-            (
-                "signed"
-                if params.get("protocol", "").lower()
-                in ("application/pkcs7-signature", "application/x-pkcs7-signature")
-                else "plain"
-            ),
-            None,
-            fields,
-        )
+        signed = params.get("protocol", "").lower() in ("application/pkcs7-signature", "application/x-pkcs7-signature")
+        return ("signed" if signed else "plain"), None
     if ctype not in PKCS7_MIME:
-        return "plain", None, fields
+        return "plain", None
     if params.get("smime-type", "").lower() == "certs-only":
-        return "plain", None, fields
+        return "plain", None
     encoding = next((f.value for f in fields if f.name == "content-transfer-encoding"), "")
     der = decode_body(body, encoding)
     oid = content_type_of(der)
     if oid in (OID_ENVELOPED_DATA, OID_AUTH_ENVELOPED_DATA):
-        return "enveloped", der, fields
+        return "enveloped", der
     if oid == "1.2.840.113549.1.7.2":
-        return "signed", der, fields
+        return "signed", der
     if oid == _COMPRESSED:
         raise errors.UnsupportedAlgorithm("compressed-data (RFC 3274) is not supported", oid=oid)
     raise errors.CMSParseError(f"application/pkcs7-mime holding CMS content type {oid}")
@@ -188,9 +193,9 @@ def unwrap_message(
     current = bytes(message)
     layers: list[Layer] = []
     while True:
-        kind, der, fields = _top_kind(current)
+        kind, der, fields, as_is = _top_kind(current)
         if kind == "plain":
-            return Unwrapped(current, tuple(layers))
+            return Unwrapped(current, tuple(layers), tuple(fields) if as_is else None)
         if len(layers) >= max_layers:
             raise errors.CMSParseError(f"more than {max_layers} nested S/MIME layers")
         if kind == "enveloped":

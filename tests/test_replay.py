@@ -258,3 +258,26 @@ def test_store_connection_is_shared_between_threads(store: Store) -> None:
         t.join()
     assert errors_seen == []
     assert store.read("SELECT count(*) FROM replay_cache") == [(120,)]
+
+
+def test_a_batch_lookup_decides_like_a_query_per_message(guard: ReplayGuard) -> None:
+    """``seen()`` once for many keys, then ``check_and_record(..., seen=)``: the same answers as one query each."""
+    a, b, c, d = (bytes([n]) * 32 for n in b"abcd")
+    guard.check_and_record(a, None, NOW, kind="envelope")
+    guard.check_and_record(b, NOW - DAY, NOW + MINUTE, also=[c])
+    seen = guard.seen([a, b, c, d])
+    assert set(seen) == {a.hex(), b.hex(), c.hex()}
+    later = NOW + 2 * MINUTE
+    cases = ((a, (), "envelope", None), (d, (c,), "signature", NOW), (d, (), "envelope", None))
+    for digest, also, kind, signed in cases:
+        answers = []
+        for lookup in (None, seen):
+            try:
+                guard.check_and_record(digest, signed, later, kind=kind, also=also, record=False, seen=lookup)
+                answers.append("fresh")
+            except errors.ReplayedMessage as exc:
+                answers.append(("replay", exc.first_seen))
+        assert answers[0] == answers[1]
+    assert guard.seen([d]) == {}  # only looked, nothing recorded
+    with pytest.raises(ValueError):
+        guard.check_and_record(d, None, later, kind="envelope", seen=seen)

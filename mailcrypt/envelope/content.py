@@ -91,15 +91,15 @@ class ContentEncryptor:
 
 
 class ContentDecryptor:
-    """Decrypt content described by a contentEncryptionAlgorithm.
+    """Decrypt content described by a contentEncryptionAlgorithm: its OID and the DER of its parameters.
 
-    Raises ``UnsupportedAlgorithm`` or ``PolicyViolation`` for the algorithm,
+    ``parameters`` is empty when the AlgorithmIdentifier has none. Raises
+    ``UnsupportedAlgorithm`` or ``PolicyViolation`` for the algorithm,
     ``CMSParseError`` for broken parameters, ``DecryptionFailed`` from
     ``finish()`` for a bad tag or padding.
     """
 
-    def __init__(self, algorithm: algos.EncryptionAlgorithm, *, policy: Policy, authenticated: bool) -> None:
-        oid = algorithm["algorithm"].dotted
+    def __init__(self, oid: str, parameters: bytes, *, policy: Policy, authenticated: bool) -> None:
         cipher = CONTENT_CIPHER_BY_OID.get(oid)
         if cipher is None:
             raise UnsupportedAlgorithm(f"unsupported content-encryption algorithm {oid}", oid=oid)
@@ -114,13 +114,12 @@ class ContentDecryptor:
         if authenticated != (self.mode == "gcm"):
             raise CMSParseError(f"{cipher} does not fit this CMS content type")
         try:
-            params = algorithm["parameters"]
             if self.mode == "gcm":
-                gcm = GCMParameters.load(params.dump())
+                gcm = GCMParameters.load(parameters)
                 self.iv = bytes(gcm["aes_nonce"].native)
                 self.tag_length = int(gcm["aes_icv_len"].native)
             else:
-                self.iv = bytes(core.OctetString.load(params.dump()).native)
+                self.iv = bytes(core.OctetString.load(parameters).native)
                 self.tag_length = 0
         except (ValueError, TypeError, AttributeError) as exc:
             raise CMSParseError(f"malformed {cipher} parameters") from exc

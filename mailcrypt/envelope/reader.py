@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from asn1crypto import algos, cms, core
 
@@ -58,20 +59,25 @@ class _Parts:
     authenticated: bool
     recipient_infos: list[cms.RecipientInfo]
     unreadable: int
-    algorithm: algos.EncryptionAlgorithm
+    algorithm: str  # the content-encryption algorithm's OID
+    parameters: bytes  # the DER of its parameters (empty when it has none)
     content: list[memoryview]
     mac: bytes
     aad: bytes
 
 
-def _load(spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str, *, force: bool = True) -> core.Asn1Value:
+def _load(
+    spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str, *, force: bool = True, depth_checked: bool = False
+) -> core.Asn1Value:
     """Decode one small element with asn1crypto.
 
     asn1crypto parses lazily; ``force`` parses everything now so errors
     surface here. Without it only the outer structure is checked, for
     values whose unknown parts must not make the whole message unreadable.
+    ``depth_checked`` says the caller has run ``check_depth`` already.
     """
-    check_depth(buf, tlv)
+    if not depth_checked:
+        check_depth(buf, tlv)
     try:
         value = spec.load(bytes(buf[tlv.start : tlv.end]), strict=True)
         if force:
@@ -79,6 +85,94 @@ def _load(spec: type[core.Asn1Value], buf: memoryview, tlv: TLV, what: str, *, f
     except _ASN1_ERRORS as exc:
         raise CMSParseError(f"malformed {what}") from exc
     return value
+
+
+# Decoding results that depend on nothing but the bytes decoded, kept for the
+# next message: mail to one person names the same recipient identifier and
+# content type every time, and decoding them with asn1crypto cost a fetch
+# more than a tenth of the RSA operation per message. Bounded by clearing.
+_MEMO_LIMIT = 256
+_MEMO_KEY_BYTES = 4096
+_oids: dict[bytes, str] = {}
+_readable_rids: set[tuple[str, bytes]] = set()
+_shallow: set[bytes] = set()
+_algorithms: dict[bytes, str] = {}
+
+
+def _memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
+    """Whether ``key`` may be remembered in ``memo`` (short keys only: hostile input must not fill the memory)."""
+    if len(key) > _MEMO_KEY_BYTES:
+        return False
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    return True
+
+
+def _check_recipient_depth(buf: memoryview, tlv: TLV) -> None:
+    """``check_depth`` for a RecipientInfo, remembered by its bytes up to its last element's contents.
+
+    That element is the wrapped key in a KeyTransRecipientInfo, different in
+    every message; when it is primitive, nothing in it can nest, so the
+    answer depends on the bytes before it alone.
+    """
+    if not tlv.constructed:
+        check_depth(buf, tlv)
+        return
+    kids = list(children(buf, tlv))
+    if not kids or kids[-1].constructed:
+        check_depth(buf, tlv)
+        return
+    key = bytes(buf[tlv.start : kids[-1].value_start])
+    if key not in _shallow:
+        check_depth(buf, tlv)
+        if _memo_room(_shallow, key):
+            _shallow.add(key)
+
+
+def _oid(buf: memoryview, tlv: TLV, what: str) -> str:
+    """The dotted form of the OBJECT IDENTIFIER ``tlv`` (``CMSParseError`` when malformed)."""
+    raw = bytes(buf[tlv.start : tlv.end])
+    dotted = _oids.get(raw)
+    if dotted is None:
+        dotted = _load(cms.ContentType, buf, tlv, what).dotted
+        if _memo_room(_oids, raw):
+            _oids[raw] = dotted
+    return dotted
+
+
+def _content_algorithm(buf: memoryview, tlv: TLV) -> tuple[str, bytes]:
+    """The OID of a contentEncryptionAlgorithm, and the DER of its parameters (``CMSParseError`` when malformed).
+
+    Only the OID is read here; ContentDecryptor names an unknown algorithm
+    before it looks at parameters it could not interpret. The answer is
+    remembered by the bytes before the parameters' contents (the IV, new in
+    every message): they fix the OID and the structure around it.
+    """
+    kids = list(children(buf, tlv))
+    parameters = bytes(buf[kids[1].start : kids[1].end]) if len(kids) > 1 else b""
+    key = None
+    if len(kids) == 2 and not kids[1].constructed and not tlv.indefinite:
+        key = bytes(buf[tlv.start : kids[1].value_start])
+        known = _algorithms.get(key)
+        if known is not None:
+            return known, parameters
+    algorithm = _load(algos.EncryptionAlgorithm, buf, tlv, "content-encryption algorithm", force=False)
+    try:
+        oid = str(algorithm["algorithm"].dotted)
+    except _ASN1_ERRORS as exc:
+        raise CMSParseError("malformed content-encryption algorithm") from exc
+    if key is not None and _memo_room(_algorithms, key):
+        _algorithms[key] = oid
+    return oid, parameters
+
+
+def _check_rid(kind: str, rid: core.Asn1Value) -> None:
+    """Decode a recipient identifier completely, so that a malformed one raises here."""
+    key = (kind, rid.dump())
+    if key not in _readable_rids:
+        rid.native  # noqa: B018
+        if _memo_room(_readable_rids, key[1]):
+            _readable_rids.add(key)
 
 
 def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[cms.RecipientInfo], int]:
@@ -92,12 +186,13 @@ def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[cms.RecipientInfo]
     unreadable = 0
     for child in children(buf, tlv):
         try:
-            ri = _load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False)
+            _check_recipient_depth(buf, child)
+            ri = _load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False, depth_checked=True)
             if ri.name == "ktri":
-                ri.chosen["rid"].native  # noqa: B018
+                _check_rid("ktri", ri.chosen["rid"])
             elif ri.name == "kari":
                 for rek in ri.chosen["recipient_encrypted_keys"]:
-                    rek["rid"].native  # noqa: B018
+                    _check_rid("kari", rek["rid"])
             readable.append(ri)
         except (CMSParseError, *_ASN1_ERRORS):
             unreadable += 1
@@ -125,7 +220,7 @@ def _content_type(buf: memoryview) -> tuple[bool, TLV]:
         raise CMSParseError("trailing data after the CMS message")
     kids = list(children(buf, top))
     oid_tlv = _expect(kids[0] if kids else None, UNIVERSAL, 6, "a content type")
-    oid = _load(cms.ContentType, buf, oid_tlv, "content type").dotted
+    oid = _oid(buf, oid_tlv, "content type")
     if oid == OID_SIGNED_DATA:
         raise NotEncryptedError("this is signed-data, not an encrypted message")
     if oid not in (OID_ENVELOPED_DATA, OID_AUTH_ENVELOPED_DATA):
@@ -156,23 +251,13 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
     eci = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 16, "encryptedContentInfo")
     pos += 1
     eci_items = list(children(buf, eci))
-    content_type = _load(
-        cms.ContentType,
-        buf,
-        _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "a content type"),
-        "content type",
-    )
-    if content_type.dotted != OID_DATA:
+    type_tlv = _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "a content type")
+    content_type = _oid(buf, type_tlv, "content type")
+    if content_type != OID_DATA:
         # S/MIME (RFC 8551 §3.3) always encrypts a MIME entity as id-data.
-        raise CMSParseError(f"encrypted content type {content_type.dotted} is not id-data")
+        raise CMSParseError(f"encrypted content type {content_type} is not id-data")
     alg_tlv = _expect(eci_items[1] if len(eci_items) > 1 else None, UNIVERSAL, 16, "a content-encryption algorithm")
-    # Only the OID is read here; ContentDecryptor names an unknown algorithm
-    # before it looks at parameters it could not interpret.
-    algorithm = _load(algos.EncryptionAlgorithm, buf, alg_tlv, "content-encryption algorithm", force=False)
-    try:
-        algorithm["algorithm"].dotted  # noqa: B018
-    except _ASN1_ERRORS as exc:
-        raise CMSParseError("malformed content-encryption algorithm") from exc
+    algorithm, parameters = _content_algorithm(buf, alg_tlv)
     if len(eci_items) != 3 or not eci_items[2].is_(CONTEXT, 0):
         raise CMSParseError("the encrypted content is missing (detached content is not supported)")
     content = octet_chunks(buf, eci_items[2])
@@ -193,7 +278,7 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
         pos += 1  # unprotectedAttrs
     if pos != len(items):
         raise CMSParseError("unexpected element at the end of the envelope")
-    return _Parts(authenticated, recipient_infos, unreadable, algorithm, content, mac, aad)
+    return _Parts(authenticated, recipient_infos, unreadable, algorithm, parameters, content, mac, aad)
 
 
 class OpenEnvelope:
@@ -255,7 +340,7 @@ def open_envelope(
     parts = _parse(data)
     if policy.require_authenticated and not parts.authenticated:
         raise PolicyViolation("unauthenticated EnvelopedData is not allowed by the policy")
-    decryptor = ContentDecryptor(parts.algorithm, policy=policy, authenticated=parts.authenticated)
+    decryptor = ContentDecryptor(parts.algorithm, parts.parameters, policy=policy, authenticated=parts.authenticated)
     broken: list[MessageError] = []
     for identity in identities:
         if not isinstance(identity, Identity):

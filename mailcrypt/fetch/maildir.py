@@ -27,7 +27,7 @@ from pathlib import Path
 
 from imapclient import imap_utf7
 
-__all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem"]
+__all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem", "stem_prefix"]
 
 _SUBDIRS = ("tmp", "new", "cur")
 
@@ -58,11 +58,16 @@ def message_stem(account: str, folder: str, uidvalidity: int, uid: int) -> str:
     The folder appears as a short hash: names stay short and free of
     characters a file name cannot hold, and two folders never share names.
     """
+    return stem_prefix(account, folder, uidvalidity) + str(uid)
+
+
+def stem_prefix(account: str, folder: str, uidvalidity: int) -> str:
+    """What ``message_stem`` puts before the UID; the same for a whole folder, so callers keep it."""
     key = hashlib.sha256(folder.encode("utf-8")).hexdigest()[:10]
-    return f"mailcrypt.{account}.{key}.{uidvalidity},U={uid}"
+    return f"mailcrypt.{account}.{key}.{uidvalidity},U="
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -75,6 +80,10 @@ class MaildirFolder:
 
     def __init__(self, path: Path, *, marker: bool) -> None:
         self.path = path
+        # Plain strings for the per-message system calls: joining Paths for each message cost
+        # about as much as writing it (a profile of 1,000 messages).
+        self._tmp = os.path.join(path, "tmp")
+        self._new = os.path.join(path, "new")
         self._marker = marker
         self._ready = False
         self._names: set[str] | None = None
@@ -113,7 +122,7 @@ class MaildirFolder:
         """True when a message of this name is in new/ or cur/ (with any flags)."""
         return stem in self._known()
 
-    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault) -> Path:
+    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault) -> str:
         """Write ``data`` as ``new/stem`` through ``tmp/``; return the new path.
 
         The file is complete and on disk before it appears in new/; call
@@ -121,7 +130,7 @@ class MaildirFolder:
         ``fault`` is called after each step (crash tests).
         """
         known = self._known()
-        tmp = self.path / "tmp" / stem
+        tmp = os.path.join(self._tmp, stem)
         # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
@@ -133,7 +142,7 @@ class MaildirFolder:
         finally:
             os.close(fd)
         fault("fsynced")
-        final = self.path / "new" / stem
+        final = os.path.join(self._new, stem)
         os.rename(tmp, final)
         known.add(stem)
         self._dirty = True
@@ -143,7 +152,7 @@ class MaildirFolder:
     def sync(self) -> None:
         """Make the renames into new/ durable (one fsync of the directory)."""
         if self._dirty:
-            _fsync_dir(self.path / "new")
+            _fsync_dir(self._new)
             self._dirty = False
 
     def clean_tmp(self, prefix: str) -> int:

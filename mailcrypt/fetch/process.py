@@ -33,9 +33,10 @@ the notes it returns name reasons and certificate fingerprints only.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -80,8 +81,9 @@ class ReplayRecord:
     also: tuple[bytes, ...]
     now: datetime
 
-    @property
+    @functools.cached_property
     def keys(self) -> tuple[str, ...]:
+        # Asked for several times per message (pending keys, the replay check, recording).
         return tuple(k.hex() for k in (self.digest, *self.also))
 
 
@@ -141,6 +143,32 @@ def _clean(value: str) -> str:
 def _field(name: str, value: str) -> bytes:
     # RFC 6532 allows UTF-8 in header fields; subjects of certificates may need it.
     return f"{name}: {_clean(value)}\r\n".encode()
+
+
+_WARNING = _field(
+    "X-Mailcrypt-Warning",
+    "unauthenticated encryption (CBC) and no signature: the content may have been altered on the way",
+)
+_WARNING_STRIPPED = _field(
+    "X-Mailcrypt-Warning",
+    "unauthenticated encryption (CBC) and no signature: the content may have been altered on the way; "
+    "remote content in HTML was removed (EFAIL)",
+)
+
+# The other fields that repeat from message to message (status, cipher), made once each.
+_same_field = functools.lru_cache(maxsize=256)(_field)
+
+
+def _may_hold_html(fields: tuple[mh.Field, ...] | None) -> bool:
+    """False when the top-level header says no part of the message can be HTML (so EFAIL cleaning has nothing to do).
+
+    ``strip_remote_content`` would leave such a message as it is; this answer
+    is cheaper than its scan. Unknown or empty fields: True (let it look).
+    """
+    if not fields:
+        return True
+    ctype, params = mh.content_type(list(fields))
+    return ctype in ("text/html", "message/rfc822") or (ctype.startswith("multipart/") and bool(params.get("boundary")))
 
 
 def _date(when: datetime) -> str:
@@ -233,9 +261,18 @@ class MessageProcessor:
     # ------------------------------------------------------------------ with the store
 
     def finish(
-        self, raw: bytes, prepared: Prepared, *, source: str, pending: set[str] | frozenset[str] = frozenset()
+        self,
+        raw: bytes,
+        prepared: Prepared,
+        *,
+        source: str,
+        pending: set[str] | frozenset[str] = frozenset(),
+        seen: Mapping[str, tuple[int, str]] | None = None,
     ) -> Outcome:
-        """The Outcome for a prepared message, after the replay check (which records nothing)."""
+        """The Outcome for a prepared message, after the replay check (which records nothing).
+
+        ``seen`` is ``ReplayGuard.seen`` of a batch's keys, this message's among them (else the guard asks the store).
+        """
         if prepared.failure is not None:
             return self._quarantine(raw, prepared.failure, prepared.detail, source)
         record = prepared.record
@@ -249,7 +286,13 @@ class MessageProcessor:
                         kind=record.kind,
                     )
                 self.guard.check_and_record(
-                    record.digest, record.signing_time, record.now, kind=record.kind, also=record.also, record=False
+                    record.digest,
+                    record.signing_time,
+                    record.now,
+                    kind=record.kind,
+                    also=record.also,
+                    record=False,
+                    seen=seen,
                 )
             except errors.ReplayError as exc:
                 return self._quarantine(raw, _classify(exc), str(exc), source)
@@ -297,7 +340,7 @@ class MessageProcessor:
                 cbc = cbc or not info.authenticated
                 signed_inside_cbc = False
                 fields.append(self._key_field(info.identity.certificate))
-                fields.append(_field("X-Mailcrypt-Cipher", f"{info.cipher}; {layer.form}; {info.key_management}"))
+                fields.append(_same_field("X-Mailcrypt-Cipher", f"{info.cipher}; {layer.form}; {info.key_management}"))
             elif layer.signature is not None and layer.chain is not None:
                 signed_inside_cbc = True
                 sig = layer.signature
@@ -323,19 +366,14 @@ class MessageProcessor:
         message = unwrapped.message
         stripped = False
         if cbc and not signed_inside_cbc:
-            message, stripped = strip_remote_content(message)
-            fields.append(
-                _field(
-                    "X-Mailcrypt-Warning",
-                    "unauthenticated encryption (CBC) and no signature: the content may have been altered "
-                    "on the way" + ("; remote content in HTML was removed (EFAIL)" if stripped else ""),
-                )
-            )
+            if _may_hold_html(unwrapped.fields):
+                message, stripped = strip_remote_content(message)
+            fields.append(_WARNING_STRIPPED if stripped else _WARNING)
         elif not encrypted and all(layer.form == "detached" for layer in unwrapped.signatures):
             # Signed-only multipart/signed mail is readable as it is: keep it whole, so a mail
             # client can check the signature too.
             message = raw
-        fields.insert(0, _field(STATUS_FIELD, "; ".join(status)))
+        fields.insert(0, _same_field(STATUS_FIELD, "; ".join(status)))
         key = unwrapped.replay_key
         assert key is not None  # Every layer has a digest.
         digest, signing_time, kind = key

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Protocol
 
 from mailcrypt.fetch.imap import IMAPConnection
-from mailcrypt.fetch.maildir import Maildir, maildir_folder_name, message_stem
+from mailcrypt.fetch.maildir import Maildir, maildir_folder_name, message_stem, stem_prefix
 
-__all__ = ["FolderSink", "Sink", "MaildirSink", "IMAPSink", "source_label"]
+__all__ = ["FolderSink", "Sink", "MaildirSink", "IMAPSink", "source_label", "source_labels"]
 
 Fault = Callable[[str], None]
 
@@ -42,7 +42,13 @@ def _no_fault(step: str) -> None:
 
 def source_label(account: str, folder: str, uidvalidity: int, uid: int) -> str:
     """The ``X-Mailcrypt-Source`` value: where a message came from, ending in a unique token."""
-    return f"{account}/{folder} <{message_stem(account, folder, uidvalidity, uid)}>"
+    return source_labels(account, folder, uidvalidity)(uid)
+
+
+def source_labels(account: str, folder: str, uidvalidity: int) -> Callable[[int], str]:
+    """``source_label`` for one folder, by UID, with what the folder's labels share worked out once."""
+    head = f"{account}/{folder} <{stem_prefix(account, folder, uidvalidity)}"
+    return lambda uid: f"{head}{uid}>"
 
 
 class FolderSink(Protocol):
@@ -70,16 +76,15 @@ class _MaildirFolderSink:
     def __init__(self, maildir: Maildir, name: str, quarantine: str, account: str, folder: str, uidvalidity: int):
         self._main = maildir.folder(name)
         self._quarantine = maildir.folder(quarantine)
-        self._account, self._folder, self._uidvalidity = account, folder, uidvalidity
+        self._prefix = stem_prefix(account, folder, uidvalidity)
 
     def _stem(self, uid: int) -> str:
-        return message_stem(self._account, self._folder, self._uidvalidity, uid)
+        return f"{self._prefix}{uid}"
 
     def prepare(self, pending: set[int]) -> None:
         # tmp/ files of this folder are what a crashed run left; the rerun writes them anew.
-        prefix = self._stem(0)[: -len("0")]
-        self._main.clean_tmp(prefix)
-        self._quarantine.clean_tmp(prefix)
+        self._main.clean_tmp(self._prefix)
+        self._quarantine.clean_tmp(self._prefix)
 
     def where(self, uid: int) -> str | None:
         stem = self._stem(uid)

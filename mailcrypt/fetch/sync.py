@@ -7,8 +7,8 @@
    with ``errors.UIDValidityChanged``.
 2. Ask for the UIDs above the last one delivered (``--since`` narrows only a
    first sync) and their sizes; cut them into batches of at most
-   ``batch_count`` messages and ``batch_bytes`` bytes, so that only one
-   batch of bodies is in memory.
+   ``batch_count`` messages and ``batch_bytes`` bytes, so that only two
+   batches of bodies are in memory (see below).
 3. ``UID FETCH <batch> (BODY.PEEK[])``: one command per batch.
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
    it), keep it; else decrypt/verify/check replay (``process``), write to
@@ -16,6 +16,12 @@
 5. Per batch: fsync the directories, record the replay keys of the
    messages delivered, then record the batch's last UID in the store.
 6. Only then, and only with ``--mark-seen``, set ``\\Seen`` on the server.
+
+Steps 4 and 5 of a batch run in a thread of their own while this one
+fetches the next batch (step 3) and hands it to the worker processes that
+decrypt large folders (``workers``): so two batches of bodies are in memory
+at a time, and batches are still delivered and committed one after the
+other, in order.
 
 A crash anywhere leaves files that the rerun recognises by name (they are
 derived from UIDVALIDITY and UID), progress that lags behind the files but
@@ -30,18 +36,21 @@ What it won't do: connect, pick folders or loop for ``--watch`` (``runner``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
 from mailcrypt.fetch.imap import IMAPConnection, ranges
 from mailcrypt.fetch.process import MessageProcessor, Outcome, Prepared
 from mailcrypt.fetch.progress import Counts, Progress
-from mailcrypt.fetch.sink import FolderSink, Sink, source_label
+from mailcrypt.fetch.sink import FolderSink, Sink, source_labels
 from mailcrypt.fetch.state import FetchState, FolderState
+from mailcrypt.fetch.workers import Workers
 from mailcrypt.replay import ReplayGuard
 
 __all__ = ["FolderSync", "SyncOptions", "STEPS", "Fault"]
@@ -56,6 +65,22 @@ Fault = Callable[[str, int], None]
 
 def _no_fault(step: str, uid: int) -> None:
     return None
+
+
+#: One fetched batch on its way: (UID, (message, source label), what ``prepare`` made of it), in UID order.
+_Fetched = Iterator[tuple[int, tuple[bytes, str], "Prepared"]]
+
+
+# Messages whose replay keys are looked up together (about one worker chunk).
+_REPLAY_GROUP = 32
+
+
+def _settle(job: Future) -> None:  # type: ignore[type-arg]
+    """Wait for ``job`` when another error is already on its way up; log the job's own failure."""
+    try:
+        job.result()
+    except BaseException:  # noqa: BLE001 - the error being raised already takes precedence.
+        log.exception("delivering a batch failed as well")
 
 
 @dataclass(frozen=True)
@@ -75,17 +100,6 @@ class SyncOptions:
 
 _DEFAULT_OPTIONS = SyncOptions()
 
-# The processor of the worker processes: set before they are forked, so they
-# inherit it (its private keys never travel through a pipe). Workers only
-# ``prepare``; the replay check against the store stays in the parent.
-_WORKER_PROCESSOR: MessageProcessor | None = None
-
-
-def _prepare_in_worker(item: tuple[bytes, str]) -> Prepared:
-    assert _WORKER_PROCESSOR is not None
-    raw, source = item
-    return _WORKER_PROCESSOR.prepare(raw, source=source)
-
 
 def batches(uids: list[int], sizes: dict[int, int], *, count: int, limit: int) -> list[list[int]]:
     """UIDs cut into runs of at most ``count`` messages and ``limit`` bytes (a bigger message goes alone)."""
@@ -102,6 +116,18 @@ def batches(uids: list[int], sizes: dict[int, int], *, count: int, limit: int) -
     if current:
         out.append(current)
     return out
+
+
+def _ahead(prepared: _Fetched, seen: dict[str, tuple[int, str]], guard: ReplayGuard) -> _Fetched:
+    """``prepared`` unchanged, read a group at a time; ``seen`` holds what the store knows of the group's replay keys.
+
+    One query per group instead of one per message. Keys recorded during the
+    batch are not in the store yet either way: ``_batch`` checks those itself.
+    """
+    while group := list(itertools.islice(prepared, _REPLAY_GROUP)):
+        seen.clear()
+        seen.update(guard.seen(k for _u, _i, ready in group if ready.record is not None for k in ready.record.keys))
+        yield from group
 
 
 class FolderSync:
@@ -149,84 +175,104 @@ class FolderSync:
         counts = Counts()
         if uids:
             sizes = self.conn.sizes(uids)
-            work = batches(uids, sizes, count=self.options.batch_count, limit=self.options.batch_bytes)
+            work = iter(batches(uids, sizes, count=self.options.batch_count, limit=self.options.batch_bytes))
             log.info("%s/%s: %d new message(s), UIDs %s", self.account, folder, len(uids), ranges(uids))
             self.progress.start(f"{self.account}/{folder}", len(uids))
-            pool = self._pool(len(uids))
+            workers = self._workers(len(uids))
             try:
-                fstate = self._batches(folder, fstate, work, sink, counts, pool)
+                fstate = self._batches(folder, fstate, work, sink, counts, workers)
             finally:
                 self.progress.finish()
-                if pool is not None:
-                    pool.terminate()
-                    pool.join()
+                if workers is not None:
+                    workers.close()
         if since is not None and info.uidnext is not None and info.uidnext - 1 > fstate.last_uid:
             # Mail before --since was left out on purpose: later runs start after it.
             fstate = self.state.advance(fstate, info.uidnext - 1)
         return counts
 
-    def _pool(self, count: int):  # type: ignore[no-untyped-def]
+    def _workers(self, count: int) -> Workers | None:
         """Worker processes for a large folder, or None (few messages, one CPU, or no fork)."""
         workers = self.options.workers or (os.cpu_count() or 1)
         if workers < 2 or count < self.options.parallel_from:
             return None
-        try:
-            context = multiprocessing.get_context("fork")
-        except ValueError:
+        if "fork" not in multiprocessing.get_all_start_methods():
             return None
-        global _WORKER_PROCESSOR
-        _WORKER_PROCESSOR = self.processor
-        return context.Pool(workers)
+        return Workers(workers, self.processor.prepare)
 
     def _batches(
         self,
         folder: str,
         fstate: FolderState,
-        work: list[list[int]],
+        work: Iterator[list[int]],
         sink: FolderSink,
         counts: Counts,
-        pool,  # type: ignore[no-untyped-def]
+        workers: Workers | None,
     ) -> FolderState:
-        """Every batch, the next one fetched while the workers decrypt this one."""
-        if self.sink.needs_pending:
-            self.state.add_pending(fstate, work[0])
-        following = self.conn.bodies(work[0])
-        self.fault("fetched", work[0][0])
-        for index, batch in enumerate(work):
-            bodies = following
-            present = [uid for uid in batch if uid in bodies]
-            items = [(bodies[uid], source_label(self.account, folder, fstate.uidvalidity, uid)) for uid in present]
-            prepared: Iterable[Prepared]
-            if pool is not None:
-                chunk = max(1, len(items) // (4 * (self.options.workers or os.cpu_count() or 1)))
-                prepared = pool.imap(_prepare_in_worker, items, chunksize=chunk)
-            else:
-                prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
-            if index + 1 < len(work):
-                if self.sink.needs_pending:
-                    self.state.add_pending(fstate, work[index + 1])
-                following = self.conn.bodies(work[index + 1])
-                self.fault("fetched", work[index + 1][0])
-            fstate = self._batch(folder, fstate, batch, zip(present, items, prepared, strict=True), sink, counts)
+        """Every batch in order, delivered in a thread while the next one is fetched and decrypted.
+
+        Delivery waits in fsync most of the time and fetching parses IMAP
+        responses, so the two overlap; each batch still goes through
+        ``_batch`` alone and in order, which keeps the steps of every
+        message, and the commit after its batch's files, in the order of
+        the module docstring. The workers get batch n+1 before batch n is
+        delivered, so they are not idle while its files are written. The
+        IMAP connection stays with this thread: ``\\Seen`` is set here, once
+        the batch's ``_batch`` has returned.
+        """
+        batch: list[int] | None = next(work)
+        current = self._fetch(folder, fstate, batch, workers)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailcrypt-deliver") as deliverer:
+            while batch is not None and current is not None:
+                job = deliverer.submit(self._batch, folder, fstate, batch, current, sink, counts)
+                try:
+                    following = next(work, None)
+                    upcoming = None if following is None else self._fetch(folder, fstate, following, workers)
+                except BaseException:
+                    # The batch being delivered is finished first: its files and its commit belong together.
+                    _settle(job)
+                    raise
+                fstate, handled = job.result()
+                if self.options.mark_seen and handled:
+                    self.conn.mark_seen(handled)
+                    self.fault("flagged", batch[-1])
+                batch, current = following, upcoming
         return fstate
+
+    def _fetch(self, folder: str, fstate: FolderState, batch: list[int], workers: Workers | None) -> _Fetched:
+        """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
+        if self.sink.needs_pending:
+            self.state.add_pending(fstate, batch)
+        bodies = self.conn.bodies(batch)
+        self.fault("fetched", batch[0])
+        present = [uid for uid in batch if uid in bodies]
+        label = source_labels(self.account, folder, fstate.uidvalidity)
+        items = [(bodies[uid], label(uid)) for uid in present]
+        prepared: Iterable[Prepared]
+        if workers is not None:
+            prepared = workers.submit(items)
+        else:
+            prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
+        return zip(present, items, prepared, strict=True)
 
     def _batch(
         self,
         folder: str,
         fstate: FolderState,
         batch: list[int],
-        prepared: Iterator[tuple[int, tuple[bytes, str], Prepared]],
+        prepared: _Fetched,
         sink: FolderSink,
         counts: Counts,
-    ) -> FolderState:
+    ) -> tuple[FolderState, list[int]]:
+        """Deliver one batch and commit it; return the new state and the UIDs handled (to flag)."""
         pending_keys: set[str] = set()
         records = []
         handled = []
         missing = len(batch)
-        for uid, (raw, source), ready in prepared:
+        seen: dict[str, tuple[int, str]] = {}
+        for uid, (raw, source), ready in _ahead(prepared, seen, self.guard):
             missing -= 1
             existing = sink.where(uid)
-            outcome = self.processor.finish(raw, ready, source=source, pending=pending_keys)
+            outcome = self.processor.finish(raw, ready, source=source, pending=pending_keys, seen=seen)
             self.fault("processed", uid)
             if existing is not None:
                 # A crashed run wrote this one already: keep that copy, and make sure the
@@ -256,10 +302,7 @@ class FolderSync:
         self.fault("recorded", last)
         fstate = self.state.advance(fstate, last)
         self.fault("committed", last)
-        if self.options.mark_seen and handled:
-            self.conn.mark_seen(handled)
-            self.fault("flagged", last)
-        return fstate
+        return fstate, handled
 
     @staticmethod
     def _count(counts: Counts, outcome: Outcome) -> None:
