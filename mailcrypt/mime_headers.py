@@ -71,6 +71,15 @@ _PROTECTABLE = frozenset({
 # followed by obsolete white space before the colon (§4.5).
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _NAME_CHARS = re.compile(rb"[!-9;-~]*[ \t]*")
+# One field: its first line and the lines folded onto it (they start with white
+# space, RFC 5322 §2.2.3). Only LF ends a line: a stray CR inside a field stays part of it.
+_WHOLE_FIELD = re.compile(rb"(?:[^\n]*\n|[^\n]+\Z)(?:[ \t][^\n]*(?:\n|\Z))*")
+# Field names and Content-Type values already decoded, by their bytes; only short
+# ones, and at most this many, so that hostile headers cannot fill the memory.
+_names: dict[bytes, str] = {}
+_content_types: dict[bytes, tuple[str, dict[str, str]]] = {}
+_MEMO_BYTES = 1024
+_MEMO_ENTRIES = 1024
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 # RFC 2045 §5.1: parameter := attribute "=" value; value := token / quoted-string.
 _PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
@@ -96,24 +105,22 @@ class Field:
 
 def split_fields(block: bytes) -> list[Field]:
     """Split a header block into fields; joining their ``raw`` gives ``block`` back."""
-    fields: list[Field] = []
-    current: list[bytes] = []
-    # Only LF ends a line: a stray CR inside a field stays part of it.
-    for line in re.findall(rb"[^\n]*\n|[^\n]+\Z", block):
-        if current and line[:1] in (b" ", b"\t"):
-            current.append(line)
-            continue
-        if current:
-            fields.append(_field(b"".join(current)))
-        current = [line]
-    if current:
-        fields.append(_field(b"".join(current)))
-    return fields
+    return [_field(raw) for raw in _WHOLE_FIELD.findall(block)]
 
 
 def _field(raw: bytes) -> Field:
     match = _FIELD_START.match(raw)
-    name = raw[: match.end() - 1].rstrip(b" \t").decode("ascii").lower() if match else ""
+    if match is None:
+        return Field("", raw)
+    # Every message repeats the same few names; decoding them once is measurably cheaper.
+    start = raw[: match.end()]
+    name = _names.get(start)
+    if name is None:
+        name = start[:-1].rstrip(b" \t").decode("ascii").lower()
+        if len(start) <= _MEMO_BYTES:
+            if len(_names) >= _MEMO_ENTRIES:
+                _names.clear()
+            _names[start] = name
     return Field(name, raw)
 
 
@@ -125,9 +132,15 @@ def _find_end(buf: bytes | bytearray, start: int, eof: bool) -> tuple[int, int] 
         if not eof and (buf == b"\r" or _NAME_CHARS.fullmatch(buf)):
             return None  # The first field name may still be arriving.
         return 0, 0  # No header block at all: everything is body.
-    found = [(i + 1, i + k) for i, k in ((buf.find(b"\n\r\n", start), 3), (buf.find(b"\n\n", start), 2)) if i >= 0]
-    if found:
-        return min(found)
+    # The earlier of the two separators wins. The LF LF search stops where the
+    # CRLF one was found: in a CRLF message it would otherwise scan the whole
+    # body for nothing, and a fetch reads every message's header block six times.
+    crlf = buf.find(b"\n\r\n", start)
+    lf = buf.find(b"\n\n", start) if crlf < 0 else buf.find(b"\n\n", start, crlf + 1)
+    if lf >= 0:
+        return lf + 1, lf + 2
+    if crlf >= 0:
+        return crlf + 1, crlf + 3
     return (len(buf), len(buf)) if eof else None
 
 
@@ -137,11 +150,22 @@ def read_header_block(chunks: Iterator[bytes], error: type[Exception]) -> tuple[
     ``rest`` is what was read beyond the separator; the body continues with
     ``chunks``. Raises ``error`` when the header block exceeds ``HEADER_LIMIT``.
     """
+    first = next(chunks, None)
+    if type(first) is bytes:
+        # A whole message in one piece is the common case: look for the end in it
+        # directly, without first copying it into the buffer below.
+        end = _find_end(first, 0, False)
+        if end is not None and end[0] <= HEADER_LIMIT:
+            return first[: end[0]], first[end[0] : end[1]], first[end[1] :]
     buf = bytearray()
     eof = False
+    pushed = first is not None
     while True:
         start = max(0, len(buf) - 2)
-        chunk = next(chunks, None)
+        if pushed:
+            chunk, pushed = first, False
+        else:
+            chunk = next(chunks, None)
         if chunk is None:
             eof = True
         else:
@@ -167,15 +191,27 @@ def content_type(fields: list[Field]) -> tuple[str, dict[str, str]]:
     """
     for f in fields:
         if f.name == "content-type":
-            value = f.value
-            mtype = value.split(";", 1)[0].strip().lower()
-            params: dict[str, str] = {}
-            for name, param in _PARAMETER.findall(value):
-                if param.startswith('"'):
-                    param = _QUOTED_PAIR.sub(r"\1", param[1:-1])
-                params.setdefault(name.lower(), param)
-            return (mtype if mtype.count("/") == 1 else "text/plain"), params
+            # Messages repeat the same few Content-Type fields and each is read
+            # several times on its way through the fetcher: remember the answers.
+            known = _content_types.get(f.raw)
+            if known is None:
+                known = _parse_content_type(f.value)
+                if len(f.raw) <= _MEMO_BYTES:
+                    if len(_content_types) >= _MEMO_ENTRIES:
+                        _content_types.clear()
+                    _content_types[f.raw] = known
+            return known[0], dict(known[1])  # a copy: the caller may change it
     return "text/plain", {}
+
+
+def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+    mtype = value.split(";", 1)[0].strip().lower()
+    params: dict[str, str] = {}
+    for name, param in _PARAMETER.findall(value):
+        if param.startswith('"'):
+            param = _QUOTED_PAIR.sub(r"\1", param[1:-1])
+        params.setdefault(name.lower(), param)
+    return (mtype if mtype.count("/") == 1 else "text/plain"), params
 
 
 def _crlf(raw: bytes) -> bytes:

@@ -9,7 +9,9 @@ refused connection, timeout, connection lost, a 421 — raise
 MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920).
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
 waiting for the socket to drain between pieces, so a large message is
-never copied whole into the transport's buffer.
+never copied whole into the transport's buffer; the end marker goes out
+with the last piece. ``start_data`` sends DATA ahead, so that the server's
+354 comes back while the message is still being made.
 
 It replaces ``smtplib`` because that blocks: the proxy must not stall
 every other client while one message goes out. What it won't do: decide
@@ -29,6 +31,7 @@ from typing import NamedTuple
 __all__ = ["Reply", "ServerConfig", "Connection", "UpstreamUnavailable", "LoginRefused"]
 
 _PIECE = 1 << 18
+_Bytes = bytes | bytearray | memoryview
 
 
 class Reply(NamedTuple):
@@ -107,6 +110,7 @@ class Connection:
         self.broken = False
         self.login: str | None = None
         self.opened = time.monotonic()
+        self._data_sent = False
 
     # ------------------------------------------------------------------ setup
 
@@ -185,9 +189,36 @@ class Connection:
     # ------------------------------------------------------------------ talking
 
     async def _reply(self, stage: str) -> Reply:
+        reply = await self._talk(None, stage)
+        assert reply is not None
+        return reply
+
+    async def _send(self, data: _Bytes, stage: str) -> None:
+        await self._talk(data, stage, read=False)
+
+    async def command(self, line: bytes, stage: str) -> Reply:
+        reply = await self._talk(line + b"\r\n", stage)
+        assert reply is not None
+        return reply
+
+    async def _talk(self, data: _Bytes | None, stage: str, *, read: bool = True) -> Reply | None:
+        """Write ``data`` (if any), then read one reply (if ``read``), within one timeout.
+
+        One timer for a command and its answer rather than one each: arming
+        and cancelling them was a visible part of relaying a small message.
+        """
+        if data is not None and self.broken:
+            raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
+        writing = data is not None
         lines = []
         try:
             async with asyncio.timeout(self.config.timeout):
+                if data is not None:
+                    self._writer.write(data)
+                    await self._writer.drain()
+                    writing = False
+                if not read:
+                    return None
                 while True:
                     line = await self._reader.readline()
                     if not line.endswith(b"\n"):
@@ -200,9 +231,8 @@ class Connection:
                         break
         except TimeoutError:
             self.close()
-            raise UpstreamUnavailable(
-                f"the server did not answer in {self.config.timeout} s ({stage})", stage=stage
-            ) from None
+            what = "stopped reading" if writing else f"did not answer in {self.config.timeout} s"
+            raise UpstreamUnavailable(f"the server {what} ({stage})", stage=stage) from None
         except (OSError, ssl.SSLError) as exc:
             self.close()
             raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
@@ -215,24 +245,6 @@ class Connection:
             self.close()
             raise UpstreamUnavailable(f"the server is shutting down: {reply}", stage=stage, reply=reply)
         return reply
-
-    async def _send(self, data: bytes | bytearray | memoryview, stage: str) -> None:
-        if self.broken:
-            raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
-        try:
-            async with asyncio.timeout(self.config.timeout):
-                self._writer.write(data)
-                await self._writer.drain()
-        except TimeoutError:
-            self.close()
-            raise UpstreamUnavailable(f"the server stopped reading ({stage})", stage=stage) from None
-        except (OSError, ssl.SSLError) as exc:
-            self.close()
-            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
-
-    async def command(self, line: bytes, stage: str) -> Reply:
-        await self._send(line + b"\r\n", stage)
-        return await self._reply(stage)
 
     async def envelope(
         self, sender: str, recipients: Sequence[str], *, options: Sequence[str] = ()
@@ -252,16 +264,36 @@ class Connection:
     async def rcpt(self, recipient: str) -> Reply:
         return await self.command(f"RCPT TO:<{recipient}>".encode(), "rcpt")
 
+    async def start_data(self) -> None:
+        """Send DATA now; the next ``data`` reads its answer. Raises ``UpstreamUnavailable``.
+
+        The server's 354 then travels while the caller makes the message. Once
+        DATA is out, the only way back is to close the connection, which ends
+        the transaction without a delivery (RFC 5321 §3.3): a caller that
+        cannot send the message must release the connection as unclean.
+        """
+        await self._send(b"DATA\r\n", "data")
+        self._data_sent = True
+
     async def data(self, message: bytes | bytearray | memoryview) -> Reply:
         """DATA, the message, and the final dot; the server's answer to the message."""
-        reply = await self.command(b"DATA", "data")
+        if not self._data_sent:
+            await self._send(b"DATA\r\n", "data")
+        self._data_sent = False
+        reply = await self._reply("data")
         if reply.code != 354:
             return reply
         body = memoryview(_stuff(message))
-        for start in range(0, len(body), _PIECE):
-            await self._send(body[start : start + _PIECE], "data")
         ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
-        await self._send(ending, "data")
+        if not body:
+            await self._send(ending, "data")
+        for start in range(0, len(body), _PIECE):
+            piece: bytes | memoryview = body[start : start + _PIECE]
+            if start + _PIECE >= len(body):
+                # The end marker rides with the last piece: one write, and one
+                # wake-up of the server instead of two.
+                piece = b"".join((piece, ending))
+            await self._send(piece, "data")
         return await self._reply("data")
 
     async def rset(self) -> Reply:

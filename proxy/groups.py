@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import io
 import logging
 import os
@@ -68,10 +69,15 @@ class Plan:
     profile: Profile
     reason: str
 
-    def describe(self) -> str:
+    @functools.cached_property
+    def description(self) -> str:
+        """For the log line of every message to this recipient; a plan is cached, so this is made once."""
         if self.certificate is None:
             return f"plaintext copy ({self.reason})"
         return f"certificate sha256:{fingerprint(self.certificate)[:16]}, profile {self.profile.name} ({self.reason})"
+
+    def describe(self) -> str:
+        return self.description
 
 
 class RecipientBook:
@@ -81,11 +87,13 @@ class RecipientBook:
         self.keys = keys
         self.policy = policy
         self._cache: dict[str, tuple[str, float, Plan]] = {}
+        layout = keys.layout
+        # Looked at for every RCPT: the paths are made once.
+        self._watched = tuple(os.fspath(p) for p in (layout.certs, layout.chain, layout.identities))
 
     def _stamp(self) -> str:
-        layout = self.keys.layout
         parts = []
-        for path in (layout.certs, layout.chain, layout.identities):
+        for path in self._watched:
             try:
                 parts.append(str(os.stat(path).st_mtime_ns))
             except FileNotFoundError:
@@ -224,10 +232,19 @@ def sign_for_sender(message: bytes | bytearray, fields: list[mh.Field], sender: 
 
 
 def make_groups(
-    message: bytes | bytearray, recipients: Sequence[str], plans: dict[str, Plan], sender: SenderKeys
+    message: bytes | bytearray,
+    recipients: Sequence[str],
+    plans: dict[str, Plan],
+    sender: SenderKeys,
+    *,
+    fields: list[mh.Field] | None = None,
 ) -> list[Group]:
-    """The groups for one message (see the module docstring), in no particular order."""
-    fields = header_fields(message)
+    """The groups for one message (see the module docstring), in no particular order.
+
+    ``fields`` are ``header_fields(message)`` when the caller has them already.
+    """
+    if fields is None:
+        fields = header_fields(message)
     visible = {a.lower() for a in mh.recipient_addresses(bytes(message[: _header_end(message)]))}
     shared: list[Plan] = []
     clear_shared: list[str] = []

@@ -31,6 +31,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from mailcrypt import errors
+from mailcrypt import mime_headers as mh
 from proxy.auth import LoginGuard, UserStore
 from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
@@ -50,8 +51,8 @@ class Login:
     credentials: Credentials | None = field(default=None, repr=False)
 
 
-def _message_id_hash(message: bytes | bytearray) -> str:
-    for f in header_fields(message):
+def _message_id_hash(fields: list[mh.Field]) -> str:
+    for f in fields:
         if f.name == "message-id":
             return "sha256:" + hashlib.sha256(f.value.encode()).hexdigest()[:16]
     return "none"
@@ -238,12 +239,13 @@ class ProxyHandler:
         session.mailcrypt_probe = None
         message = envelope.content
         try:
-            sender = self.senders(envelope.mail_from, from_addresses(header_fields(message)))
-            groups = make_groups(message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender)
+            fields = header_fields(message)
+            sender = self.senders(envelope.mail_from, from_addresses(fields))
+            groups = make_groups(message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender, fields=fields)
         except BaseException:
             await self.relay.abandon(probe)
             raise
-        message_id = _message_id_hash(message)
+        message_id = _message_id_hash(fields)
         login = self._login(session)
         smtputf8 = bool(envelope.smtp_utf8)
         delivery = await self.relay.deliver(probe, envelope.mail_from, groups, login, smtputf8=smtputf8)

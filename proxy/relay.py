@@ -211,6 +211,15 @@ class UpstreamRelay:
             await self._rset(probe.conn)
         delivery = Delivery("250 2.0.0 OK")
         committed = False
+        if reuse and conn is not None:
+            # The transaction is open with every recipient accepted: DATA can go
+            # now, and the server's 354 comes back while the message is signed
+            # and encrypted (one round trip less). Should the message not be
+            # made, the connection is closed below, which ends the transaction.
+            try:
+                await conn.start_data()
+            except UpstreamUnavailable:
+                pass  # The connection is closed; a new one is opened below.
         for group in order:
             try:
                 message = await group.render()
@@ -224,6 +233,8 @@ class UpstreamRelay:
                 continue
             if conn is None or conn.broken:
                 conn = None
+                # A new connection has no transaction: the envelope is sent on it.
+                reuse = False
                 try:
                     conn = await self.pool.acquire(login)
                 except (UpstreamUnavailable, LoginRefused) as exc:

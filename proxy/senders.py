@@ -67,6 +67,7 @@ class Senders:
         self.signers = signers
         self.default = default
         self._cache: dict[str, tuple[str, float, x509.Certificate | None]] = {}
+        self._keys_cache: dict[tuple[str, x509.Certificate], SenderKeys] = {}
 
     @classmethod
     def load(cls, keys: KeyDirectory, settings: Settings, passphrase: PassphraseSource) -> Senders:
@@ -97,18 +98,30 @@ class Senders:
         self._cache[key] = (stamp, time.monotonic(), certificate)
         return certificate
 
+    def _keys(self, address: str, certificate: x509.Certificate) -> SenderKeys:
+        # The same certificate comes back for every message of a sender: the
+        # keys are made once for it (the policy is fixed while the proxy runs).
+        found = self._keys_cache.get((address, certificate))
+        if found is None:
+            signer = self.signers.get(fingerprint(certificate))
+            found = SenderKeys(address, certificate, self.policy.decide(address).profile, signer)
+            if len(self._keys_cache) >= 256:
+                self._keys_cache.clear()
+            self._keys_cache[(address, certificate)] = found
+        return found
+
     def for_message(self, mail_from: str, header_from: list[str]) -> SenderKeys:
         for address in (*header_from, mail_from, self.default):
             if not address:
                 continue
             certificate = self.certificate(address)
             if certificate is not None:
-                signer = self.signers.get(fingerprint(certificate))
-                if signer is None:
+                keys = self._keys(address, certificate)
+                if keys.signer is None:
                     log.warning(
                         "%s: no unlocked identity for sha256:%s; the message is not signed",
                         address,
                         fingerprint(certificate)[:16],
                     )
-                return SenderKeys(address, certificate, self.policy.decide(address).profile, signer)
+                return keys
         return SenderKeys(mail_from, None, COMPATIBLE, None)

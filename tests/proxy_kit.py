@@ -168,11 +168,27 @@ class Upstream:
 
 
 class RawServer:
-    """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up."""
+    """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up.
 
-    def __init__(self, *, greeting: bytes = b"220 raw.test ESMTP\r\n", drop_after: int | None = None) -> None:
+    ``drop_on``: hang up, without a reply, at the first command line that
+    starts with it. ``accept``: answer the end of DATA with 250 and go on
+    (else hang up there too), and refuse DATA outside a transaction (503).
+    ``lines`` holds the command lines of each connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        greeting: bytes = b"220 raw.test ESMTP\r\n",
+        drop_after: int | None = None,
+        drop_on: bytes | None = None,
+        accept: bool = False,
+    ) -> None:
         self.greeting = greeting
         self.drop_after = drop_after
+        self.drop_on = drop_on
+        self.accept = accept
+        self.lines: list[list[bytes]] = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -206,13 +222,25 @@ class RawServer:
         if not self.greeting.startswith(b"220"):
             return
         reader = conn.makefile("rb")
+        lines: list[bytes] = []
+        self.lines.append(lines)
+        in_transaction = False
         while True:
             line = reader.readline()
             if not line:
                 return
+            lines.append(line)
+            if self.drop_on is not None and line.startswith(self.drop_on):
+                self.drop_on = None
+                return  # Hang up without a reply.
             verb = line[:4].upper()
             if verb == b"EHLO":
                 conn.sendall(b"250-raw.test\r\n250 PIPELINING\r\n")
+            elif verb in (b"MAIL", b"RSET"):
+                in_transaction = verb == b"MAIL"
+                conn.sendall(b"250 OK\r\n")
+            elif verb == b"DATA" and self.accept and not in_transaction:
+                conn.sendall(b"503 5.5.1 need MAIL first\r\n")
             elif verb == b"DATA":
                 conn.sendall(b"354 go ahead\r\n")
                 seen = 0
@@ -222,7 +250,10 @@ class RawServer:
                         break
                     seen += len(chunk)
                     self.data += chunk
-                return  # Hang up in the middle of DATA: no reply.
+                if not self.accept:
+                    return  # Hang up in the middle of DATA: no reply.
+                in_transaction = False
+                conn.sendall(b"250 2.0.0 accepted\r\n")
             elif verb == b"QUIT":
                 conn.sendall(b"221 bye\r\n")
                 return

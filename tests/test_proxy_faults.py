@@ -174,6 +174,46 @@ def test_connection_dropped_mid_data(tmp_path: Path, people) -> None:  # type: i
     no_plaintext(raw.data)
 
 
+def test_message_not_made_after_data_went_upstream(proxy, upstream: Upstream, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """DATA goes upstream before the message is encrypted; if that fails, hanging up ends the transaction."""
+    import proxy.groups as groups
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("injected: the message cannot be encrypted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(groups, "_encrypt", broken)
+        with proxy.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+    assert caught.value.smtp_code == 451
+    assert upstream.attempts == []  # The upstream transaction never reached the end of DATA.
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+
+
+def test_connection_lost_at_rcpt_then_data_opens_a_new_transaction(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    """The accepted recipient's message goes on a new connection, with MAIL and RCPT again, never a bare DATA."""
+    raw = RawServer(drop_on=b"RCPT TO:<dave@example.com>", accept=True).start()
+    running = run_proxy(tmp_path, raw.port, people)
+    try:
+        both = ["bob@example.org", "dave@example.com"]
+        with running.client() as client:
+            refused = send(client, both, message(", ".join(both)))
+    finally:
+        running.thread.stop()
+        raw.stop()
+    assert list(refused) == ["dave@example.com"] and refused["dave@example.com"][0] == 451
+    assert len(raw.lines) == 2  # The first connection was lost at dave's RCPT.
+    last = raw.lines[-1]
+    data_at = next(i for i, line in enumerate(last) if line.upper().startswith(b"DATA"))
+    before = b"".join(last[:data_at]).upper()
+    assert b"MAIL FROM:<" in before and b"RCPT TO:<BOB@EXAMPLE.ORG>" in before
+    assert b"application/pkcs7-mime" in raw.data
+    no_plaintext(raw.data)
+
+
 def test_first_group_refused_sends_no_other(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
     calls = []
 

@@ -82,6 +82,20 @@ def test_starttls_with_the_init_certificate_by_name_and_by_address(proxy, settin
             assert client.sendmail(SENDER, ["bob@example.org"], MSG) == {}
 
 
+def test_addresses_are_judged_alike_every_time(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
+    """The proxy remembers parsed MAIL and RCPT arguments: a malformed one stays refused, a good one accepted."""
+    with proxy.client() as client:
+        client.ehlo()
+        for _ in range(3):
+            assert client.docmd("MAIL FROM:<alice@@example.org>")[0] == 553
+            assert client.mail(SENDER)[0] == 250
+            assert client.docmd("RCPT TO:<bob@@example.org>")[0] == 553
+            assert client.docmd("RCPT TO:<bob@example.org> NOTIFY=NEVER")[0] == 555  # parameters still checked
+            assert client.rcpt("bob@example.org")[0] == 250
+            assert client.rset()[0] == 250
+    assert upstream.received == []
+
+
 def test_extensions_advertised(proxy) -> None:  # type: ignore[no-untyped-def]
     with proxy.client(login=False) as client:
         client.ehlo()

@@ -400,6 +400,25 @@ def test_our_signed_attributes_and_structure(signers) -> None:
         Signer(signers["p256"].key, signers["rsa"].cert)
 
 
+@pytest.mark.parametrize("name", SIGNER_NAMES)
+@pytest.mark.parametrize("detached", [True, False])
+def test_signed_data_is_der(name, detached, signers) -> None:
+    """``sign`` frames parts encoded once; the whole must be the DER asn1crypto would write."""
+    from asn1crypto import cms
+
+    signer = signers[name].signer()
+    for when in (NOW, datetime.datetime(2051, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)):
+        der = sign(ENTITY, signer, signing_time=when, detached=detached)
+        parsed = cms.ContentInfo.load(der)
+        assert parsed.dump(force=True) == der
+        info = parsed["content"]["signer_infos"][0]
+        times = [a["values"][0] for a in info["signed_attrs"] if a["type"].native == "signing_time"]
+        # RFC 5652 §11.3: GeneralizedTime from 2050 on.
+        assert times[0].name == ("utc_time" if when.year < 2050 else "generalized_time")
+        assert times[0].native == when
+        assert verify(der, content=ENTITY if detached else None).signing_time == when
+
+
 def test_detached_signature_with_differing_embedded_content_is_refused(signers) -> None:
     opaque = sign(ENTITY, signers["rsa"].signer(), signing_time=NOW, detached=False)
     assert verify(opaque, content=ENTITY).content == ENTITY

@@ -17,7 +17,6 @@ entries are skipped. This module neither signs nor decides anything.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Iterable
 
 from asn1crypto import algos, cms, core

@@ -11,6 +11,7 @@ certificate. It performs no cryptography itself.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,6 +35,11 @@ class CertificateRef:
     @cached_property
     def issuer(self) -> asn1_x509.Name:
         return asn1_x509.Name.load(self.certificate.issuer.public_bytes())
+
+    @property
+    def issuer_and_serial_der(self) -> bytes:
+        """The DER of ``issuer_and_serial()``, encoded once per certificate (see ``_issuer_and_serial_der``)."""
+        return _issuer_and_serial_der(self.certificate)
 
     @cached_property
     def serial(self) -> int:
@@ -83,6 +89,16 @@ class CertificateRef:
         return bool(getattr(ku, usage))
 
 
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
+    # A CertificateRef lives as long as one Recipient, that is one message; the
+    # proxy encrypts to the same few certificates all day, and encoding the
+    # issuer name with asn1crypto cost more than the RSA operation it labels.
+    # Keyed by the certificate itself (equal DER, equal key), so it never goes stale.
+    ref = CertificateRef(certificate)
+    return ref.issuer_and_serial().dump()
+
+
 class _CertificateHolder:
     """What Recipient and Identity share: a certificate and how to name it."""
 
@@ -113,6 +129,15 @@ class Recipient(_CertificateHolder, abc.ABC):
     @abc.abstractmethod
     def wrap(self, cek: bytes) -> cms.RecipientInfo:
         """One RecipientInfo carrying ``cek`` for this recipient."""
+
+    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
+        """The DER of ``wrap(cek)`` and its version (``v0``, ``v2``, ``v3``), for the writer.
+
+        A key type may encode it faster than asn1crypto builds and dumps the
+        object; the bytes must be the same. Raises what ``wrap`` raises.
+        """
+        info = self.wrap(cek)
+        return info.dump(), info.chosen["version"].native
 
 
 class Identity(_CertificateHolder, abc.ABC):

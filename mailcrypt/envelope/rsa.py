@@ -6,22 +6,37 @@ unwraps either, with any OAEP hash and MGF1 hash the policy allows and an
 optional OAEP label. Recipients are named by issuerAndSerialNumber on
 output; both that and subjectKeyIdentifier are matched on input.
 
+Every part of a KeyTransRecipientInfo but the encrypted key is the same for
+a certificate from one message to the next, so those parts are encoded by
+asn1crypto once (the issuer and serial once per certificate, the algorithm
+once per padding) and ``wrap_der`` only frames them with the new key
+(``codec.der_header``); building the object afresh cost more than the RSA
+operation itself.
+
 It does not check certificate validity dates or chains: that is the key
 directory's job.
 """
 
 from __future__ import annotations
 
+import functools
+
 from asn1crypto import algos, cms, core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
+from mailcrypt.envelope.codec import UNIVERSAL, der_header
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
 __all__ = ["RSARecipient", "RSAIdentity"]
+
+_SEQUENCE = 16
+_OCTET_STRING = 4
+# RFC 5652 §6.2.1: version 0 when the recipient is named by issuerAndSerialNumber.
+_VERSION_0 = core.Integer(0).dump()
 
 
 class RSARecipient(Recipient):
@@ -53,25 +68,29 @@ class RSARecipient(Recipient):
         self._oaep_hash = oaep_hash
 
     def wrap(self, cek: bytes) -> cms.RecipientInfo:
+        return cms.RecipientInfo.load(self.wrap_der(cek)[0])
+
+    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
         if self._padding == "oaep":
             h = HASHES[self._oaep_hash]()
             encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
-            algorithm = cms.KeyEncryptionAlgorithm(
-                {"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(self._oaep_hash)}
-            )
         else:
             encrypted = self._key.encrypt(cek, padding.PKCS1v15())
-            # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
-            algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSA_ENCRYPTION, "parameters": core.Null()})
-        ktri = cms.KeyTransRecipientInfo(
-            {
-                "version": "v0",
-                "rid": cms.RecipientIdentifier(name="issuer_and_serial_number", value=self.ref.issuer_and_serial()),
-                "key_encryption_algorithm": algorithm,
-                "encrypted_key": encrypted,
-            }
-        )
-        return cms.RecipientInfo(name="ktri", value=ktri)
+        # KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm,
+        # encryptedKey OCTET STRING }; rid is the untagged issuerAndSerialNumber choice.
+        head = _VERSION_0 + self.ref.issuer_and_serial_der + _key_encryption_algorithm(self._padding, self._oaep_hash)
+        octets = der_header(UNIVERSAL, False, _OCTET_STRING, len(encrypted)) + encrypted
+        return der_header(UNIVERSAL, True, _SEQUENCE, len(head) + len(octets)) + head + octets, "v0"
+
+
+@functools.lru_cache(maxsize=8)
+def _key_encryption_algorithm(padding_name: str, oaep_hash: str) -> bytes:
+    if padding_name == "oaep":
+        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(oaep_hash)})
+    else:
+        # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
+        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSA_ENCRYPTION, "parameters": core.Null()})
+    return algorithm.dump()
 
 
 def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:

@@ -6,7 +6,8 @@ smime-type=signed-data``): one SignerInfo identified by issuer and serial
 number, SHA-256 by default, RSA PKCS#1 v1.5, RSA-PSS or ECDSA
 (``sigalg.py``), and the signed attributes RFC 8551 §2.5 asks for:
 contentType, signingTime, messageDigest and SMIMECapabilities. The signer's
-certificate (and any chain given) is included.
+certificate (and any chain given) is included. What every signature of a
+signer shares is encoded once (``signed_der.py``).
 
 ``verify`` follows RFC 5652 §5.6 for every SignerInfo: the content digest
 must equal the messageDigest attribute, the contentType attribute must equal
@@ -25,20 +26,20 @@ hash the Policy does not list. Time comes in as an argument.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from asn1crypto import cms
-from asn1crypto import x509 as asn1_x509
+from asn1crypto import cms, core
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from mailcrypt.envelope import sigalg
+from mailcrypt.envelope import sigalg, signed_der
 from mailcrypt.envelope.asn1 import OID_DATA
-from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, capabilities_attribute, parse_capabilities
+from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, parse_capabilities
+from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
 from mailcrypt.envelope.der import set_of_der
 from mailcrypt.envelope.keys import CertificateRef, Identity, describe_rid
 from mailcrypt.envelope.signed_parts import ASN1_ERRORS, SignedParts, lenient_serials, parse_signed_data
@@ -72,6 +73,11 @@ class Signer:
         if self.rsa_padding not in ("pkcs1v15", "pss"):
             raise ValueError(f"unknown RSA signature padding {self.rsa_padding!r}")
         object.__setattr__(self, "chain", tuple(self.chain))
+
+    @functools.cached_property
+    def _encoded(self) -> signed_der.SignerDER:
+        """The encodings every signature of this signer shares (made on first use, then kept)."""
+        return signed_der.SignerDER.of(self.certificate, self.chain, self.digest)
 
     @classmethod
     def from_identity(cls, identity: object, **options: object) -> Signer:
@@ -111,12 +117,12 @@ class SignatureInfo:
 # ---------------------------------------------------------------------------- sign
 
 
-def _time(when: datetime) -> cms.Time:
+def _time(when: datetime) -> core.UTCTime | core.GeneralizedTime:
     if when.tzinfo is None:
         raise ValueError("signing_time must be timezone-aware")
     when = when.astimezone(UTC).replace(microsecond=0)
     # RFC 5652 §11.3: UTCTime for 1950 to 2049, GeneralizedTime otherwise.
-    return cms.Time({"utc_time" if 1950 <= when.year < 2050 else "general_time": when})
+    return core.UTCTime(when) if 1950 <= when.year < 2050 else core.GeneralizedTime(when)
 
 
 def sign(
@@ -131,57 +137,57 @@ def sign(
 
     ``detached`` leaves the content out (``multipart/signed``); otherwise it
     is encapsulated. Raises ``TypeError``/``ValueError`` for wrong arguments.
+
+    The parts that are the same for every message of a signer (its
+    identifier, certificates, algorithms) and the fixed attributes are
+    encoded by asn1crypto once; per message asn1crypto encodes the values
+    (signing time, digest, signature), and the enclosing elements are
+    framed around them (``codec.der_header``). Building the whole structure
+    with asn1crypto cost as much as the RSA-3072 signature.
     """
     if not isinstance(content, (bytes, bytearray, memoryview)):
         raise TypeError("content must be bytes")
     if not isinstance(signer, Signer):
         raise TypeError("signer must be a mailcrypt.envelope.signed.Signer")
     content = bytes(content)
+    fixed = signer._encoded
     digest = hashlib.new(signer.digest, content).digest()
-    attrs = cms.CMSAttributes(
-        [
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute({"type": "signing_time", "values": [_time(signing_time)]}),
-            cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
-            capabilities_attribute(capabilities),
-        ]
-    )
-    # The SET OF is sorted by asn1crypto when encoded (DER, X.690 §11.6); this
-    # encoding is what the signature covers and what goes into the message.
-    signed_attrs = attrs.dump()
+    attrs = [
+        signed_der.CONTENT_TYPE_ATTR,
+        signed_der.attribute(signed_der.SIGNING_TIME, _time(signing_time).dump()),
+        signed_der.attribute(signed_der.MESSAGE_DIGEST, core.OctetString(digest).dump()),
+        signed_der.capabilities_der(tuple(capabilities)),
+    ]
+    # RFC 5652 §5.4: the signature covers the DER SET OF the attributes; the
+    # SignerInfo carries the same contents under [0] IMPLICIT.
+    signed_attrs = b"".join(signed_der.set_of(attrs))
     algorithm, signature = sigalg.sign(signer.key, signed_attrs, digest=signer.digest, rsa_padding=signer.rsa_padding)
-    ref = CertificateRef(signer.certificate)
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier({"issuer_and_serial_number": ref.issuer_and_serial()}),
-            "digest_algorithm": sigalg.digest_algorithm(signer.digest),
-            "signed_attrs": cms.CMSAttributes.load(signed_attrs),
-            "signature_algorithm": algorithm,
-            "signature": signature,
-        }
+    signer_info = signed_der.frame(
+        UNIVERSAL,
+        signed_der.SEQUENCE,
+        signed_der.VERSION_1,
+        fixed.sid,
+        fixed.digest_algorithm,
+        b"\xa0" + signed_attrs[1:],
+        algorithm.dump(),
+        core.OctetString(signature).dump(),
     )
-    certs: list[x509.Certificate] = []
-    for cert in (signer.certificate, *signer.chain):
-        if cert not in certs:
-            certs.append(cert)
-    encap: dict[str, object] = {"content_type": "data"}
-    if not detached:
-        encap["content"] = content
-    signed_data = cms.SignedData(
-        {
-            # RFC 5652 §5.1: version 1 with issuerAndSerialNumber and id-data.
-            "version": "v1",
-            "digest_algorithms": [sigalg.digest_algorithm(signer.digest)],
-            "encap_content_info": encap,
-            "certificates": [
-                cms.CertificateChoices({"certificate": asn1_x509.Certificate.load(c.public_bytes(Encoding.DER))})
-                for c in certs
-            ],
-            "signer_infos": [signer_info],
-        }
+    # The content, when encapsulated, is the one large piece: only the last join copies it.
+    octets = der_header(UNIVERSAL, False, signed_der.OCTET_STRING, len(content))
+    inner = [] if detached else signed_der.frame(CONTEXT, 0, octets, content)
+    signed_data = signed_der.frame(
+        UNIVERSAL,
+        signed_der.SEQUENCE,
+        signed_der.VERSION_1,
+        *signed_der.set_of([fixed.digest_algorithm]),
+        *signed_der.frame(UNIVERSAL, signed_der.SEQUENCE, signed_der.DATA_OID, *inner),
+        fixed.certificates,
+        *signed_der.set_of([b"".join(signer_info)]),
     )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    content_info = signed_der.frame(
+        UNIVERSAL, signed_der.SEQUENCE, signed_der.SIGNED_DATA_OID, *signed_der.frame(CONTEXT, 0, *signed_data)
+    )
+    return b"".join(content_info)
 
 
 # -------------------------------------------------------------------------- verify

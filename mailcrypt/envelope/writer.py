@@ -1,10 +1,13 @@
 """Writing EnvelopedData and AuthEnvelopedData as DER, streamed.
 
 The small parts (RecipientInfos, AlgorithmIdentifiers, the MAC) are encoded
-by asn1crypto. The encrypted content is not: its length is known in advance
-(CBC pads to the next block, GCM adds nothing), so the writer emits the
-definite-length headers of the enclosing elements, then the ciphertext
-chunk by chunk, then what follows it. A 25 MB message is never held twice.
+by asn1crypto, a RecipientInfo by its recipient from parts asn1crypto
+encoded once (``Recipient.wrap_der``); the writer sorts them into their
+SET OF as asn1crypto would (DER, X.690 §11.6). The encrypted content is
+not: its length is known in advance (CBC pads to the next block, GCM adds
+nothing), so the writer emits the definite-length headers of the enclosing
+elements, then the ciphertext chunk by chunk, then what follows it. A 25 MB
+message is never held twice.
 
 Layout (RFC 5652 §3, §6.1; RFC 5083 §2.1)::
 
@@ -32,6 +35,14 @@ from mailcrypt.policy import Policy, Profile
 __all__ = ["EnvelopeWriter"]
 
 _SEQUENCE = 16
+_SET = 17
+# Fixed encodings, made once: asn1crypto takes longer to build them than to encrypt a short message.
+_DATA_OID = cms.ContentType(OID_DATA).dump()
+_OUTER_OIDS = {
+    True: cms.ContentType(OID_AUTH_ENVELOPED_DATA).dump(),
+    False: cms.ContentType(OID_ENVELOPED_DATA).dump(),
+}
+_VERSIONS = {v: core.Integer(v).dump() for v in (0, 2)}
 
 
 class EnvelopeWriter:
@@ -60,7 +71,7 @@ class EnvelopeWriter:
         self._fed = 0
         self._encryptor = ContentEncryptor(profile.cipher, policy=policy, rng=rng)
         # One RecipientInfo per recipient, each wrapping the same fresh key.
-        infos = [r.wrap(self._encryptor.key) for r in recipients]
+        infos = [r.wrap_der(self._encryptor.key) for r in recipients]
         self._header = self._build_header(infos)
         self._started = False
 
@@ -72,17 +83,19 @@ class EnvelopeWriter:
     def content_type(self) -> str:
         return "authEnveloped-data" if self.authenticated else "enveloped-data"
 
-    def _build_header(self, infos: list[cms.RecipientInfo]) -> bytes:
+    def _build_header(self, infos: list[tuple[bytes, str]]) -> bytes:
         enc = self._encryptor
         cipher_len = ContentEncryptor.ciphertext_length(enc.cipher, self._content_length)
         if enc.authenticated:
             version = 0  # RFC 5083 §2.1: always 0.
         else:
             # RFC 5652 §6.1: 0 when every RecipientInfo is version 0, else 2.
-            version = 0 if all(ri.chosen["version"].native == "v0" for ri in infos) else 2
-        version_der = core.Integer(version).dump()
-        infos_der = cms.RecipientInfos(infos).dump()
-        content_oid = cms.ContentType(OID_DATA).dump()
+            version = 0 if all(v == "v0" for _, v in infos) else 2
+        version_der = _VERSIONS[version]
+        # RecipientInfos is a SET OF: DER orders the members by their encodings (X.690 §11.6).
+        members = b"".join(sorted(der for der, _ in infos))
+        infos_der = der_header(UNIVERSAL, True, _SET, len(members)) + members
+        content_oid = _DATA_OID
         algorithm_der = enc.algorithm_identifier().dump()
         octets_header = der_header(CONTEXT, False, 0, cipher_len)
         eci_len = len(content_oid) + len(algorithm_der) + len(octets_header) + cipher_len
@@ -91,7 +104,7 @@ class EnvelopeWriter:
         body_len = len(version_der) + len(infos_der) + len(eci_header) + eci_len + len(self._trailer)
         body_header = der_header(UNIVERSAL, True, _SEQUENCE, body_len)
         explicit = der_header(CONTEXT, True, 0, len(body_header) + body_len)
-        outer_oid = cms.ContentType(OID_AUTH_ENVELOPED_DATA if enc.authenticated else OID_ENVELOPED_DATA).dump()
+        outer_oid = _OUTER_OIDS[enc.authenticated]
         total = len(outer_oid) + len(explicit) + len(body_header) + body_len
         return b"".join(
             (
