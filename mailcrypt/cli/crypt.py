@@ -19,18 +19,14 @@ from typing import IO
 
 from cryptography import x509
 
-from mailcrypt import config, errors, harvest, keyfiles, smime
+from mailcrypt import errors, keyfiles, smime
 from mailcrypt.cli.files import Output, open_input, read_headers
-from mailcrypt.cli.home import Home, open_home
+from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.envelope import Identity
-from mailcrypt.envelope.signed import Signer
-from mailcrypt.keydir.validate import certificate_addresses
 from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, address_key, common_profile
-from mailcrypt.smime_signed import sign_message
-from mailcrypt.store import Store
 
-__all__ = ["encrypt", "home_if_any"]
+__all__ = ["encrypt"]
 
 
 def _with_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
@@ -56,6 +52,8 @@ def _select(certificates: list[x509.Certificate], addresses: list[str]) -> list[
 
 def _signing_identity(home: Home, sender: str) -> Identity | None:
     """The sender's newest valid identity that may sign (keyUsage digitalSignature), or None."""
+    from mailcrypt.keydir.validate import certificate_addresses
+
     now = datetime.now(UTC)
     for identity in home.keys.identities(home.passphrase):
         certificate = identity.certificate
@@ -86,21 +84,13 @@ def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender
             raise errors.NoKeyError(f"no valid signing identity for {sender} in {home.keys.path}")
         note(args, f"not signing: no identity for {sender}")
         return None
+    from mailcrypt.envelope.signed import Signer
+    from mailcrypt.smime_signed import sign_message
+
     signer = Signer.from_identity(identity)
     signed = sign_message(infile.read(), signer, signing_time=datetime.now(UTC))
     note(args, f"signed as {identity.label} (SHA-256, signingTime now)")
     return io.BytesIO(signed)
-
-
-def home_if_any(args: argparse.Namespace) -> Home | None:
-    """The home, or None when there is none (commands given key files work without one)."""
-    try:
-        return open_home(args)
-    except errors.ConfigError:
-        home = config.resolve_home(getattr(args, "home", None))
-        if (home / config.CONFIG_NAME).exists():
-            raise  # A home that exists but is broken is an error, not "no home".
-        return None
 
 
 def encrypt(args: argparse.Namespace) -> None:
@@ -135,6 +125,9 @@ def _directory_recipients(
     args: argparse.Namespace, home: Home, addresses: list[str], sender: str | None
 ) -> tuple[list[x509.Certificate], Profile, str]:
     """Certificates and profile for ``addresses`` from the key directory, plus the sender's own."""
+    from mailcrypt import harvest
+    from mailcrypt.store import Store
+
     store = Store.open(home.settings.state_db)
     try:
         choices = home.keys.recipients_for(addresses, advertised=harvest.advertised(store))

@@ -19,21 +19,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from cryptography import x509
 
-from mailcrypt import errors, harvest, keyfiles, smime
-from mailcrypt.cli.crypt import home_if_any
+from mailcrypt import errors, keyfiles, smime
 from mailcrypt.cli.files import Output, open_input, read_headers
-from mailcrypt.cli.home import Home, open_home
+from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.envelope import Identity, identity_from_key
 from mailcrypt.envelope.fingerprint import envelope_digest
 from mailcrypt.mime_headers import content_type, split_fields
-from mailcrypt.replay import ReplayGuard
-from mailcrypt.store import Store
-from mailcrypt.unwrap import Layer, Unwrapped, unwrap_message
+
+# Signatures, the replay store and harvesting are imported where they are
+# needed: a large encrypted message read with key files and no home needs
+# none of them, and their import time counts in every such run.
+if TYPE_CHECKING:
+    from mailcrypt.store import Store
+    from mailcrypt.unwrap import Unwrapped
 
 __all__ = ["decrypt", "verify"]
 
@@ -74,6 +77,8 @@ def _is_smime(infile: IO[bytes]) -> bool:
 def _unwrap(
     message: bytes, identities: Sequence[Identity], anchors: Sequence[x509.Certificate], now: datetime
 ) -> Unwrapped:
+    from mailcrypt.unwrap import unwrap_message
+
     return unwrap_message(message, identities, now=now, trust_anchors=anchors)
 
 
@@ -106,6 +111,8 @@ def _read(
         out.file.truncate()
         out.file.write(unwrapped.message)
         return unwrapped
+    from mailcrypt.unwrap import Layer, Unwrapped
+
     outer = Layer("enveloped", info.content_type, digests[0], envelope=info)
     out.file.seek(0)
     if not _is_smime(out.file):
@@ -123,6 +130,9 @@ def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrap
     if home is None:
         note(args, "no home: the replay check needs its state store and was skipped")
         return None
+    from mailcrypt.replay import ReplayGuard
+    from mailcrypt.store import Store
+
     store = Store.open(home.settings.state_db)
     if args.no_replay_check:
         note(args, "replay check skipped (--no-replay-check)")
@@ -163,6 +173,8 @@ def decrypt(args: argparse.Namespace) -> None:
         store = _replay_check(args, home, unwrapped, now)
         try:
             if store is not None and home is not None and home.settings.keys.harvest:
+                from mailcrypt import harvest
+
                 assert out.file is not None
                 out.file.seek(0)
                 sender = smime.sender_address(read_headers(out.file))
@@ -187,6 +199,8 @@ def verify(args: argparse.Namespace) -> None:
 
     def refuse(_message: bytes) -> tuple[bytes, object]:
         raise errors.NoKeyError("the message is encrypted: mailcrypt verify checks signatures only; use decrypt")
+
+    from mailcrypt.unwrap import unwrap_message
 
     with open_input(args.input) as infile:
         unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)  # type: ignore[arg-type]
