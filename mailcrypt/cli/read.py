@@ -89,18 +89,25 @@ def _read(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     now: datetime,
+    *,
+    replay_key: bool,
 ) -> Unwrapped:
     """Remove every layer of the message in ``infile``; the final message ends up in ``out.file``.
 
     The outer envelope streams into ``out.file``; if what it held is S/MIME
     again, that is read back and unwrapped in memory. A message whose top
     is not an envelope (signed only) is unwrapped in memory from the start.
+    The outer envelope's digest (a hash over all its ciphertext) is taken
+    only when ``replay_key`` says the replay guard will use it.
     """
     assert out.file is not None
     digests: list[bytes] = []
     try:
         info = smime.decrypt_stream(
-            infile, out.file, identities, on_envelope=lambda der: digests.append(envelope_digest(der))
+            infile,
+            out.file,
+            identities,
+            on_envelope=(lambda der: digests.append(envelope_digest(der))) if replay_key else None,
         )
     except errors.NotEncryptedError:
         infile.seek(0)
@@ -113,7 +120,7 @@ def _read(
         return unwrapped
     from mailcrypt.unwrap import Layer, Unwrapped
 
-    outer = Layer("enveloped", info.content_type, digests[0], envelope=info)
+    outer = Layer("enveloped", info.content_type, digests[0] if digests else b"", envelope=info)
     out.file.seek(0)
     if not _is_smime(out.file):
         out.file.seek(0, 2)
@@ -160,7 +167,8 @@ def decrypt(args: argparse.Namespace) -> None:
         note(args, f"trying {len(identities)} identit{'y' if len(identities) == 1 else 'ies'} from {home.keys.path}")
     now = datetime.now(UTC)
     with open_input(args.input) as infile, Output(args.output) as out:
-        unwrapped = _read(args, infile, out, identities, _anchors(home), now)
+        checked = home is not None and not args.no_replay_check
+        unwrapped = _read(args, infile, out, identities, _anchors(home), now, replay_key=checked)
         for layer in unwrapped.layers:
             info = layer.envelope
             if info is not None:
