@@ -9,9 +9,9 @@ refused connection, timeout, connection lost, a 421 — raise
 MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920).
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
 waiting for the socket to drain between pieces, so a large message is
-never copied whole into the transport's buffer; the end marker goes out
-with the last piece. ``start_data`` sends DATA ahead, so that the server's
-354 comes back while the message is still being made.
+never copied whole into the transport's buffer. ``start_data`` sends DATA
+ahead, so that the server's 354 comes back while the message is still being
+made.
 
 It replaces ``smtplib`` because that blocks: the proxy must not stall
 every other client while one message goes out. What it won't do: decide
@@ -31,7 +31,6 @@ from typing import NamedTuple
 __all__ = ["Reply", "ServerConfig", "Connection", "UpstreamUnavailable", "LoginRefused"]
 
 _PIECE = 1 << 18
-_Bytes = bytes | bytearray | memoryview
 
 
 class Reply(NamedTuple):
@@ -189,36 +188,9 @@ class Connection:
     # ------------------------------------------------------------------ talking
 
     async def _reply(self, stage: str) -> Reply:
-        reply = await self._talk(None, stage)
-        assert reply is not None
-        return reply
-
-    async def _send(self, data: _Bytes, stage: str) -> None:
-        await self._talk(data, stage, read=False)
-
-    async def command(self, line: bytes, stage: str) -> Reply:
-        reply = await self._talk(line + b"\r\n", stage)
-        assert reply is not None
-        return reply
-
-    async def _talk(self, data: _Bytes | None, stage: str, *, read: bool = True) -> Reply | None:
-        """Write ``data`` (if any), then read one reply (if ``read``), within one timeout.
-
-        One timer for a command and its answer rather than one each: arming
-        and cancelling them was a visible part of relaying a small message.
-        """
-        if data is not None and self.broken:
-            raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
-        writing = data is not None
         lines = []
         try:
             async with asyncio.timeout(self.config.timeout):
-                if data is not None:
-                    self._writer.write(data)
-                    await self._writer.drain()
-                    writing = False
-                if not read:
-                    return None
                 while True:
                     line = await self._reader.readline()
                     if not line.endswith(b"\n"):
@@ -231,8 +203,9 @@ class Connection:
                         break
         except TimeoutError:
             self.close()
-            what = "stopped reading" if writing else f"did not answer in {self.config.timeout} s"
-            raise UpstreamUnavailable(f"the server {what} ({stage})", stage=stage) from None
+            raise UpstreamUnavailable(
+                f"the server did not answer in {self.config.timeout} s ({stage})", stage=stage
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             self.close()
             raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
@@ -245,6 +218,24 @@ class Connection:
             self.close()
             raise UpstreamUnavailable(f"the server is shutting down: {reply}", stage=stage, reply=reply)
         return reply
+
+    async def _send(self, data: bytes | bytearray | memoryview, stage: str) -> None:
+        if self.broken:
+            raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                self._writer.write(data)
+                await self._writer.drain()
+        except TimeoutError:
+            self.close()
+            raise UpstreamUnavailable(f"the server stopped reading ({stage})", stage=stage) from None
+        except (OSError, ssl.SSLError) as exc:
+            self.close()
+            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
+
+    async def command(self, line: bytes, stage: str) -> Reply:
+        await self._send(line + b"\r\n", stage)
+        return await self._reply(stage)
 
     async def envelope(
         self, sender: str, recipients: Sequence[str], *, options: Sequence[str] = ()
@@ -276,7 +267,7 @@ class Connection:
         self._data_sent = True
 
     async def data(self, message: bytes | bytearray | memoryview) -> Reply:
-        """DATA, the message, and the final dot; the server's answer to the message."""
+        """DATA (unless ``start_data`` sent it), the message, and the final dot; the server's answer."""
         if not self._data_sent:
             await self._send(b"DATA\r\n", "data")
         self._data_sent = False
@@ -284,16 +275,10 @@ class Connection:
         if reply.code != 354:
             return reply
         body = memoryview(_stuff(message))
-        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
-        if not body:
-            await self._send(ending, "data")
         for start in range(0, len(body), _PIECE):
-            piece: bytes | memoryview = body[start : start + _PIECE]
-            if start + _PIECE >= len(body):
-                # The end marker rides with the last piece: one write, and one
-                # wake-up of the server instead of two.
-                piece = b"".join((piece, ending))
-            await self._send(piece, "data")
+            await self._send(body[start : start + _PIECE], "data")
+        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
+        await self._send(ending, "data")
         return await self._reply("data")
 
     async def rset(self) -> Reply:
