@@ -125,7 +125,8 @@ def _valid_domain(domain: str) -> bool:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -140,7 +141,7 @@ def _proxy(t: Table) -> ProxySettings:
     host, port = _host_port(t, "listen", listen)
     auth = t.choice("auth", "required", ("required", "none"))
     assert auth is not None
-    if auth == "none" and not _is_loopback(host):
+    if auth == "none" and not is_loopback(host):
         fail(
             t,
             "auth",
@@ -204,7 +205,7 @@ def _server(t: Table, ports: Mapping[str, int], choices: tuple[str, ...]) -> tup
         fail(t, "host", f"a host name or IP address, got {host!r}")
     security = t.choice("security", choices[0], choices)
     assert security is not None
-    if security == "none" and not _is_loopback(host):
+    if security == "none" and not is_loopback(host):
         fail(
             t,
             "security",
@@ -221,8 +222,12 @@ def _upstream(t: Table) -> UpstreamSettings:
     login = t.choice("login", "configured", ("configured", "client"))
     username = t.string("username", None)
     if login == "client" and username is not None:
-        fail(t, "login", '"configured" to log in as a configured username (with login = "client" the mail '
-             "client's own login is used, and username/password must not be set)")
+        fail(
+            t,
+            "login",
+            '"configured" to log in as a configured username (with login = "client" the mail '
+            "client's own login is used, and username/password must not be set)",
+        )
     password = _secret(t, required=username is not None)
     if password is not None and username is None:
         fail(t, "username", "a user name to go with the password")
@@ -288,7 +293,16 @@ def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
             fail(t, "target", f"a folder that is not also fetched, and {target.folder!r} is in folders")
         out.append(
             AccountSettings(
-                name, host, port, security, username, password, folders, target, ca_file, quarantine,
+                name,
+                host,
+                port,
+                security,
+                username,
+                password,
+                folders,
+                target,
+                ca_file,
+                quarantine,
                 plaintext_on_server,
             )
         )

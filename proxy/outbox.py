@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailcrypt.durable import fsync_dir
+
 __all__ = ["Outbox", "Staged"]
 
 _counter = itertools.count()
@@ -37,14 +39,6 @@ class Staged:
 
     tmp: Path
     new: Path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Outbox:
@@ -86,8 +80,8 @@ class Outbox:
         for item in staged:
             os.rename(item.tmp, item.new)
         if staged:
-            _fsync_dir(self.path / "new")
-            _fsync_dir(self.path / "tmp")
+            fsync_dir(self.path / "new")
+            fsync_dir(self.path / "tmp")
 
     @staticmethod
     def discard(staged: Sequence[Staged]) -> None:

@@ -26,7 +26,6 @@ decide anything about a message.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import ssl
@@ -38,6 +37,7 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from mailcrypt import errors
 from mailcrypt.config_model import Settings
+from mailcrypt.config_parse import is_loopback
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.passphrase import PassphraseSource
 from proxy.auth import LoginGuard, UserStore
@@ -139,15 +139,6 @@ class ProxySMTP(SMTP):
 _background: set[asyncio.Task[None]] = set()
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """The listening side's TLS: the home's certificate, TLS 1.2 or newer."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -214,9 +205,9 @@ class ProxyServer:
         self.settings = settings
         proxy = settings.proxy
         self.host, self.port = listen or (proxy.listen_host, proxy.listen_port)
-        if proxy.auth == "none" and not _is_loopback(self.host):
+        if proxy.auth == "none" and not is_loopback(self.host):
             raise errors.ConfigError(f'proxy.auth = "none" is allowed only on a loopback address, not {self.host}')
-        self.loopback = _is_loopback(self.host)
+        self.loopback = is_loopback(self.host)
         keys = KeyDirectory.from_settings(settings)
         self.senders = Senders.load(keys, settings, passphrase or PassphraseSource.from_settings(settings))
         self.book = RecipientBook(keys, settings.policy)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
+from mailcrypt.durable import fsync_dir
+
 __all__ = ["Spool", "Entry", "SpoolRunner", "delivery_report", "INTERVALS"]
 
 log = logging.getLogger(__name__)
@@ -58,14 +60,6 @@ class Entry:
     reason: str = ""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(directory: Path, target: Path, parts: Sequence[bytes]) -> None:
     tmp = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -79,7 +73,7 @@ def _write_atomic(directory: Path, target: Path, parts: Sequence[bytes]) -> None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 class Spool:
@@ -175,7 +169,7 @@ class Spool:
     def remove(self, entry: Entry) -> None:
         entry.path.unlink(missing_ok=True)
         self._retry_file(entry.path).unlink(missing_ok=True)
-        _fsync_dir(entry.path.parent)
+        fsync_dir(entry.path.parent)
 
 
 def delivery_report(

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from imapclient import imap_utf7
 
+from mailcrypt.durable import fsync_dir
+
 __all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem", "stem_prefix"]
 
 _SUBDIRS = ("tmp", "new", "cur")
@@ -67,14 +69,6 @@ def stem_prefix(account: str, folder: str, uidvalidity: int) -> str:
     return f"mailcrypt.{account}.{key}.{uidvalidity},U="
 
 
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class MaildirFolder:
     """One Maildir (``tmp``, ``new``, ``cur``), created on first use."""
 
@@ -103,8 +97,8 @@ class MaildirFolder:
             created = True
         if created:
             # The new directories must survive a crash as surely as the mail in them.
-            _fsync_dir(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path)
+            fsync_dir(self.path.parent)
         self._ready = True
 
     def _known(self) -> set[str]:
@@ -152,7 +146,7 @@ class MaildirFolder:
     def sync(self) -> None:
         """Make the renames into new/ durable (one fsync of the directory)."""
         if self._dirty:
-            _fsync_dir(self._new)
+            fsync_dir(self._new)
             self._dirty = False
 
     def clean_tmp(self, prefix: str) -> int:
