@@ -382,6 +382,27 @@ def test_ecdh_key_agreement_encodings(ec_p384):
     assert len(rek["encrypted_key"].native) == 40  # AES key wrap of a 32-octet key
 
 
+
+@pytest.mark.parametrize("kdf_hash", ["sha1", "sha256", "sha512"])
+@pytest.mark.parametrize("key_wrap", ["aes128-wrap", "aes256-wrap"])
+@pytest.mark.parametrize("cek_length", [16, 32])
+@pytest.mark.parametrize("keys", ["ec_p256", "ec_p384"])
+def test_ecdh_wrap_der_is_what_asn1crypto_encodes(request, keys, kdf_hash, key_wrap, cek_length):
+    """The framed fast path and the asn1crypto object give the same bytes for the same key agreement."""
+    from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
+
+    pair = request.getfixturevalue(keys)
+    recipient = ECDHRecipient(pair.cert, kdf_hash=kdf_hash, key_wrap=key_wrap, policy=DEFAULT_POLICY)
+    cek = os.urandom(cek_length)
+    agreed = recipient._agree(cek)
+    recipient._agree = lambda _cek: agreed  # type: ignore[method-assign]
+    der, version = recipient.wrap_der(cek)
+    assert der == recipient.wrap(cek).dump()
+    assert version == "v3"
+    # And it is a RecipientInfo that the identity opens to the same key.
+    identity = ECDHIdentity(pair.key, pair.cert)
+    assert identity.unwrap(cms.RecipientInfo.load(der), policy=DEFAULT_POLICY)[0] == cek
+
 # --- codec.der_header ----------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ accepted as the standard ones).
 
 from __future__ import annotations
 
-from asn1crypto import cms, keys
+import functools
+
+from asn1crypto import cms, core, keys
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +31,7 @@ from mailcrypt.envelope.asn1 import (
     OID_EC_PUBLIC_KEY,
     ECCCMSSharedInfo,
 )
+from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
@@ -76,15 +79,19 @@ class ECDHRecipient(Recipient):
         self._kdf_hash = kdf_hash
         self._wrap = key_wrap
 
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+    def _agree(self, cek: bytes) -> tuple[bytes, bytes]:
+        """A fresh ephemeral key and ``cek`` wrapped with the derived key: (the key's point, the wrapped key)."""
         ephemeral = ec.generate_private_key(self._key.curve)
         shared = ephemeral.exchange(ec.ECDH(), self._key)
-        # RFC 3565 §2.3.2: AES key wrap algorithm identifiers have absent parameters.
-        wrap_alg = cms.KeyEncryptionAlgorithm({"algorithm": KEY_WRAP_OIDS[self._wrap]})
-        kek = _derive_kek(shared, self._kdf_hash, wrap_alg, self._wrap, None)
+        kek = _derive_kek_encoded(shared, self._kdf_hash, _wrap_algorithm_der(self._wrap), self._wrap)
         point = ephemeral.public_key().public_bytes(
             encoding=serialization.Encoding.X962, format=serialization.PublicFormat.UncompressedPoint
         )
+        return point, aes_key_wrap(kek, cek)
+
+    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+        point, encrypted = self._agree(cek)
+        wrap_alg = cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(self._wrap))
         # RFC 5753 §3.1.1: the originator is the ephemeral key, id-ecPublicKey,
         # parameters absent (the curve is the recipient's).
         originator = keys.PublicKeyInfo(
@@ -102,12 +109,81 @@ class ECDHRecipient(Recipient):
                         "rid": cms.KeyAgreementRecipientIdentifier(
                             name="issuer_and_serial_number", value=self.ref.issuer_and_serial()
                         ),
-                        "encrypted_key": aes_key_wrap(kek, cek),
+                        "encrypted_key": encrypted,
                     }
                 ],
             }
         )
         return cms.RecipientInfo(name="kari", value=kari)
+
+    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
+        """The DER of ``wrap(cek)``: the parts that do not change are encoded once and framed around the new ones.
+
+        Building the asn1crypto object took five times the key agreement
+        itself. The result is the same encoding (a test checks it against
+        ``wrap``'s).
+        """
+        point, encrypted = self._agree(cek)
+        head, tail = self._fixed()
+        # OriginatorPublicKey ::= SEQUENCE { algorithm, publicKey BIT STRING } as [1] IMPLICIT,
+        # inside originator [0] EXPLICIT.
+        bits = der_header(UNIVERSAL, False, _BIT_STRING, len(point) + 1) + b"\x00" + point
+        key = _frame(CONTEXT, 1, _EC_ALGORITHM + bits)
+        originator = _frame(CONTEXT, 0, key)
+        # RecipientEncryptedKeys ::= SEQUENCE OF SEQUENCE { rid, encryptedKey OCTET STRING }
+        octets = der_header(UNIVERSAL, False, _OCTET_STRING, len(encrypted)) + encrypted
+        keys_der = _frame(UNIVERSAL, _SEQUENCE, _frame(UNIVERSAL, _SEQUENCE, tail + octets))
+        # RecipientInfo's kari choice is [1] IMPLICIT KeyAgreeRecipientInfo.
+        return _frame(CONTEXT, 1, _VERSION_3 + originator + head + keys_der), "v3"
+
+    def _fixed(self) -> tuple[bytes, bytes]:
+        """(keyEncryptionAlgorithm, rid): the same for every message to this certificate."""
+        fixed = self.__dict__.get("_fixed_der")
+        if fixed is None:
+            algorithm = cms.KeyEncryptionAlgorithm(
+                {
+                    "algorithm": ECDH_KDF_OIDS[self._kdf_hash],
+                    "parameters": cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(self._wrap)),
+                }
+            )
+            rid = cms.KeyAgreementRecipientIdentifier(
+                name="issuer_and_serial_number", value=self.ref.issuer_and_serial()
+            )
+            fixed = self.__dict__["_fixed_der"] = (algorithm.dump(), rid.dump())
+        return fixed
+
+
+_SEQUENCE = 16
+_OCTET_STRING = 4
+_BIT_STRING = 3
+# RFC 5753 §3.1.1: KeyAgreeRecipientInfo version is always 3.
+_VERSION_3 = core.Integer(3).dump()
+# id-ecPublicKey with absent parameters (RFC 5753 §3.1.1).
+_EC_ALGORITHM = keys.PublicKeyAlgorithm({"algorithm": "ec"}).dump()
+
+
+def _frame(cls: int, tag: int, content: bytes) -> bytes:
+    return der_header(cls, True, tag, len(content)) + content
+
+
+@functools.lru_cache(maxsize=4)
+def _wrap_algorithm_der(wrap_name: str) -> bytes:
+    # RFC 3565 §2.3.2: AES key wrap algorithm identifiers have absent parameters.
+    return cms.KeyEncryptionAlgorithm({"algorithm": KEY_WRAP_OIDS[wrap_name]}).dump()
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_info(wrap_der: bytes, wrap_name: str) -> bytes:
+    """ECC-CMS-SharedInfo without ukm: the same for every message with one key wrap."""
+    length = _WRAP_KEY_BYTES[wrap_name]
+    info = {"key_info": cms.KeyEncryptionAlgorithm.load(wrap_der), "supp_pub_info": (length * 8).to_bytes(4, "big")}
+    return ECCCMSSharedInfo(info).dump()
+
+
+def _derive_kek_encoded(shared: bytes, hash_name: str, wrap_der: bytes, wrap_name: str) -> bytes:
+    length = _WRAP_KEY_BYTES[wrap_name]
+    info = _shared_info(wrap_der, wrap_name)
+    return X963KDF(algorithm=HASHES[hash_name](), length=length, sharedinfo=info).derive(shared)
 
 
 class ECDHIdentity(Identity):
