@@ -205,6 +205,17 @@ def send_many(port: int, login: bool, messages: list[bytes], connections: int) -
     return elapsed, started - setup
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def rss(pid: int, field: str) -> int:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) * 1024  # type: ignore[union-attr]
@@ -281,7 +292,10 @@ def main() -> None:
         ):
             send_many(port, login, small[:20], 2)  # warm up: imports, caches, pooled connections
             one, _ = send_many(port, login, small, 1)
+            cpu0 = (cpu_seconds(pid), cpu_seconds(sink.pid), own_cpu_seconds())
             many, setup = send_many(port, login, small, args.connections)
+            cpu1 = (cpu_seconds(pid), cpu_seconds(sink.pid), own_cpu_seconds())
+            cpu = [(b - a) * 1000 / args.messages for a, b in zip(cpu0, cpu1)]
             big_time, before, peak = send_big(port, login, big, pid)
             results[name] = {"one": args.messages / one, "many": args.messages / many, "big": big_time}
             mem = ""
@@ -292,6 +306,10 @@ def main() -> None:
                 f"  {name:12} 1 connection {args.messages / one:7.1f} msg/s   {args.connections} connections "
                 f"{args.messages / many:7.1f} msg/s (connecting{' and logging in' if login else ''} before: "
                 f"{setup * 1000:.0f} ms)   {len(big) / 1e6:.0f} MB message {big_time:.2f} s{mem}"
+            )
+            print(
+                f"  {'':12} CPU per message with {args.connections} connections: {name} {cpu[0]:.2f} ms, "
+                f"upstream sink {cpu[1]:.2f} ms, clients {cpu[2]:.2f} ms"
             )
         p, r = results["plain relay"], results["proxy"]
         checks = [

@@ -5,10 +5,12 @@
   upstream server itself; ``LoginGuard`` slows down and stops guessing.
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. With recipient checks on,
-  the upstream transaction opens here.
-- RCPT decides each recipient at once (STYLE.md §4): policy and key
-  directory first — 550 5.7.1 for a ``require`` recipient without a
-  certificate, before the body is sent — then the upstream server's answer.
+  a connection to the upstream server is taken here.
+- RCPT decides each recipient at once (STYLE.md §4) by policy and key
+  directory: 550 5.7.1 for a ``require`` recipient without a certificate.
+- The DATA command (``handle_DATA_COMMAND``) asks the upstream server about
+  the sender and all recipients in one pipelined exchange; its refusal is
+  the answer to DATA, before the body is sent.
 - DATA groups, signs, encrypts and relays (``groups``, ``relay``) and
   answers 250 only when every group is accepted upstream, in the outbox or
   in the retry spool; temporary failures are 451, permanent ones the
@@ -216,9 +218,6 @@ class ProxyHandler:
         loop = asyncio.get_running_loop()
         try:
             plan = self.book.cached(address) or await loop.run_in_executor(None, self.book.plan, address)
-            probe: Probe | None = getattr(session, "mailcrypt_probe", None)
-            if probe is not None:
-                await self.relay.check(probe, address)
         except Refused as exc:
             log.warning("RCPT TO %s refused: %s", address, exc.reply)
             return exc.reply
@@ -233,6 +232,19 @@ class ProxyHandler:
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
         await self._drop_probe(session)
         return "221 2.0.0 Bye"
+
+    async def handle_DATA_COMMAND(self, server: Any, session: Any, envelope: Any) -> str | None:
+        """Before the body: the upstream server's word on the sender and every recipient; a refusal or None."""
+        probe: Probe | None = getattr(session, "mailcrypt_probe", None)
+        if probe is None:
+            return None
+        try:
+            await self.relay.open(probe, envelope.rcpt_tos)
+        except Refused as exc:
+            log.warning("message from %s refused before its body: %s", envelope.mail_from, exc.reply)
+            await self._drop_probe(session)
+            return exc.reply
+        return None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         probe = getattr(session, "mailcrypt_probe", None)

@@ -13,10 +13,11 @@ Exactly once, nothing lost (issue: the SMTP proxy, item 5):
   timeout, connection lost mid-DATA), the server's own 5xx code and reason
   for a permanent refusal — and the client's retry sends everything again.
 - With ``check_recipients`` (the default) the recipients are checked with
-  the server while the client names them: ``begin`` opens the transaction
-  at MAIL and ``check`` forwards each RCPT, so a refused address is refused
-  to the client at RCPT time. A message without Bcc then goes out in that
-  very transaction.
+  the server before the client sends the body: ``begin`` takes a connection
+  at MAIL (a server that is down is the answer to MAIL), and at the
+  client's DATA command ``open`` sends MAIL and every RCPT in one pipelined
+  write (RFC 2920); a refused address refuses the DATA command, naming it.
+  A message without Bcc then goes out in that very transaction.
 - Once one group was accepted, a later group that fails must neither make
   the client retry (which would send the first group twice) nor be lost: an
   encrypted group goes into the durable ``Spool`` (written and synced before
@@ -99,12 +100,14 @@ def permanent(reply: Reply, host: str) -> str:
 
 @dataclass
 class Probe:
-    """A transaction opened at MAIL time, its recipients added at RCPT time."""
+    """A transaction: its connection held from MAIL time, MAIL and RCPT sent at the client's DATA command."""
 
     conn: Connection
     login: Credentials | None
     sender: str
+    smtputf8: bool
     accepted: list[str] = field(default_factory=list)
+    opened: bool = False  # MAIL went out (``open``)
 
 
 @dataclass
@@ -137,54 +140,76 @@ class UpstreamRelay:
     # -------------------------------------------------------------- RCPT time
 
     async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> Probe | None:
-        """Open the transaction at MAIL time, when recipients are checked. Raises ``Refused``."""
+        """At MAIL time, when recipients are checked: hold a connection for the transaction. Raises ``Refused``.
+
+        Nothing is sent yet (``open`` sends MAIL and every RCPT in one go);
+        a server that is down or refuses the proxy's login is the answer to
+        MAIL.
+        """
         if not self.check_recipients:
             return None
+        try:
+            conn = await self.pool.acquire(login)
+        except UpstreamUnavailable as exc:
+            raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
+        except LoginRefused as exc:
+            raise Refused(temporary(f"upstream {self.host} refused the proxy's login: {exc.reply}")) from None
+        return Probe(conn, login, sender, smtputf8)
+
+    async def open(self, probe: Probe, recipients: Sequence[str]) -> None:
+        """At the client's DATA command: MAIL and every RCPT, pipelined. Raises ``Refused`` with what to tell the client.
+
+        The client hears the server's refusal before it sends the body; a
+        refused recipient refuses the message, naming the address and the
+        server's reason. A pooled connection that went stale is replaced once.
+        """
         for attempt in (1, 2):
-            try:
-                conn = await self.pool.acquire(login, fresh=attempt == 2)
-            except UpstreamUnavailable as exc:
-                raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
-            except LoginRefused as exc:
-                raise Refused(temporary(f"upstream {self.host} refused the proxy's login: {exc.reply}")) from None
-            options = conn.mail_options(size=0, eight_bit=False, smtputf8=smtputf8)
+            if attempt == 2:
+                self.pool.release(probe.conn, probe.login, clean=False)
+                try:
+                    probe.conn = await self.pool.acquire(probe.login, fresh=True)
+                except (UpstreamUnavailable, LoginRefused) as exc:
+                    raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
+            conn = probe.conn
+            options = conn.mail_options(size=0, eight_bit=False, smtputf8=probe.smtputf8)
             options = [o for o in options if not o.startswith("SIZE")]
+            probe.opened = True
             try:
-                reply, _ = await conn.envelope(sender, (), options=options)
+                mail, rcpts = await conn.envelope(probe.sender, recipients, options=options)
             except UpstreamUnavailable as exc:
                 if attempt == 1:
                     continue  # A pooled connection that went stale: try a new one.
                 raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
-            if reply.ok:
-                return Probe(conn, login, sender)
-            self.pool.release(conn, login, clean=False)
-            if reply.temporary:
-                raise Refused(temporary(f"upstream {self.host} answered MAIL with {reply}"))
-            raise Refused(permanent(reply, self.host))
-        raise AssertionError("unreachable")
-
-    async def check(self, probe: Probe, recipient: str) -> None:
-        """Forward one RCPT. Raises ``Refused`` with the server's answer."""
-        try:
-            reply = await probe.conn.rcpt(recipient)
-        except UpstreamUnavailable as exc:
-            raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
-        if reply.ok:
-            probe.accepted.append(recipient)
+            break
+        if not mail.ok:
+            raise Refused(
+                temporary(f"upstream {self.host} answered MAIL with {mail}")
+                if mail.temporary
+                else permanent(mail, self.host)
+            )
+        refused = [(r, reply) for r, reply in zip(recipients, rcpts, strict=True) if not reply.ok]
+        probe.accepted = [r for r, reply in zip(recipients, rcpts, strict=True) if reply.ok]
+        if not refused:
             return
+        # A permanent refusal is the more useful thing to tell: the client must change something.
+        worst = next(((r, reply) for r, reply in refused if not reply.temporary), refused[0])
+        others = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        address, reply = worst
         if reply.temporary:
-            raise Refused(temporary(f"upstream {self.host} answered RCPT with {reply}"))
-        raise Refused(permanent(reply, self.host))
+            raise Refused(temporary(f"upstream {self.host} answered RCPT TO:<{address}>{others} with {reply}"))
+        code = reply.code if 500 <= reply.code < 600 else 554
+        raise Refused(f"{code} {client_text(f'upstream {self.host} refused <{address}>{others}: {reply.text}')}")
 
     async def abandon(self, probe: Probe | None) -> None:
         """The client reset or left: end the open transaction."""
         if probe is None:
             return
-        clean = False
-        try:
-            clean = (await probe.conn.rset()).ok
-        except UpstreamUnavailable:
-            pass
+        clean = not probe.conn.broken
+        if probe.opened:
+            try:
+                clean = (await probe.conn.rset()).ok
+            except UpstreamUnavailable:
+                clean = False
         self.pool.release(probe.conn, probe.login, clean=clean)
 
     # -------------------------------------------------------------- DATA time
@@ -207,7 +232,7 @@ class UpstreamRelay:
         order = sorted(groups, key=lambda g: g.encrypted)  # Plaintext first: it can never be spooled.
         reuse = probe is not None and len(order) == 1 and sorted(order[0].recipients) == sorted(probe.accepted)
         conn: Connection | None = probe.conn if probe is not None else None
-        if probe is not None and not reuse:
+        if probe is not None and not reuse and probe.opened:
             await self._rset(probe.conn)
         delivery = Delivery("250 2.0.0 OK")
         committed = False
@@ -362,7 +387,7 @@ class OutboxRelay:
     async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> None:
         return None
 
-    async def check(self, probe: object, recipient: str) -> None:
+    async def open(self, probe: object, recipients: Sequence[str]) -> None:
         return None
 
     async def abandon(self, probe: object) -> None:

@@ -87,6 +87,14 @@ class ProxySMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
+        before = getattr(self.event_handler, "handle_DATA_COMMAND", None)
+        if before is not None:
+            refusal = await before(self, self.session, self.envelope)
+            if refusal is not None:
+                # The transaction ends here: a client that tries again starts with MAIL.
+                self._set_post_data_state()
+                await self.push(refusal)
+                return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         # A CRLF in front makes the first line look like every other line, for
         # the end marker and for dot-stuffing (RFC 5321 §4.5.2).

@@ -171,7 +171,7 @@ class RawServer:
     """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up.
 
     ``drop_on``: hang up, without a reply, at the first command line that
-    starts with it. ``accept``: answer the end of DATA with 250 and go on
+    starts with it (on every connection when ``drop_every_time`` is set). ``accept``: answer the end of DATA with 250 and go on
     (else hang up there too), and refuse DATA outside a transaction (503).
     ``lines`` holds the command lines of each connection.
     """
@@ -195,6 +195,7 @@ class RawServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.drop_every_time = False
         self.data = b""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -231,7 +232,8 @@ class RawServer:
                 return
             lines.append(line)
             if self.drop_on is not None and line.startswith(self.drop_on):
-                self.drop_on = None
+                if not self.drop_every_time:
+                    self.drop_on = None
                 return  # Hang up without a reply.
             verb = line[:4].upper()
             if verb == b"EHLO":

@@ -116,17 +116,24 @@ def test_421_at_greeting(tmp_path: Path, people) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("code", [451, 550])
-def test_refusal_at_rcpt_reaches_the_client_then_a_retry_goes_once(proxy, upstream: Upstream, code: int) -> None:  # type: ignore[no-untyped-def]
-    upstream.rcpt_rules["bob@example.org"] = f"{code} {code // 100}.1.1 mailbox says no"
-    with proxy.client() as client, pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
-        send(client, ["bob@example.org"], message("bob@example.org"))
-    ((got, text),) = caught.value.recipients.values()
-    assert got == code and b"mailbox says no" in text
-    assert upstream.attempts == []
-    del upstream.rcpt_rules["bob@example.org"]
+def test_refusal_at_rcpt_reaches_the_client_before_the_body_then_a_retry_goes_once(proxy, upstream: Upstream, code: int) -> None:  # type: ignore[no-untyped-def]
+    upstream.rcpt_rules["dave@example.com"] = f"{code} {code // 100}.1.1 mailbox says no"
+    both = ["bob@example.org", "dave@example.com"]
     with proxy.client() as client:
-        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
-    assert len(upstream.wait_for(1)) == 1
+        client.ehlo()
+        assert client.mail(SENDER)[0] == 250
+        assert [client.rcpt(r)[0] for r in both] == [250, 250]
+        # The server's word comes at the DATA command, before the body is sent.
+        got, text = client.docmd("DATA")
+        assert got == code and b"<dave@example.com>" in text and b"mailbox says no" in text
+        # The transaction is over: a client that tries again starts with MAIL.
+        assert client.docmd("DATA")[0] == 503
+    assert upstream.attempts == []
+    del upstream.rcpt_rules["dave@example.com"]
+    with proxy.client() as client:
+        assert send(client, both, message(", ".join(both))) == {}
+    (copy,) = upstream.wait_for(1)
+    assert sorted(copy.recipients) == both
     all_encrypted(upstream)
 
 
@@ -193,25 +200,44 @@ def test_message_not_made_after_data_went_upstream(proxy, upstream: Upstream, mo
     all_encrypted(upstream)
 
 
-def test_connection_lost_at_rcpt_then_data_opens_a_new_transaction(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
-    """The accepted recipient's message goes on a new connection, with MAIL and RCPT again, never a bare DATA."""
+def test_connection_lost_at_rcpt_is_retried_on_a_new_connection(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    """Lost while the recipients are checked: the whole envelope again on a new connection, never a bare DATA."""
     raw = RawServer(drop_on=b"RCPT TO:<dave@example.com>", accept=True).start()
     running = run_proxy(tmp_path, raw.port, people)
     try:
         both = ["bob@example.org", "dave@example.com"]
         with running.client() as client:
-            refused = send(client, both, message(", ".join(both)))
+            assert send(client, both, message(", ".join(both))) == {}
     finally:
         running.thread.stop()
         raw.stop()
-    assert list(refused) == ["dave@example.com"] and refused["dave@example.com"][0] == 451
     assert len(raw.lines) == 2  # The first connection was lost at dave's RCPT.
+    assert not any(line.upper().startswith(b"DATA") for line in raw.lines[0])
     last = raw.lines[-1]
     data_at = next(i for i, line in enumerate(last) if line.upper().startswith(b"DATA"))
     before = b"".join(last[:data_at]).upper()
-    assert b"MAIL FROM:<" in before and b"RCPT TO:<BOB@EXAMPLE.ORG>" in before
+    assert b"MAIL FROM:<" in before and b"RCPT TO:<BOB@EXAMPLE.ORG>" in before and b"RCPT TO:<DAVE@EXAMPLE.COM>" in before
     assert b"application/pkcs7-mime" in raw.data
     no_plaintext(raw.data)
+
+
+def test_connection_lost_twice_at_rcpt_refuses_with_451(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    """Lost on the new connection too: 451 at the DATA command, before the body; nothing was sent."""
+    raw = RawServer(drop_on=b"RCPT TO:<dave@example.com>", accept=True)
+    raw.drop_every_time = True  # type: ignore[attr-defined]
+    raw.start()
+    running = run_proxy(tmp_path, raw.port, people)
+    try:
+        both = ["bob@example.org", "dave@example.com"]
+        with running.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, both, message(", ".join(both)))
+    finally:
+        running.thread.stop()
+        raw.stop()
+    assert caught.value.smtp_code == 451 and b"unavailable" in caught.value.smtp_error
+    assert len(raw.lines) == 2
+    assert not any(line.upper().startswith(b"DATA") for lines in raw.lines for line in lines)
+    assert not raw.data
 
 
 def test_first_group_refused_sends_no_other(proxy, upstream: Upstream) -> None:  # type: ignore[no-untyped-def]
