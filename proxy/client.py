@@ -275,9 +275,13 @@ class Connection:
         if reply.code != 354:
             return reply
         body = memoryview(_stuff(message))
+        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
+        if len(body) <= _PIECE:
+            # One write for a small message: every write to a loopback peer costs a system call and a wakeup.
+            await self._send(b"".join((body, ending)), "data")
+            return await self._reply("data")
         for start in range(0, len(body), _PIECE):
             await self._send(body[start : start + _PIECE], "data")
-        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
         await self._send(ending, "data")
         return await self._reply("data")
 

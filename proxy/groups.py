@@ -17,7 +17,10 @@ each Bcc recipient. The Bcc field never leaves. Each envelope's profile is
 ``common_profile`` of its recipients and the sender (DESIGN.md §1). When
 the sender has an identity, the message is signed once (sign-then-encrypt,
 DESIGN.md §2) and that signed message goes into every envelope.
-Encryption runs in a worker thread: the event loop keeps serving others.
+A large message is signed and encrypted in a worker thread, and so is every
+RSA signature (about a millisecond, run by OpenSSL without the GIL): the
+event loop keeps serving others. A small message is encrypted, and signed
+with an EC key, on the event loop, which is cheaper than the thread hop.
 
 What it won't do: talk to servers (``relay``) or log anything of the
 content: the log names addresses, profiles and certificate fingerprints.
@@ -37,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailcrypt import errors, smime
 from mailcrypt import mime_headers as mh
@@ -231,6 +235,11 @@ def sign_for_sender(message: bytes | bytearray, fields: list[mh.Field], sender: 
     return _Signed(message, fields, sender.signer)
 
 
+def _slow_signer(signer: object) -> bool:
+    """An RSA private-key operation takes about a millisecond; OpenSSL runs it without the GIL, in a thread."""
+    return isinstance(getattr(signer, "key", None), rsa.RSAPrivateKey)
+
+
 def make_groups(
     message: bytes | bytearray,
     recipients: Sequence[str],
@@ -238,11 +247,16 @@ def make_groups(
     sender: SenderKeys,
     *,
     fields: list[mh.Field] | None = None,
+    decisions: list[str] | None = None,
 ) -> list[Group]:
     """The groups for one message (see the module docstring), in no particular order.
 
     ``fields`` are ``header_fields(message)`` when the caller has them already.
+    What was decided for each recipient (address, certificate fingerprint,
+    profile, why) is appended to ``decisions`` for the caller's log line.
     """
+    if decisions is None:
+        decisions = []
     if fields is None:
         fields = header_fields(message)
     visible = {a.lower() for a in mh.recipient_addresses(bytes(message[: _header_end(message)]))}
@@ -255,6 +269,9 @@ def make_groups(
         if not signed:
             if sender.signer is None:
                 signed.append(None)
+            elif len(message) <= _INLINE and not _slow_signer(sender.signer):
+                # An EC signature on a small message takes a tenth of a millisecond: cheaper than a thread hop.
+                signed.append(sign_for_sender(message, fields, sender))
             else:
                 loop = asyncio.get_running_loop()
                 signed.append(await loop.run_in_executor(None, sign_for_sender, message, fields, sender))
@@ -299,7 +316,7 @@ def make_groups(
             shared.append(plan)
         else:
             groups.append(encrypted([plan], "bcc"))
-        log.info("%s: %s%s", address, plan.describe(), "" if in_header else " [bcc: own envelope]")
+        decisions.append(f"{address}: {plan.describe()}{'' if in_header else ' [bcc: own envelope]'}")
     if shared:
         groups.insert(0, encrypted(shared, "to/cc"))
     if clear_shared:

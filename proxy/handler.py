@@ -253,7 +253,10 @@ class ProxyHandler:
         try:
             fields = header_fields(message)
             sender = self.senders(envelope.mail_from, from_addresses(fields))
-            groups = make_groups(message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender, fields=fields)
+            decisions: list[str] = []
+            groups = make_groups(
+                message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender, fields=fields, decisions=decisions
+            )
         except BaseException:
             await self.relay.abandon(probe)
             raise
@@ -263,12 +266,13 @@ class ProxyHandler:
         delivery = await self.relay.deliver(probe, envelope.mail_from, groups, login, smtputf8=smtputf8)
         if delivery.late and self.late is not None:
             await self.late.handle(delivery.late, envelope.mail_from, login, message_id)
+        # One line a message: what was decided for each recipient, and the outcome.
         log.info(
-            "message %s from %s to %d recipient(s) in %d envelope(s): %s",
+            "message %s from %s in %d envelope(s): %s; %s",
             message_id,
             envelope.mail_from,
-            len(envelope.rcpt_tos),
             len(groups),
+            "; ".join(decisions),
             delivery.reply,
         )
         return delivery.reply

@@ -296,3 +296,26 @@ def test_upstream_starttls_is_verified(tmp_path: Path, people) -> None:  # type:
         assert is_encrypted(copy.data)
     finally:
         up.stop()
+
+
+def test_the_log_names_each_decision_and_never_the_content(proxy, upstream: Upstream, people, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from cryptography import x509
+
+    from mailcrypt.keydir.validate import fingerprint
+
+    bob, dave = people["bob"], people["dave"]
+    open_rcpt = "someone@open.example"
+    msg = message(f"{bob.address}, {open_rcpt}", bcc=dave.address)
+    with caplog.at_level(logging.INFO, logger="proxy.handler"), proxy.client() as client:
+        assert client.sendmail(SENDER, [bob.address, open_rcpt, dave.address], msg) == {}
+    upstream.wait_for(3)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "proxy.handler" and "envelope(s)" in r.getMessage()]
+    bob_fp = fingerprint(x509.load_pem_x509_certificate(bob.cert_path.read_bytes()))[:16]
+    assert f"{bob.address}: certificate sha256:{bob_fp}, profile compatible" in line
+    assert f"{dave.address}: certificate sha256:" in line and "[bcc: own envelope]" in line
+    assert f"{open_rcpt}: plaintext copy (no certificate;" in line
+    assert "250" in line
+    for secret in (b"Quarterly", b"numbers are in", b"m1@example.org"):
+        assert secret.decode() not in caplog.text
