@@ -383,6 +383,14 @@ def test_ecdh_key_agreement_encodings(ec_p384):
 
 
 
+@pytest.mark.parametrize("cipher", sorted(CONTENT_CIPHERS))
+def test_content_algorithm_identifier_der_is_what_asn1crypto_encodes(cipher):
+    from mailcrypt.envelope.content import ContentEncryptor
+
+    enc = ContentEncryptor(cipher, policy=DEFAULT_POLICY, rng=os.urandom)
+    assert enc.algorithm_identifier_der() == enc.algorithm_identifier().dump()
+
+
 @pytest.mark.parametrize("kdf_hash", ["sha1", "sha256", "sha512"])
 @pytest.mark.parametrize("key_wrap", ["aes128-wrap", "aes256-wrap"])
 @pytest.mark.parametrize("cek_length", [16, 32])

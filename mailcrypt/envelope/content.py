@@ -15,6 +15,7 @@ raises. Key generation and the choice of cipher happen elsewhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from asn1crypto import algos, core
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mailcrypt.envelope.asn1 import CONTENT_CIPHER_BY_OID, CONTENT_CIPHER_OIDS, GCMParameters
+from mailcrypt.envelope.codec import UNIVERSAL, der_header
 from mailcrypt.errors import CMSParseError, DecryptionFailed, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import CONTENT_CIPHERS, LEGACY_CONTENT_CIPHERS, Policy
 
@@ -32,6 +34,14 @@ __all__ = ["ContentEncryptor", "ContentDecryptor", "GCM_NONCE_BYTES", "GCM_TAG_B
 GCM_NONCE_BYTES = 12  # RFC 5084 §3.2 recommends 12 octets.
 GCM_TAG_BYTES = 16  # Written explicitly, never the 12-octet default (DESIGN.md §1).
 _BLOCK = 16
+_SEQUENCE = 16
+_OCTET_STRING = 4
+_GCM_ICV_LENGTH = core.Integer(GCM_TAG_BYTES).dump()
+
+
+@functools.lru_cache(maxsize=16)
+def _oid_der(oid: str) -> bytes:
+    return core.ObjectIdentifier(oid).dump()
 
 
 class ContentEncryptor:
@@ -69,6 +79,22 @@ class ContentEncryptor:
         else:
             params = core.OctetString(self._iv)
         return algos.EncryptionAlgorithm({"algorithm": oid, "parameters": params})
+
+    def algorithm_identifier_der(self) -> bytes:
+        """The DER of ``algorithm_identifier()``, framed around the fresh IV.
+
+        The OID and, for GCM, the ICV length are encoded once by asn1crypto;
+        the object itself cost more than encrypting a 10 KB message. A test
+        checks that the bytes are the same.
+        """
+        # CBC: AlgorithmIdentifier { oid, OCTET STRING iv } (RFC 3565 §4.1);
+        # GCM: AlgorithmIdentifier { oid, GCMParameters { OCTET STRING nonce, icvLen } } (RFC 5084 §3.2).
+        iv = der_header(UNIVERSAL, False, _OCTET_STRING, len(self._iv)) + self._iv
+        if self.mode == "gcm":
+            inner = iv + _GCM_ICV_LENGTH
+            iv = der_header(UNIVERSAL, True, _SEQUENCE, len(inner)) + inner
+        body = _oid_der(CONTENT_CIPHER_OIDS[self.cipher]) + iv
+        return der_header(UNIVERSAL, True, _SEQUENCE, len(body)) + body
 
     @staticmethod
     def ciphertext_length(cipher: str, plaintext_length: int) -> int:

@@ -137,20 +137,12 @@ class ECDHRecipient(Recipient):
         return _frame(CONTEXT, 1, _VERSION_3 + originator + head + keys_der), "v3"
 
     def _fixed(self) -> tuple[bytes, bytes]:
-        """(keyEncryptionAlgorithm, rid): the same for every message to this certificate."""
-        fixed = self.__dict__.get("_fixed_der")
-        if fixed is None:
-            algorithm = cms.KeyEncryptionAlgorithm(
-                {
-                    "algorithm": ECDH_KDF_OIDS[self._kdf_hash],
-                    "parameters": cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(self._wrap)),
-                }
-            )
-            rid = cms.KeyAgreementRecipientIdentifier(
-                name="issuer_and_serial_number", value=self.ref.issuer_and_serial()
-            )
-            fixed = self.__dict__["_fixed_der"] = (algorithm.dump(), rid.dump())
-        return fixed
+        """(keyEncryptionAlgorithm, rid): the same for every message to this certificate, encoded once.
+
+        The rid is the untagged issuerAndSerialNumber choice, whose encoding
+        the certificate keeps (``CertificateRef.issuer_and_serial_der``).
+        """
+        return _key_agreement_algorithm(self._kdf_hash, self._wrap), self.ref.issuer_and_serial_der
 
 
 _SEQUENCE = 16
@@ -164,6 +156,12 @@ _EC_ALGORITHM = keys.PublicKeyAlgorithm({"algorithm": "ec"}).dump()
 
 def _frame(cls: int, tag: int, content: bytes) -> bytes:
     return der_header(cls, True, tag, len(content)) + content
+
+
+@functools.lru_cache(maxsize=32)
+def _key_agreement_algorithm(kdf_hash: str, wrap_name: str) -> bytes:
+    parameters = cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(wrap_name))
+    return cms.KeyEncryptionAlgorithm({"algorithm": ECDH_KDF_OIDS[kdf_hash], "parameters": parameters}).dump()
 
 
 @functools.lru_cache(maxsize=4)

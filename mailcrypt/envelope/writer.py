@@ -96,7 +96,7 @@ class EnvelopeWriter:
         members = b"".join(sorted(der for der, _ in infos))
         infos_der = der_header(UNIVERSAL, True, _SET, len(members)) + members
         content_oid = _DATA_OID
-        algorithm_der = enc.algorithm_identifier().dump()
+        algorithm_der = enc.algorithm_identifier_der()
         octets_header = der_header(CONTEXT, False, 0, cipher_len)
         eci_len = len(content_oid) + len(algorithm_der) + len(octets_header) + cipher_len
         eci_header = der_header(UNIVERSAL, True, _SEQUENCE, eci_len)
