@@ -295,7 +295,7 @@ def main() -> None:
             cpu0 = (cpu_seconds(pid), cpu_seconds(sink.pid), own_cpu_seconds())
             many, setup = send_many(port, login, small, args.connections)
             cpu1 = (cpu_seconds(pid), cpu_seconds(sink.pid), own_cpu_seconds())
-            cpu = [(b - a) * 1000 / args.messages for a, b in zip(cpu0, cpu1)]
+            cpu = [(b - a) * 1000 / args.messages for a, b in zip(cpu0, cpu1, strict=True)]
             big_time, before, peak = send_big(port, login, big, pid)
             results[name] = {"one": args.messages / one, "many": args.messages / many, "big": big_time}
             mem = ""

@@ -20,8 +20,9 @@ past the first empty line.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -288,24 +289,36 @@ def restore(outer: list[Field], inner_block: bytes) -> bytes:
 
 
 def _addresses(header_block: bytes, names: tuple[str, ...]) -> list[str]:
+    """The unique addr-specs in the fields ``names`` of a header block (see ``addresses_in``)."""
+    if not isinstance(header_block, (bytes, bytearray, memoryview)):
+        raise TypeError("header_block must be bytes")
+    block = bytes(header_block)
+    end = _find_end(block, 0, True)
+    assert end is not None  # eof=True always decides.
+    return addresses_in(split_fields(block[: end[0]]), names)
+
+
+def addresses_in(fields: Sequence[Field], names: tuple[str, ...]) -> list[str]:
     """The unique addr-specs in the fields ``names``, in order of appearance.
 
     Duplicates are recognised case-insensitively; the first spelling wins.
     Group syntax and empty entries ("undisclosed-recipients:;") yield nothing.
     """
-    if not isinstance(header_block, (bytes, bytearray, memoryview)):
-        raise TypeError("header_block must be bytes")
+    return list(_parse_addresses(tuple(f.value for f in fields if f.name in names)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_addresses(values: tuple[str, ...]) -> tuple[str, ...]:
+    # The e-mail parser takes tens of microseconds a field, and a sender
+    # writes to the same people again and again; the result depends on the
+    # values alone, so remembering it is exact.
     import email.utils
 
-    block = bytes(header_block)
-    end = _find_end(block, 0, True)
-    assert end is not None  # eof=True always decides.
-    values = [f.value for f in split_fields(block[: end[0]]) if f.name in names]
     seen: dict[str, str] = {}
-    for _, addr in email.utils.getaddresses(values):
+    for _, addr in email.utils.getaddresses(list(values)):
         if "@" in addr:
             seen.setdefault(addr.lower(), addr)
-    return list(seen.values())
+    return tuple(seen.values())
 
 
 def recipient_addresses(header_block: bytes) -> list[str]:

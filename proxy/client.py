@@ -188,19 +188,15 @@ class Connection:
     # ------------------------------------------------------------------ talking
 
     async def _reply(self, stage: str) -> Reply:
-        lines = []
+        return (await self._replies(1, stage))[0]
+
+    async def _replies(self, count: int, stage: str) -> list[Reply]:
+        """The server's next ``count`` replies (pipelined commands), under one timeout."""
+        replies = []
         try:
             async with asyncio.timeout(self.config.timeout):
-                while True:
-                    line = await self._reader.readline()
-                    if not line.endswith(b"\n"):
-                        raise UpstreamUnavailable(f"the server closed the connection ({stage})", stage=stage)
-                    text = line.decode("utf-8", "replace").rstrip("\r\n")
-                    if len(text) < 3 or not text[:3].isdigit():
-                        raise UpstreamUnavailable(f"not an SMTP reply: {text[:40]!r}", stage=stage)
-                    lines.append(text[4:])
-                    if text[3:4] != "-":
-                        break
+                for _ in range(count):
+                    replies.append(await self._read_reply(stage))
         except TimeoutError:
             self.close()
             raise UpstreamUnavailable(
@@ -212,19 +208,35 @@ class Connection:
         except UpstreamUnavailable:
             self.close()
             raise
+        return replies
+
+    async def _read_reply(self, stage: str) -> Reply:
+        lines = []
+        while True:
+            line = await self._reader.readline()
+            if not line.endswith(b"\n"):
+                raise UpstreamUnavailable(f"the server closed the connection ({stage})", stage=stage)
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if len(text) < 3 or not text[:3].isdigit():
+                raise UpstreamUnavailable(f"not an SMTP reply: {text[:40]!r}", stage=stage)
+            lines.append(text[4:])
+            if text[3:4] != "-":
+                break
         reply = Reply(int(text[:3]), "\n".join(lines))
         if reply.code == 421:
             # RFC 5321 §3.8: the server is closing the connection.
-            self.close()
             raise UpstreamUnavailable(f"the server is shutting down: {reply}", stage=stage, reply=reply)
         return reply
 
     async def _send(self, data: bytes | bytearray | memoryview, stage: str) -> None:
-        if self.broken:
+        if self.broken or self._writer.transport.is_closing():
+            self.close()
             raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
         try:
+            self._writer.write(data)
+            if not self._writer.transport.get_write_buffer_size():
+                return  # All of it went to the kernel at once: nothing to wait for.
             async with asyncio.timeout(self.config.timeout):
-                self._writer.write(data)
                 await self._writer.drain()
         except TimeoutError:
             self.close()
@@ -245,8 +257,8 @@ class Connection:
         rcpts = [f"RCPT TO:<{r}>".encode() for r in recipients]
         if "pipelining" in self.extensions:
             await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail")
-            mail_reply = await self._reply("mail")
-            return mail_reply, [await self._reply("rcpt") for _ in rcpts]
+            mail_reply, *rcpt_replies = await self._replies(1 + len(rcpts), "mail")
+            return mail_reply, rcpt_replies
         mail_reply = await self.command(mail, "mail")
         if not mail_reply.ok:
             return mail_reply, []

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import email.utils
 import functools
 import io
 import logging
@@ -191,17 +190,12 @@ def _header_end(message: bytes | bytearray) -> int:
     return len(message) if end < 0 else end + 4
 
 
-def _addresses(fields: Sequence[mh.Field], names: tuple[str, ...]) -> list[str]:
-    values = [f.value for f in fields if f.name in names]
-    return [addr for _, addr in email.utils.getaddresses(values) if "@" in addr]
-
-
 def header_fields(message: bytes | bytearray) -> list[mh.Field]:
     return mh.split_fields(bytes(message[: _header_end(message)]).removesuffix(b"\r\n"))
 
 
 def from_addresses(fields: Sequence[mh.Field]) -> list[str]:
-    return _addresses(fields, ("from",))
+    return mh.addresses_in(fields, ("from",))
 
 
 class _Signed:
@@ -259,7 +253,7 @@ def make_groups(
         decisions = []
     if fields is None:
         fields = header_fields(message)
-    visible = {a.lower() for a in mh.recipient_addresses(bytes(message[: _header_end(message)]))}
+    visible = {a.lower() for a in mh.addresses_in(fields, ("to", "cc"))}
     shared: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []

@@ -157,7 +157,7 @@ class UpstreamRelay:
         return Probe(conn, login, sender, smtputf8)
 
     async def open(self, probe: Probe, recipients: Sequence[str]) -> None:
-        """At the client's DATA command: MAIL and every RCPT, pipelined. Raises ``Refused`` with what to tell the client.
+        """At the client's DATA command: MAIL and every RCPT, pipelined. Raises ``Refused`` for the client.
 
         The client hears the server's refusal before it sends the body; a
         refused recipient refuses the message, naming the address and the

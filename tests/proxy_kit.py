@@ -171,8 +171,9 @@ class RawServer:
     """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up.
 
     ``drop_on``: hang up, without a reply, at the first command line that
-    starts with it (on every connection when ``drop_every_time`` is set). ``accept``: answer the end of DATA with 250 and go on
-    (else hang up there too), and refuse DATA outside a transaction (503).
+    starts with it (on every connection when ``drop_every_time`` is set).
+    ``accept``: answer the end of DATA with 250 and go on (else hang up
+    there too), and refuse DATA outside a transaction (503).
     ``lines`` holds the command lines of each connection.
     """
 
