@@ -6,7 +6,9 @@ clear), says EHLO and logs in with AUTH PLAIN or LOGIN (RFC 4954). The
 commands return the server's ``Reply`` whatever its code; I/O failures —
 refused connection, timeout, connection lost, a 421 — raise
 ``UpstreamUnavailable``, and the connection is then closed and unusable.
-MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920).
+MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920);
+a ``Transaction`` sends them in the background while recipients are still
+being named.
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
 waiting for the socket to drain between pieces, so a large message is
 never copied whole into the transport's buffer. ``start_data`` sends DATA
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Reply", "ServerConfig", "Connection", "UpstreamUnavailable", "LoginRefused"]
+__all__ = ["Reply", "ServerConfig", "Connection", "Transaction", "UpstreamUnavailable", "LoginRefused"]
 
 _PIECE = 1 << 18
 
@@ -267,6 +269,11 @@ class Connection:
     async def rcpt(self, recipient: str) -> Reply:
         return await self.command(f"RCPT TO:<{recipient}>".encode(), "rcpt")
 
+    def transaction(self, sender: str, *, options: Sequence[str] = ()) -> Transaction:
+        """Start MAIL FROM now, in the background; add recipients as they come (see ``Transaction``)."""
+        mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}".encode()
+        return Transaction(self, mail)
+
     async def start_data(self) -> None:
         """Send DATA now; the next ``data`` reads its answer. Raises ``UpstreamUnavailable``.
 
@@ -324,4 +331,64 @@ class Connection:
         try:
             self._writer.close()
         except (OSError, RuntimeError):
+            pass
+
+
+class Transaction:
+    """MAIL and RCPT commands sent while the mail client is still naming recipients.
+
+    ``add`` queues a recipient and returns at once; a background task sends
+    each command as soon as the server may take it (all queued ones in one
+    write when it offers PIPELINING, else one after another) and keeps the
+    replies. So the server checks the recipients while the client is busy
+    with its own commands. ``finish`` waits for every reply: (MAIL's reply,
+    the RCPT replies in order), with no RCPT replies when MAIL was refused.
+    It raises ``UpstreamUnavailable`` when the connection failed on the way.
+    """
+
+    def __init__(self, conn: Connection, mail: bytes) -> None:
+        self.conn = conn
+        self._lines = [mail]
+        self._replies: list[Reply] = []
+        self._more = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def add(self, recipient: str) -> None:
+        if self._closed:
+            raise RuntimeError("the transaction's commands are finished")
+        self._lines.append(f"RCPT TO:<{recipient}>".encode())
+        self._more.set()
+
+    async def _run(self) -> None:
+        conn = self.conn
+        pipelining = "pipelining" in conn.extensions
+        sent = 0
+        while True:
+            if sent < len(self._lines):
+                batch = self._lines[sent:] if pipelining else self._lines[sent : sent + 1]
+                stage = "mail" if sent == 0 else "rcpt"
+                await conn._send(b"".join(line + b"\r\n" for line in batch), stage)
+                sent += len(batch)
+                self._replies.extend(await conn._replies(len(batch), stage))
+                if not self._replies[0].ok and not pipelining:
+                    return  # MAIL refused: no RCPT goes after it.
+                continue
+            if self._closed:
+                return
+            self._more.clear()
+            await self._more.wait()
+
+    async def finish(self) -> tuple[Reply, list[Reply]]:
+        self._closed = True
+        self._more.set()
+        await self._task
+        mail, *rcpts = self._replies
+        return mail, (rcpts if mail.ok else [])
+
+    async def settle(self) -> None:
+        """Wait for the commands under way to be answered, whatever the outcome."""
+        try:
+            await self.finish()
+        except UpstreamUnavailable:
             pass

@@ -5,12 +5,12 @@
   upstream server itself; ``LoginGuard`` slows down and stops guessing.
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. With recipient checks on,
-  a connection to the upstream server is taken here.
+  the upstream transaction opens here.
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
-  directory: 550 5.7.1 for a ``require`` recipient without a certificate.
-- The DATA command (``handle_DATA_COMMAND``) asks the upstream server about
-  the sender and all recipients in one pipelined exchange; its refusal is
-  the answer to DATA, before the body is sent.
+  directory: 550 5.7.1 for a ``require`` recipient without a certificate;
+  the upstream server is asked about it in the background.
+- The DATA command (``handle_DATA_COMMAND``) waits for the upstream
+  server's answers; a refusal is the answer to DATA, before the body.
 - DATA groups, signs, encrypts and relays (``groups``, ``relay``) and
   answers 250 only when every group is accepted upstream, in the outbox or
   in the retry spool; temporary failures are 451, permanent ones the
@@ -221,6 +221,9 @@ class ProxyHandler:
         except Refused as exc:
             log.warning("RCPT TO %s refused: %s", address, exc.reply)
             return exc.reply
+        probe: Probe | None = getattr(session, "mailcrypt_probe", None)
+        if probe is not None:
+            self.relay.check(probe, address)
         plans[address] = plan
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"

@@ -14,10 +14,12 @@ Exactly once, nothing lost (issue: the SMTP proxy, item 5):
   for a permanent refusal — and the client's retry sends everything again.
 - With ``check_recipients`` (the default) the recipients are checked with
   the server before the client sends the body: ``begin`` takes a connection
-  at MAIL (a server that is down is the answer to MAIL), and at the
-  client's DATA command ``open`` sends MAIL and every RCPT in one pipelined
-  write (RFC 2920); a refused address refuses the DATA command, naming it.
-  A message without Bcc then goes out in that very transaction.
+  and sends MAIL at the client's MAIL (a server that is down is the answer
+  to MAIL), ``check`` adds each RCPT while the client goes on naming
+  recipients (``client.Transaction``, in the background), and at the
+  client's DATA command ``open`` reads the answers; a refused address
+  refuses the DATA command, naming it. A message without Bcc then goes out
+  in that very transaction.
 - Once one group was accepted, a later group that fails must neither make
   the client retry (which would send the first group twice) nor be lost: an
   encrypted group goes into the durable ``Spool`` (written and synced before
@@ -42,7 +44,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from proxy.client import Connection, LoginRefused, Reply, UpstreamUnavailable
+from proxy.client import Connection, LoginRefused, Reply, Transaction, UpstreamUnavailable
 from proxy.outbox import Outbox, Staged
 from proxy.pool import Credentials, Pool
 
@@ -100,14 +102,14 @@ def permanent(reply: Reply, host: str) -> str:
 
 @dataclass
 class Probe:
-    """A transaction: its connection held from MAIL time, MAIL and RCPT sent at the client's DATA command."""
+    """A transaction opened at MAIL time, its recipients added at RCPT time, its answers read at DATA."""
 
     conn: Connection
     login: Credentials | None
     sender: str
-    smtputf8: bool
+    options: list[str]
+    transaction: Transaction
     accepted: list[str] = field(default_factory=list)
-    opened: bool = False  # MAIL went out (``open``)
 
 
 @dataclass
@@ -140,11 +142,10 @@ class UpstreamRelay:
     # -------------------------------------------------------------- RCPT time
 
     async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> Probe | None:
-        """At MAIL time, when recipients are checked: hold a connection for the transaction. Raises ``Refused``.
+        """At MAIL time, when recipients are checked: take a connection and send MAIL. Raises ``Refused``.
 
-        Nothing is sent yet (``open`` sends MAIL and every RCPT in one go);
-        a server that is down or refuses the proxy's login is the answer to
-        MAIL.
+        MAIL goes out in the background (``client.Transaction``); a server
+        that is down or refuses the proxy's login is the answer to MAIL.
         """
         if not self.check_recipients:
             return None
@@ -154,33 +155,33 @@ class UpstreamRelay:
             raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
         except LoginRefused as exc:
             raise Refused(temporary(f"upstream {self.host} refused the proxy's login: {exc.reply}")) from None
-        return Probe(conn, login, sender, smtputf8)
+        options = [o for o in conn.mail_options(size=0, eight_bit=False, smtputf8=smtputf8) if not o.startswith("SIZE")]
+        return Probe(conn, login, sender, options, conn.transaction(sender, options=options))
+
+    def check(self, probe: Probe, recipient: str) -> None:
+        """At RCPT time: the server is asked about ``recipient`` in the background; ``open`` tells its answer."""
+        probe.transaction.add(recipient)
 
     async def open(self, probe: Probe, recipients: Sequence[str]) -> None:
-        """At the client's DATA command: MAIL and every RCPT, pipelined. Raises ``Refused`` for the client.
+        """At the client's DATA command: the server's answers to MAIL and every RCPT. Raises ``Refused``.
 
         The client hears the server's refusal before it sends the body; a
         refused recipient refuses the message, naming the address and the
-        server's reason. A pooled connection that went stale is replaced once.
+        server's reason. When the connection failed on the way (a pooled
+        one that went stale), the whole envelope goes once more on a new
+        connection, pipelined.
         """
-        for attempt in (1, 2):
-            if attempt == 2:
-                self.pool.release(probe.conn, probe.login, clean=False)
-                try:
-                    probe.conn = await self.pool.acquire(probe.login, fresh=True)
-                except (UpstreamUnavailable, LoginRefused) as exc:
-                    raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
-            conn = probe.conn
-            options = conn.mail_options(size=0, eight_bit=False, smtputf8=probe.smtputf8)
-            options = [o for o in options if not o.startswith("SIZE")]
-            probe.opened = True
+        try:
+            mail, rcpts = await probe.transaction.finish()
+        except UpstreamUnavailable:
+            self.pool.release(probe.conn, probe.login, clean=False)
             try:
-                mail, rcpts = await conn.envelope(probe.sender, recipients, options=options)
-            except UpstreamUnavailable as exc:
-                if attempt == 1:
-                    continue  # A pooled connection that went stale: try a new one.
+                probe.conn = await self.pool.acquire(probe.login, fresh=True)
+                mail, rcpts = await probe.conn.envelope(probe.sender, recipients, options=probe.options)
+            except (UpstreamUnavailable, LoginRefused) as exc:
                 raise Refused(temporary(f"upstream {self.host} unavailable: {exc}")) from None
-            break
+        if mail.ok and len(rcpts) != len(recipients):
+            raise AssertionError("the upstream transaction and the client's recipients differ")
         if not mail.ok:
             raise Refused(
                 temporary(f"upstream {self.host} answered MAIL with {mail}")
@@ -204,12 +205,13 @@ class UpstreamRelay:
         """The client reset or left: end the open transaction."""
         if probe is None:
             return
-        clean = not probe.conn.broken
-        if probe.opened:
+        await probe.transaction.settle()
+        clean = False
+        if not probe.conn.broken:
             try:
                 clean = (await probe.conn.rset()).ok
             except UpstreamUnavailable:
-                clean = False
+                pass
         self.pool.release(probe.conn, probe.login, clean=clean)
 
     # -------------------------------------------------------------- DATA time
@@ -232,7 +234,7 @@ class UpstreamRelay:
         order = sorted(groups, key=lambda g: g.encrypted)  # Plaintext first: it can never be spooled.
         reuse = probe is not None and len(order) == 1 and sorted(order[0].recipients) == sorted(probe.accepted)
         conn: Connection | None = probe.conn if probe is not None else None
-        if probe is not None and not reuse and probe.opened:
+        if probe is not None and not reuse:
             await self._rset(probe.conn)
         delivery = Delivery("250 2.0.0 OK")
         committed = False
@@ -385,6 +387,9 @@ class OutboxRelay:
         self.check_recipients = False
 
     async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> None:
+        return None
+
+    def check(self, probe: object, recipient: str) -> None:
         return None
 
     async def open(self, probe: object, recipients: Sequence[str]) -> None:
