@@ -35,7 +35,7 @@ import pybase64
 
 from mailcrypt import errors
 from mailcrypt import mime_headers as mh
-from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, open_envelope
+from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, OpenEnvelope, open_envelope
 from mailcrypt.mime_headers import recipient_addresses, sender_address
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
@@ -297,17 +297,21 @@ def decrypt_envelope(
     identities: Sequence[Identity],
     *,
     policy: Policy = DEFAULT_POLICY,
+    on_open: Callable[[OpenEnvelope], None] | None = None,
 ) -> tuple[bytes, EnvelopeInfo]:
     """``decrypt_message`` for a message already taken apart: its outer header fields and the envelope's DER.
 
     For callers that had to decode the body anyway (``mailcrypt.unwrap``
     looks at the CMS content type first), so it is not decoded twice.
+    ``on_open``, if given, sees the envelope once its key is unwrapped and
+    before its content is decrypted (``unwrap`` takes the replay digest from
+    it, ``OpenEnvelope.digest``, without walking the DER again).
     """
     _check_sequence(identities, "identities")
     _check_options(None, policy)
     pieces: list[bytes] = []
     # Collected and joined once: the message is copied one time, not at every write.
-    info = _open_into(list(outer), der, identities, policy, pieces.append)
+    info = _open_into(list(outer), der, identities, policy, pieces.append, on_open)
     return b"".join(pieces), info
 
 
@@ -317,8 +321,11 @@ def _open_into(
     identities: Sequence[Identity],
     policy: Policy,
     write: Callable[[bytes], object],
+    on_open: Callable[[OpenEnvelope], None] | None = None,
 ) -> EnvelopeInfo:
     envelope = open_envelope(memoryview(der), identities, policy=policy)
+    if on_open is not None:
+        on_open(envelope)
     plaintext = iter(envelope.chunks(_CHUNK))
     inner, sep, rest = mh.read_header_block(plaintext, errors.CMSParseError)
     if inner and not inner.endswith(b"\n"):

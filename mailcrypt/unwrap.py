@@ -32,7 +32,7 @@ from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt import mime_headers as mh
-from mailcrypt.envelope import EnvelopeInfo, Identity
+from mailcrypt.envelope import EnvelopeInfo, Identity, OpenEnvelope
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
 from mailcrypt.envelope.chain import ChainResult, validate_chain
 from mailcrypt.envelope.fingerprint import content_type_of, envelope_digest
@@ -200,12 +200,16 @@ def unwrap_message(
             raise errors.CMSParseError(f"more than {max_layers} nested S/MIME layers")
         if kind == "enveloped":
             assert der is not None
-            # The body is decoded already: the default decryption takes it from here.
+            # The body is decoded already: the default decryption takes it from here,
+            # and the digest from the parts of the envelope its parser located.
             if decrypt is None:
-                current, info = decrypt_envelope(fields, der, list(identities), policy=policy)
+                opened: list[OpenEnvelope] = []
+                current, info = decrypt_envelope(fields, der, list(identities), policy=policy, on_open=opened.append)
+                digest = opened[0].digest()
             else:
                 current, info = decrypt(current)
-            layers.append(Layer("enveloped", info.content_type, envelope_digest(der), envelope=info))
+                digest = envelope_digest(der)
+            layers.append(Layer("enveloped", info.content_type, digest, envelope=info))
             continue
         opened = open_signed(current, policy=policy, certificates=certificates)
         assert opened is not None

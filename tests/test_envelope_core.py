@@ -32,6 +32,7 @@ from mailcrypt.envelope import (
     recipient_from_certificate,
 )
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header, read_element
+from mailcrypt.envelope.fingerprint import envelope_digest
 from mailcrypt.policy import COMPATIBLE, CONTENT_CIPHERS, DEFAULT_POLICY, MODERN, Policy
 
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + bytes(range(256)) * 3 + b"\r\nend\r\n"
@@ -675,3 +676,46 @@ def test_default_policy_is_the_documented_one():
     )
     with pytest.raises(ValueError):
         COMPATIBLE.with_options(cipher="des-ede3-cbc")
+
+
+# --- what is remembered from one message to the next --------------------------
+
+
+@pytest.mark.parametrize(
+    "profile", [COMPATIBLE, MODERN, MODERN.with_options(oaep_hash="sha1")], ids=["v15", "oaep", "oaep-sha1"]
+)
+def test_rsa_identity_applies_the_policy_to_every_message(rsa2048, profile):
+    # A fresh identity: what it reads from the first message is kept for the next ones,
+    # which must still meet the policy given with each of them.
+    identity = identity_from_key(rsa2048.key, rsa2048.cert)
+    padding = "pkcs1v15" if profile.rsa_padding == "pkcs1v15" else "oaep"
+    strict = [
+        Policy(rsa_paddings=frozenset({"pkcs1v15", "oaep"} - {padding})),
+        Policy(min_rsa_bits=3072),
+    ]
+    if padding == "oaep":
+        strict.append(Policy(oaep_hashes=frozenset({"sha384", "sha512"})))
+    for _ in range(2):
+        envelope = encrypt(CONTENT, [rsa2048.cert], profile=profile)
+        assert decrypt(envelope, [identity]).content == CONTENT
+        for policy in strict:
+            with pytest.raises(errors.PolicyViolation):
+                decrypt(envelope, [identity], policy=policy)
+        assert decrypt(envelope, [identity]).content == CONTENT
+
+
+def test_rsa_identity_not_a_recipient_every_time(rsa2048, rsa3072):
+    identity = identity_from_key(rsa3072.key, rsa3072.cert)
+    for _ in range(3):
+        envelope = encrypt(CONTENT, [rsa2048.cert])
+        with pytest.raises(errors.NoMatchingIdentity):
+            decrypt(envelope, [identity])
+    # Its own mail still opens.
+    assert decrypt(encrypt(CONTENT, [rsa3072.cert]), [identity]).content == CONTENT
+
+
+@pytest.mark.parametrize("profile", [COMPATIBLE, MODERN])
+def test_open_envelope_digest_is_envelope_digest(rsa2048, ec_p256, profile):
+    envelope = encrypt(CONTENT, [rsa2048.cert, ec_p256.cert], profile=profile)
+    for identity in (rsa2048.identity, ec_p256.identity):
+        assert open_envelope(envelope, [identity]).digest() == envelope_digest(envelope)

@@ -21,7 +21,7 @@ Every malformation raises ``CMSParseError``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailcrypt.errors import CMSParseError
 
@@ -46,13 +46,16 @@ _MAX_DEPTH = 48
 _MAX_LENGTH_OCTETS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class TLV:
+class TLV(NamedTuple):
     """One BER element located in a buffer.
 
     ``value_start``/``value_end`` delimit the contents (for an indefinite
     length, without the end-of-contents octets); ``end`` is the offset just
     past the whole element.
+
+    A named tuple rather than a frozen dataclass: a message is walked into
+    some thirty of these, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) cost several times what a tuple does.
     """
 
     cls: int
@@ -109,21 +112,35 @@ def _read_header(buf: memoryview, pos: int, limit: int) -> tuple[int, bool, int,
     return cls, constructed, tag, pos + count, length
 
 
+# Built without NamedTuple's keyword-accepting ``__new__``: positional fields straight into the tuple.
+_new_tlv = tuple.__new__
+
+
 def read_element(buf: memoryview, pos: int, limit: int, *, _depth: int = 0) -> TLV:
     """Locate the element starting at ``pos``; it must end by ``limit``."""
     if _depth > _MAX_DEPTH:
         raise CMSParseError("CMS nesting too deep")
+    if pos + 2 <= limit:
+        first = buf[pos]
+        octet = buf[pos + 1]
+        if first & 0x1F != 0x1F and octet < 0x80:
+            # The common case, a low tag number and a short definite length
+            # (X.690 §8.1.2.2, §8.1.3.4): the same answer as ``_read_header``.
+            end = pos + 2 + octet
+            if end > limit:
+                raise CMSParseError("truncated CMS data: an element runs past its container")
+            return _new_tlv(TLV, (first >> 6, bool(first & 0x20), first & 0x1F, pos, pos + 2, end, end, False))
     cls, constructed, tag, value_start, length = _read_header(buf, pos, limit)
     if length is not None:
         end = value_start + length
         if end > limit:
             raise CMSParseError("truncated CMS data: an element runs past its container")
-        return TLV(cls, constructed, tag, pos, value_start, end, end, False)
+        return _new_tlv(TLV, (cls, constructed, tag, pos, value_start, end, end, False))
     # Indefinite length: the contents are elements up to end-of-contents (00 00).
     cur = value_start
     while True:
         if cur + 2 <= limit and buf[cur] == 0 and buf[cur + 1] == 0:
-            return TLV(cls, constructed, tag, pos, value_start, cur, cur + 2, True)
+            return _new_tlv(TLV, (cls, constructed, tag, pos, value_start, cur, cur + 2, True))
         cur = read_element(buf, cur, limit, _depth=_depth + 1).end
 
 

@@ -16,13 +16,14 @@ beyond finding these parts; ``CMSParseError`` when it cannot.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
 from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, children, octet_chunks, read_element
 from mailcrypt.envelope.der import to_der
 from mailcrypt.errors import CMSParseError
 
-__all__ = ["envelope_digest", "content_type_of"]
+__all__ = ["envelope_digest", "located_digest", "content_type_of"]
 
 _TAG = b"mailcrypt envelope digest v1\0"
 _OIDS = {
@@ -69,13 +70,31 @@ def envelope_digest(data: bytes | bytearray | memoryview) -> bytes:
     eci = list(children(buf, items[pos + 1]))
     if len(eci) != 3 or not eci[2].is_(CONTEXT, 0):
         raise CMSParseError("malformed envelope: no encrypted content")
+    return located_digest(
+        buf,
+        authenticated=oid == OID_AUTH_ENVELOPED_DATA,
+        algorithm=eci[1],
+        content=octet_chunks(buf, eci[2]),
+        tail=items[pos + 2 :],
+    )
+
+
+def located_digest(
+    buf: memoryview, *, authenticated: bool, algorithm: TLV, content: Sequence[memoryview], tail: Sequence[TLV]
+) -> bytes:
+    """``envelope_digest`` from parts a parser located already (``reader._parse`` does), without walking again.
+
+    ``algorithm`` is the contentEncryptionAlgorithm, ``content`` the pieces of
+    the encrypted content and ``tail`` the envelope's elements after the
+    encryptedContentInfo.
+    """
     h = hashlib.sha256(_TAG)
-    h.update(to_der(buf, eci[1]))
-    for piece in octet_chunks(buf, eci[2]):
+    h.update(to_der(buf, algorithm))
+    for piece in content:
         h.update(piece)
-    for rest in items[pos + 2 :]:
+    for rest in tail:
         # AuthEnvelopedData: authAttrs [1] and the mac; unprotected attributes are left out.
-        if rest.is_(CONTEXT, 1) and oid == OID_AUTH_ENVELOPED_DATA:
+        if rest.is_(CONTEXT, 1) and authenticated:
             h.update(to_der(buf, rest))
         elif rest.is_(UNIVERSAL, 4):
             h.update(b"".join(bytes(p) for p in octet_chunks(buf, rest)))

@@ -22,6 +22,7 @@ from asn1crypto import algos, cms, core
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVELOPED_DATA, OID_SIGNED_DATA
 from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, check_depth, children, octet_chunks, read_element
 from mailcrypt.envelope.content import ContentDecryptor
+from mailcrypt.envelope.fingerprint import located_digest
 from mailcrypt.envelope.keys import Identity, describe_rid
 from mailcrypt.errors import (
     CMSParseError,
@@ -64,6 +65,10 @@ class _Parts:
     content: list[memoryview]
     mac: bytes
     aad: bytes
+    # Where the replay digest's parts are (``fingerprint.located_digest``).
+    buf: memoryview
+    algorithm_tlv: TLV
+    tail: list[TLV]
 
 
 def _load(
@@ -96,6 +101,7 @@ _MEMO_KEY_BYTES = 4096
 _oids: dict[bytes, str] = {}
 _readable_rids: set[tuple[str, bytes]] = set()
 _shallow: set[bytes] = set()
+_readable_prefixes: set[bytes] = set()
 _algorithms: dict[bytes, str] = {}
 
 
@@ -108,21 +114,27 @@ def _memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
     return True
 
 
-def _check_recipient_depth(buf: memoryview, tlv: TLV) -> None:
-    """``check_depth`` for a RecipientInfo, remembered by its bytes up to its last element's contents.
+def _recipient_prefix(buf: memoryview, tlv: TLV) -> bytes | None:
+    """The bytes of a RecipientInfo up to its last element's contents, or None.
 
     That element is the wrapped key in a KeyTransRecipientInfo, different in
-    every message; when it is primitive, nothing in it can nest, so the
-    answer depends on the bytes before it alone.
+    every message; when it is primitive, nothing in it can nest or name a
+    recipient, so what is checked below depends on these bytes alone. None
+    when the last element is constructed (or there is none).
     """
     if not tlv.constructed:
-        check_depth(buf, tlv)
-        return
+        return None
     kids = list(children(buf, tlv))
     if not kids or kids[-1].constructed:
+        return None
+    return bytes(buf[tlv.start : kids[-1].value_start])
+
+
+def _check_recipient_depth(buf: memoryview, tlv: TLV, key: bytes | None) -> None:
+    """``check_depth`` for a RecipientInfo, remembered by its ``_recipient_prefix``."""
+    if key is None:
         check_depth(buf, tlv)
         return
-    key = bytes(buf[tlv.start : kids[-1].value_start])
     if key not in _shallow:
         check_depth(buf, tlv)
         if _memo_room(_shallow, key):
@@ -186,13 +198,21 @@ def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[cms.RecipientInfo]
     unreadable = 0
     for child in children(buf, tlv):
         try:
-            _check_recipient_depth(buf, child)
+            key = _recipient_prefix(buf, child)
+            if key is not None and key in _readable_prefixes:
+                # Byte for byte what was read before up to the wrapped key: its nesting
+                # and recipient identifiers were checked then.
+                readable.append(_load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False, depth_checked=True))
+                continue
+            _check_recipient_depth(buf, child, key)
             ri = _load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False, depth_checked=True)
             if ri.name == "ktri":
                 _check_rid("ktri", ri.chosen["rid"])
             elif ri.name == "kari":
                 for rek in ri.chosen["recipient_encrypted_keys"]:
                     _check_rid("kari", rek["rid"])
+            if key is not None and _memo_room(_readable_prefixes, key):
+                _readable_prefixes.add(key)
             readable.append(ri)
         except (CMSParseError, *_ASN1_ERRORS):
             unreadable += 1
@@ -261,6 +281,7 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
     if len(eci_items) != 3 or not eci_items[2].is_(CONTEXT, 0):
         raise CMSParseError("the encrypted content is missing (detached content is not supported)")
     content = octet_chunks(buf, eci_items[2])
+    tail = items[pos:]
     mac = b""
     aad = b""
     if authenticated:
@@ -278,17 +299,31 @@ def _parse(data: bytes | bytearray | memoryview) -> _Parts:
         pos += 1  # unprotectedAttrs
     if pos != len(items):
         raise CMSParseError("unexpected element at the end of the envelope")
-    return _Parts(authenticated, recipient_infos, unreadable, algorithm, parameters, content, mac, aad)
+    return _Parts(
+        authenticated, recipient_infos, unreadable, algorithm, parameters, content, mac, aad, buf, alg_tlv, tail
+    )
 
 
 class OpenEnvelope:
     """An envelope whose content key has been unwrapped."""
 
-    def __init__(self, info: EnvelopeInfo, decryptor: ContentDecryptor, content: list[memoryview]) -> None:
+    def __init__(self, info: EnvelopeInfo, decryptor: ContentDecryptor, parts: _Parts) -> None:
         self.info = info
         self._decryptor = decryptor
-        self._content = content
+        self._parts = parts
+        self._content = parts.content
         self._used = False
+
+    def digest(self) -> bytes:
+        """The envelope's replay key, ``fingerprint.envelope_digest`` of its DER, from the parts found already."""
+        parts = self._parts
+        return located_digest(
+            parts.buf,
+            authenticated=parts.authenticated,
+            algorithm=parts.algorithm_tlv,
+            content=parts.content,
+            tail=parts.tail,
+        )
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the plaintext in pieces of about ``size`` bytes.
@@ -366,7 +401,7 @@ def open_envelope(
                 key_management=key_management,
                 recipient_count=len(parts.recipient_infos) + parts.unreadable,
             )
-            return OpenEnvelope(info, decryptor, parts.content)
+            return OpenEnvelope(info, decryptor, parts)
     if broken:
         raise broken[0]
     if parts.unreadable and not parts.recipient_infos:

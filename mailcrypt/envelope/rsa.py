@@ -11,7 +11,8 @@ a certificate from one message to the next, so those parts are encoded by
 asn1crypto once (the issuer and serial once per certificate, the algorithm
 once per padding) and ``wrap_der`` only frames them with the new key
 (``codec.der_header``); building the object afresh cost more than the RSA
-operation itself.
+operation itself. On the way in, ``RSAIdentity`` likewise keeps what it read
+from those parts, by their exact bytes (see there).
 
 It does not check certificate validity dates or chains: that is the key
 directory's job.
@@ -20,13 +21,14 @@ directory's job.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 from asn1crypto import algos, cms, core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
-from mailcrypt.envelope.codec import UNIVERSAL, der_header
+from mailcrypt.envelope.codec import UNIVERSAL, children, der_header, read_element
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
@@ -104,7 +106,18 @@ def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
 
 
 class RSAIdentity(Identity):
-    """An RSA private key with its certificate."""
+    """An RSA private key with its certificate.
+
+    Mail to one person names the same certificate and algorithm in every
+    KeyTransRecipientInfo; only the encrypted key differs. What this
+    identity reads from the rest (is it addressed to me, which algorithm,
+    the OAEP parameters) depends on nothing but those bytes, so it is kept
+    per identity, keyed by the exact bytes of the RecipientInfo up to the
+    encrypted key's contents: decoding them with asn1crypto cost a tenth of
+    the RSA operation per message. Only a reading that succeeded is kept,
+    the policy is applied every time in the original order, and neither the
+    encrypted key nor anything decrypted is ever kept.
+    """
 
     def __init__(self, private_key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
         super().__init__(certificate)
@@ -113,23 +126,58 @@ class RSAIdentity(Identity):
         if private_key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
             raise ValueError("the private key does not belong to the certificate")
         self._key = private_key
+        self._read: dict[bytes, _ReadKTRI] = {}
 
     def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
         if info.name != "ktri":
             raise NotForThisIdentity("not a key transport recipient")
-        ktri = info.chosen
+        split = _split_encrypted_key(info)
+        known = self._read.get(split[0]) if split is not None else None
+        if known is None:
+            return self._unwrap_read(info.chosen, policy, None if split is None else split[0])
+        if not known.mine:
+            raise NotForThisIdentity("recipient identifier names another certificate")
+        if self._key.key_size < policy.min_rsa_bits:
+            raise PolicyViolation(f"RSA key of {self._key.key_size} bits is below the policy minimum")
+        assert split is not None
+        return self._decrypt(known, split[1], policy)
+
+    def _unwrap_read(
+        self, ktri: cms.KeyTransRecipientInfo, policy: Policy, memo_key: bytes | None
+    ) -> tuple[bytes, str]:
+        """``unwrap`` decoding everything with asn1crypto; remembers what it read under ``memo_key``."""
         rid = ktri["rid"]
         if rid.name == "issuer_and_serial_number":
             mine = self.ref.matches_issuer_and_serial(rid.chosen)
         else:
             mine = self.ref.matches_key_identifier(bytes(rid.chosen.native))
         if not mine:
+            self._remember(memo_key, _NOT_MINE)
             raise NotForThisIdentity("recipient identifier names another certificate")
         if self._key.key_size < policy.min_rsa_bits:
             raise PolicyViolation(f"RSA key of {self._key.key_size} bits is below the policy minimum")
         algorithm = ktri["key_encryption_algorithm"]
         oid = algorithm["algorithm"].dotted
         encrypted = bytes(ktri["encrypted_key"].native)
+        oaep = None
+        if oid == OID_RSAES_OAEP:
+            if "oaep" not in policy.rsa_paddings:
+                raise PolicyViolation("RSA-OAEP is not allowed by the policy", oid=oid)
+            oaep = _read_oaep(algorithm["parameters"])
+        known = _ReadKTRI(True, oid, oaep)
+        self._remember(memo_key, known)
+        return self._decrypt(known, encrypted, policy)
+
+    def _remember(self, memo_key: bytes | None, known: _ReadKTRI) -> None:
+        # Bounded: hostile input must not fill the memory (a sender can vary the bytes at will).
+        if memo_key is None or len(memo_key) > _MEMO_KEY_BYTES:
+            return
+        if len(self._read) >= _MEMO_LIMIT:
+            self._read.clear()
+        self._read[memo_key] = known
+
+    def _decrypt(self, known: _ReadKTRI, encrypted: bytes, policy: Policy) -> tuple[bytes, str]:
+        oid = known.oid
         if oid == OID_RSA_ENCRYPTION:
             if "pkcs1v15" not in policy.rsa_paddings:
                 raise PolicyViolation("RSA PKCS#1 v1.5 is not allowed by the policy", oid=oid)
@@ -138,7 +186,8 @@ class RSAIdentity(Identity):
         elif oid == OID_RSAES_OAEP:
             if "oaep" not in policy.rsa_paddings:
                 raise PolicyViolation("RSA-OAEP is not allowed by the policy", oid=oid)
-            scheme, description = _oaep_from_params(algorithm["parameters"], policy)
+            assert known.oaep is not None
+            scheme, description = _oaep_scheme(known.oaep, policy)
         else:
             raise UnsupportedAlgorithm(f"unsupported key transport algorithm {oid}", oid=oid)
         try:
@@ -148,7 +197,57 @@ class RSAIdentity(Identity):
             raise DecryptionFailed("the wrapped content key does not decrypt with this RSA key") from None
 
 
-def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.OAEP, str]:
+# Per identity, at most this many readings of at most this many bytes each.
+_MEMO_LIMIT = 64
+_MEMO_KEY_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _OAEPRead:
+    """RSAES-OAEP parameters as read (RFC 8017 §A.2.1), before the policy is asked."""
+
+    hash_name: str
+    mgf_hash: str
+    label: bytes
+    hash_oid: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadKTRI:
+    """What an RSAIdentity read from a KeyTransRecipientInfo, apart from the encrypted key."""
+
+    mine: bool
+    oid: str = ""
+    oaep: _OAEPRead | None = None
+
+
+_NOT_MINE = _ReadKTRI(False)
+
+
+def _split_encrypted_key(info: cms.RecipientInfo) -> tuple[bytes, bytes] | None:
+    """(the RecipientInfo's bytes up to the encrypted key's contents, the encrypted key), or None.
+
+    None when the encrypted key is not a primitive OCTET STRING at the end of
+    a definite-length SEQUENCE (BER forms such as a constructed OCTET STRING):
+    such a RecipientInfo is decoded in full every time.
+    """
+    raw = info.dump()
+    buf = memoryview(raw)
+    try:
+        top = read_element(buf, 0, len(buf))
+        if top.end != len(buf) or not top.constructed or top.indefinite or not top.is_(UNIVERSAL, _SEQUENCE):
+            return None
+        kids = list(children(buf, top))
+    except CMSParseError:
+        return None
+    last = kids[-1] if kids else None
+    if last is None or last.constructed or not last.is_(UNIVERSAL, _OCTET_STRING):
+        return None
+    return raw[: last.value_start], raw[last.value_start : last.value_end]
+
+
+def _read_oaep(params: core.Asn1Value) -> _OAEPRead:
+    """The hashes and label of RSAES-OAEP parameters; ``CMSParseError``/``UnsupportedAlgorithm`` for bad ones."""
     try:
         parsed = algos.RSAESOAEPParams.load(params.dump()) if params.dump() else algos.RSAESOAEPParams({})
         hash_oid = parsed["hash_algorithm"]["algorithm"].dotted
@@ -168,8 +267,14 @@ def _oaep_from_params(params: core.Asn1Value, policy: Policy) -> tuple[padding.O
     mgf_hash = HASH_BY_OID.get(mgf_hash_oid)
     if hash_name is None or mgf_hash is None:
         raise UnsupportedAlgorithm("unsupported OAEP hash", oid=hash_oid if hash_name is None else mgf_hash_oid)
+    return _OAEPRead(hash_name, mgf_hash, label, hash_oid)
+
+
+def _oaep_scheme(read: _OAEPRead, policy: Policy) -> tuple[padding.OAEP, str]:
+    """The padding for read OAEP parameters, if the policy allows their hashes (else ``PolicyViolation``)."""
+    hash_name, mgf_hash, label = read.hash_name, read.mgf_hash, read.label
     if hash_name not in policy.oaep_hashes or mgf_hash not in policy.oaep_hashes:
-        raise PolicyViolation(f"OAEP with {hash_name}/MGF1-{mgf_hash} is not allowed by the policy", oid=hash_oid)
+        raise PolicyViolation(f"OAEP with {hash_name}/MGF1-{mgf_hash} is not allowed by the policy", oid=read.hash_oid)
     scheme = padding.OAEP(mgf=padding.MGF1(HASHES[mgf_hash]()), algorithm=HASHES[hash_name](), label=label or None)
     description = f"rsa-oaep-{hash_name}" + ("" if mgf_hash == hash_name else f"-mgf1-{mgf_hash}")
     return scheme, description + ("-label" if label else "")
