@@ -18,7 +18,9 @@ from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
 from test_fetch_messages import plain
 
 from mailcrypt import smime
+from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
+from mailcrypt.fetch.sync import batches
 
 
 def test_watch_delivers_new_mail_within_seconds(tmp_path, imap_user, rsa2048) -> None:  # type: ignore[no-untyped-def]
@@ -226,3 +228,26 @@ def test_progress_bar_on_a_terminal_only() -> None:
     assert table.splitlines()[0].split() == ["folder", "fetched", "decrypted", "verified", "quarantined", "failed"]
     assert table.splitlines()[1].split() == ["test/INBOX", "3", "2", "1", "1", "0"]
     assert "1 replay" in table
+
+
+def test_batches_hold_a_large_message_alone_from_the_sizes_the_server_names(imap_user) -> None:  # type: ignore[no-untyped-def]
+    small, large = plain("small"), plain("large").replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 200_000, 1)
+    imap_user.append([small, small, small, large, small, small])
+    conn = IMAPConnection.connect(
+        host=imap_user.server.host,
+        port=imap_user.server.port,
+        security="none",
+        username=imap_user.name,
+        password=imap_user.password.encode(),
+    )
+    with conn:
+        conn.select("INBOX")
+        uids = conn.new_uids(0)
+        exact = conn.sizes(uids)
+        # Only the message above the threshold is named, with the size RFC822.SIZE gives.
+        assert conn.sizes_above(uids, 100_000) == {4: exact[4]}
+        assert conn.sizes_above(uids, 0) == exact
+        assert conn.sizes_above(uids[:3], 100_000) == {}
+    listed = {4: exact[4]}
+    assert batches(uids, listed, count=2, limit=200_000, unlisted=100_000) == [[1, 2], [3], [4], [5, 6]]
+    assert batches(uids, listed, count=3, limit=300_000, unlisted=100_000) == [[1, 2, 3], [4], [5, 6]]

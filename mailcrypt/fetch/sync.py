@@ -6,9 +6,10 @@
    UIDVALIDITY with the store (``state.begin``): a change stops the folder
    with ``errors.UIDValidityChanged``.
 2. Ask for the UIDs above the last one delivered (``--since`` narrows only a
-   first sync) and their sizes; cut them into batches of at most
-   ``batch_count`` messages and ``batch_bytes`` bytes, so that only two
-   batches of bodies are in memory (see below).
+   first sync) and the sizes of those larger than ``batch_bytes /
+   batch_count`` (the others count as that much); cut them into batches of
+   at most ``batch_count`` messages and ``batch_bytes`` bytes, so that only
+   two batches of bodies are in memory (see below).
 3. ``UID FETCH <batch> (BODY.PEEK[])``: one command per batch.
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
    it), keep it; else decrypt/verify/check replay (``process``), write to
@@ -101,13 +102,16 @@ class SyncOptions:
 _DEFAULT_OPTIONS = SyncOptions()
 
 
-def batches(uids: list[int], sizes: dict[int, int], *, count: int, limit: int) -> list[list[int]]:
-    """UIDs cut into runs of at most ``count`` messages and ``limit`` bytes (a bigger message goes alone)."""
+def batches(uids: list[int], sizes: dict[int, int], *, count: int, limit: int, unlisted: int = 0) -> list[list[int]]:
+    """UIDs cut into runs of at most ``count`` messages and ``limit`` bytes (a bigger message goes alone).
+
+    A UID missing from ``sizes`` counts as ``unlisted`` bytes (its size or more).
+    """
     out: list[list[int]] = []
     current: list[int] = []
     total = 0
     for uid in uids:
-        size = sizes.get(uid, 0)
+        size = sizes.get(uid, unlisted)
         if current and (len(current) >= count or total + size > limit):
             out.append(current)
             current, total = [], 0
@@ -174,8 +178,13 @@ class FolderSync:
         uids = self.conn.new_uids(fstate.last_uid, since=since)
         counts = Counts()
         if uids:
-            sizes = self.conn.sizes(uids)
-            work = iter(batches(uids, sizes, count=self.options.batch_count, limit=self.options.batch_bytes))
+            # Only messages above a batch's fair share of bytes can make it too large: the server
+            # names those, and every other one counts as that share, an upper bound of its size.
+            share = self.options.batch_bytes // max(1, self.options.batch_count)
+            sizes = self.conn.sizes_above(uids, share)
+            work = iter(
+                batches(uids, sizes, count=self.options.batch_count, limit=self.options.batch_bytes, unlisted=share)
+            )
             log.info("%s/%s: %d new message(s), UIDs %s", self.account, folder, len(uids), ranges(uids))
             self.progress.start(f"{self.account}/{folder}", len(uids))
             workers = self._workers(len(uids))
