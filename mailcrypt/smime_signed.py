@@ -139,6 +139,11 @@ def sign_entity(
     )
 
 
+def message_id_field(fields: list[mh.Field], rng: Callable[[int], bytes] = os.urandom) -> mh.Field:
+    """A fresh Message-ID field in the From address's domain: the serial number of DESIGN.md §2."""
+    return mh.Field("message-id", _message_id(fields, rng))
+
+
 def _message_id(fields: list[mh.Field], rng: Callable[[int], bytes]) -> bytes:
     sender = next((f.value for f in fields if f.name == "from"), "")
     match = re.search(r"@([A-Za-z0-9.-]+)", sender)
@@ -167,7 +172,7 @@ def sign_message(
         raise TypeError("message must be bytes")
     fields, _header, body = split_message(canonical(bytes(message)))
     if not any(f.name == "message-id" for f in fields):
-        fields.append(mh.Field("message-id", _message_id(fields, rng)))
+        fields.append(message_id_field(fields, rng))
     entity = mh.protect(fields) + body
     signed = sign_entity(
         entity, signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng

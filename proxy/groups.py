@@ -202,12 +202,11 @@ class _Signed:
     """The message signed once for every envelope: outer fields, MIME-Version and the signed entity."""
 
     def __init__(self, message: bytes | bytearray, fields: list[mh.Field], signer: object) -> None:
-        from mailcrypt.smime_signed import sign_entity
+        from mailcrypt.smime_signed import message_id_field, sign_entity
 
         if not any(f.name == "message-id" for f in fields):
             # The serial number of DESIGN.md §2 travels signed and encrypted.
-            domain = (from_addresses(fields) or ["x@mailcrypt.invalid"])[0].rpartition("@")[2]
-            fields = [*fields, mh.Field("message-id", f"Message-ID: <{os.urandom(16).hex()}@{domain}>\r\n".encode())]
+            fields = [*fields, message_id_field(fields)]
         body = memoryview(message)[_header_end(message) :]
         # The entity is built inside the call so that it is freed as soon as it is signed.
         self.signed = sign_entity(

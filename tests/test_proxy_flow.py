@@ -319,3 +319,18 @@ def test_the_log_names_each_decision_and_never_the_content(proxy, upstream: Upst
     assert "250" in line
     for secret in (b"Quarterly", b"numbers are in", b"m1@example.org"):
         assert secret.decode() not in caplog.text
+
+
+def test_a_message_without_message_id_gets_one_inside_the_encryption(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    """The serial number of DESIGN.md §2: fresh, in the sender's domain, signed and encrypted, and the same outside."""
+    import re
+
+    bob = people["bob"]
+    msg = message(bob.address).replace(b"Message-ID: <m1@example.org>\r\n", b"")
+    with proxy.client() as client:
+        assert client.sendmail(SENDER, [bob.address], msg) == {}
+    (copy,) = upstream.wait_for(1)
+    pattern = rb"\nMessage-ID: (<[0-9a-f]{32}@example\.org>)\r\n"
+    outside = re.search(pattern, outer_header(copy.data))
+    inside = re.search(pattern, decrypt(copy.data, bob.key_path, bob.cert_path) or b"")
+    assert outside and inside and outside.group(1) == inside.group(1)
