@@ -129,6 +129,10 @@ class Policy:
     #: is left out: add "sha1" to read old mail signed with it (RFC 8551 §2.1
     #: lets receivers accept it for old messages; Thunderbird refuses it by default).
     signature_hashes: frozenset[str] = frozenset({"sha224", "sha256", "sha384", "sha512"})
+    #: Public key algorithms of certificates (signers, issuers, recipients), by the
+    #: names of ``mailcrypt.envelope.pubkey.ALGORITHM_NAMES``. DSA is left out: RFC 8551
+    #: §2.2 dropped it, and it is refused by its OID before a key object is built.
+    public_key_algorithms: frozenset[str] = frozenset({"rsa", "rsassa-pss", "ec", "ed25519", "ed448"})
 
 
 DEFAULT_POLICY = Policy()

@@ -27,6 +27,9 @@ import collections
 import datetime
 import os
 import re
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,39 @@ def test_pkits_smime_messages(capsys: pytest.CaptureFixture[str]) -> None:
     assert not wrong, "\n".join(wrong)
     assert total["Valid"] > 80 and total["Invalid"] > 100
     assert counts[("Valid", "verified")] >= 50 and counts[("Invalid", "rejected")] >= 20
+
+
+@pytest.mark.parametrize("case", ["ValidDSASignaturesTest4", "ValidDSAParameterInheritanceTest5"])
+def test_dsa_signer_is_refused_by_its_oid_without_a_warning(case: str) -> None:
+    # The suite runs with filterwarnings=error; the explicit filter keeps this test
+    # meaningful if that setting ever changes. cryptography deprecates building DSA
+    # key objects: mailcrypt must refuse DSA before it builds one.
+    pkits = _require()
+    raw = (pkits / "smime" / f"Signed{case}.eml").read_bytes()
+    anchor = x509.load_der_x509_certificate((pkits / "certs" / "TrustAnchorRootCertificate.crt").read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(errors.UnsupportedAlgorithm, match="DSA"):
+            unwrap_message(raw, now=NOW, policy=POLICY, trust_anchors=[anchor])
+        # The default policy refuses the SHA-1 digest of these cases even sooner: typed too.
+        with pytest.raises(errors.UnsupportedAlgorithm):
+            unwrap_message(raw, now=NOW, trust_anchors=[anchor])
+
+
+def test_dsa_signer_through_the_command_line(tmp_path: Path) -> None:
+    pkits = _require()
+    message = pkits / "smime" / "SignedValidDSASignaturesTest4.eml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
+    env["MAILCRYPT_HOME"] = str(tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "mailcrypt", "verify", str(message)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    # Exit 4: an algorithm mailcrypt does not accept (DESIGN §6), said in one line, no warning.
+    assert proc.returncode == 4, proc.stderr
+    assert re.search("DSA|SHA1", proc.stderr) and "Warning" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr

@@ -23,13 +23,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
+from mailcrypt.envelope import pubkey
 from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 from mailcrypt.envelope.keys import Identity, Recipient
 from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all
 from mailcrypt.envelope.reader import open_envelope as _open
 from mailcrypt.envelope.rsa import RSAIdentity, RSARecipient
 from mailcrypt.envelope.writer import EnvelopeWriter as _Writer
-from mailcrypt.errors import InvalidRecipient
+from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
 __all__ = [
@@ -70,7 +71,10 @@ def recipient_from_certificate(
     """
     if not isinstance(certificate, x509.Certificate):
         raise TypeError("certificate must be a cryptography x509.Certificate")
-    key = certificate.public_key()
+    try:
+        key = pubkey.public_key(certificate, policy=policy)
+    except (UnsupportedAlgorithm, CMSParseError) as exc:
+        raise InvalidRecipient(str(exc), subject=certificate.subject.rfc4514_string()) from None
     if isinstance(key, RSAPublicKey):
         return RSARecipient(certificate, padding=profile.rsa_padding, oaep_hash=profile.oaep_hash, policy=policy)
     if isinstance(key, EllipticCurvePublicKey):

@@ -45,7 +45,9 @@ from cryptography import exceptions, x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from mailcrypt.envelope import pubkey
 from mailcrypt.envelope.nameconstraints import NameConstraintState, UnsupportedConstraint
+from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["ChainResult", "CHECKS", "NOT_CHECKED", "validate_chain"]
@@ -129,7 +131,13 @@ def _name_key(name: x509.Name) -> object:
 
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate, policy: Policy) -> None:
     """Raise _Fail unless ``issuer``'s key made ``cert``'s signature."""
-    key = issuer.public_key()
+    try:
+        key = pubkey.public_key(issuer, policy=policy)
+    except UnsupportedAlgorithm as exc:
+        # PolicyViolation too: DSA issuers are refused by their OID, before a key object exists.
+        raise _Fail("unsupported", f"cannot check the signature on {_subject(cert)}: {exc}") from None
+    except CMSParseError as exc:
+        raise _Fail("invalid", str(exc)) from None
     try:
         algorithm = cert.signature_hash_algorithm
         params = cert.signature_algorithm_parameters
@@ -139,6 +147,8 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate, policy: P
         raise _Fail("invalid", f"{_subject(cert)} is signed with {algorithm.name.upper()}, not allowed by the policy")
     try:
         if isinstance(key, rsa.RSAPublicKey) and isinstance(params, (padding.PKCS1v15, padding.PSS)):
+            if algorithm is None:
+                raise _Fail("unsupported", f"the RSA signature on {_subject(cert)} names no hash")
             if key.key_size < policy.min_rsa_bits:
                 raise _Fail("invalid", f"RSA key of {_subject(issuer)} is below the policy minimum")
             key.verify(cert.signature, cert.tbs_certificate_bytes, params, algorithm)
@@ -303,8 +313,8 @@ def validate_chain(
     for path in itertools.chain(starts, search.paths(certificate, [certificate])):
         try:
             _check_path(path, now)
-        except _Fail as failure:
-            outcomes.append((failure, path))
+        except _Fail as refused:
+            outcomes.append((refused, path))
             continue
         return ChainResult("valid", f"chains to {_subject(path[-1])}", tuple(path))
     for wanted in ("unsupported", "invalid"):

@@ -32,7 +32,7 @@ from mailcrypt.envelope.asn1 import (
     ECCCMSSharedInfo,
 )
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
-from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
+from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
@@ -65,7 +65,7 @@ class ECDHRecipient(Recipient):
         self, certificate: x509.Certificate, *, kdf_hash: str = "sha1", key_wrap: str = "aes256-wrap", policy: Policy
     ) -> None:
         super().__init__(certificate)
-        key = certificate.public_key()
+        key = recipient_key(certificate, policy=policy, ref=self.ref)
         require(isinstance(key, ec.EllipticCurvePublicKey), "not an EC certificate", self.ref)
         assert isinstance(key, ec.EllipticCurvePublicKey)
         require(key.curve.name in policy.curves, f"curve {key.curve.name} is not allowed", self.ref)
@@ -186,6 +186,8 @@ def _derive_kek_encoded(shared: bytes, hash_name: str, wrap_der: bytes, wrap_nam
 
 class ECDHIdentity(Identity):
     """An EC private key with its certificate."""
+
+    _key: ec.EllipticCurvePrivateKey
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
         super().__init__(certificate)

@@ -18,9 +18,11 @@ from functools import cached_property
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from mailcrypt.errors import InvalidRecipient
+from mailcrypt.envelope import pubkey
+from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
 __all__ = ["Recipient", "Identity", "CertificateRef", "HASHES", "describe_rid", "require"]
@@ -49,7 +51,10 @@ class CertificateRef:
     def key_identifiers(self) -> frozenset[bytes]:
         """The subjectKeyIdentifier from the extension, and the RFC 5280 §4.2.1.2
         method-1 value computed from the key, since senders use either."""
-        ids = {x509.SubjectKeyIdentifier.from_public_key(self.certificate.public_key()).digest}  # type: ignore[arg-type]
+        # Method 1 is the SHA-1 of the subjectPublicKey bits, read here without
+        # building a key object (a DSA or unknown key must not get one: pubkey).
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        ids = {asn1_x509.Certificate.load(der)["tbs_certificate"]["subject_public_key_info"].sha1}
         try:
             ids.add(self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
         except x509.ExtensionNotFound:
@@ -187,3 +192,15 @@ def require(condition: bool, message: str, ref: CertificateRef) -> None:
     """Raise ``InvalidRecipient`` naming the certificate unless ``condition``."""
     if not condition:
         raise InvalidRecipient(f"{message}: {ref.label}", subject=ref.label)
+
+
+def recipient_key(certificate: x509.Certificate, *, policy: Policy, ref: CertificateRef) -> CertificatePublicKeyTypes:
+    """The public key of a recipient certificate, its algorithm judged first (``pubkey``).
+
+    Raises ``InvalidRecipient`` naming the certificate for a refused,
+    unknown or malformed key.
+    """
+    try:
+        return pubkey.public_key(certificate, policy=policy)
+    except (UnsupportedAlgorithm, CMSParseError) as exc:
+        raise InvalidRecipient(f"{exc}: {ref.label}", subject=ref.label) from None

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
 from mailcrypt.envelope.codec import UNIVERSAL, children, der_header, read_element
-from mailcrypt.envelope.keys import HASHES, Identity, Recipient, require
+from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
@@ -53,7 +53,7 @@ class RSARecipient(Recipient):
         self, certificate: x509.Certificate, *, padding: str = "pkcs1v15", oaep_hash: str = "sha256", policy: Policy
     ) -> None:
         super().__init__(certificate)
-        key = certificate.public_key()
+        key = recipient_key(certificate, policy=policy, ref=self.ref)
         require(isinstance(key, rsa.RSAPublicKey), "not an RSA certificate", self.ref)
         assert isinstance(key, rsa.RSAPublicKey)
         require(key.key_size >= policy.min_rsa_bits, f"RSA key of {key.key_size} bits is too small", self.ref)
@@ -118,6 +118,8 @@ class RSAIdentity(Identity):
     the policy is applied every time in the original order, and neither the
     encrypted key nor anything decrypted is ever kept.
     """
+
+    _key: rsa.RSAPrivateKey
 
     def __init__(self, private_key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
         super().__init__(certificate)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from asn1crypto import cms, core
 from cryptography import x509
 
-from mailcrypt.envelope import sigalg, signed_der
+from mailcrypt.envelope import pubkey, sigalg, signed_der
 from mailcrypt.envelope.asn1 import OID_DATA
 from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, parse_capabilities
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
@@ -284,7 +284,8 @@ def _check_one(
         der = set_of_der(raw_attrs)
         raw = b"\x31" + raw_attrs[1:]
         inputs = [{"data": der}] + ([{"data": raw}] if raw != der else [])
-    public_key = cert.public_key()
+    # The key's algorithm is judged by its OID before a key object is built (pubkey).
+    public_key = pubkey.public_key(cert, policy=policy)
     failure: BadSignature | None = None
     for signed_input in inputs:
         try:

@@ -34,12 +34,13 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailcrypt import errors
-from mailcrypt.policy import address_key
+from mailcrypt.envelope import pubkey
+from mailcrypt.policy import DEFAULT_POLICY, address_key
 
 __all__ = [
     "MIN_RSA_BITS",
@@ -95,15 +96,18 @@ def certificate_addresses(certificate: x509.Certificate) -> list[str]:
 def key_type(certificate: x509.Certificate) -> str:
     """A short name of the public key: rsa2048, p256, p384, ec-secp521r1, ed25519, ..."""
     try:
+        algorithm = pubkey.algorithm_name(certificate)
+        # DSA and unknown algorithms are named by their OID alone: no key object
+        # is built for an algorithm mailcrypt refuses (envelope.pubkey).
+        if algorithm not in DEFAULT_POLICY.public_key_algorithms:
+            return algorithm
         key = certificate.public_key()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm, errors.CMSParseError):
         return "unknown"
     if isinstance(key, rsa.RSAPublicKey):
         return f"rsa{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
         return _CURVES.get(key.curve.name, f"ec-{key.curve.name}")
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"dsa{key.key_size}"
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
