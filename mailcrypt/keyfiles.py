@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -218,7 +219,7 @@ def load_pkcs12(
     failure, naming the file and never the password.
     """
     name = os.fspath(path)
-    data = _read(path, "PKCS#12 file")
+    data = _pkcs12_der(_read(path, "PKCS#12 file"))
     password = passphrase_from(password_file, P12_PASSWORD_ENV)
     if password is not None:
         bundle = _open_pkcs12(data, password)
@@ -245,6 +246,21 @@ def load_pkcs12(
         if _same_key(key, entry.certificate):
             return KeyPair(key, entry.certificate, name)
     raise errors.ConfigError(f"PKCS#12 file {name} has no certificate for its private key")
+
+
+def _pkcs12_der(data: bytes) -> bytes:
+    """The PFX re-encoded as DER, for the BER that NSS (every Thunderbird export) writes.
+
+    cryptography reads BER only through a fallback that warns today and may
+    become an error (RFC 7292 §4 asks for BER tolerance; the library does not
+    promise it). Only the outer layers change: the authSafe octets the MAC
+    covers (RFC 7292 §5.1) keep their value, so the MAC still verifies. Data
+    that does not parse is passed on unchanged, and fails where it is opened.
+    """
+    try:
+        return asn1_pkcs12.Pfx.load(data).dump(force=True)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):  # asn1crypto's parse failures
+        return data
 
 
 def _open_pkcs12(data: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCertificates | None:

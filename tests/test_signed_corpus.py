@@ -1,6 +1,6 @@
 """Thunderbird's S/MIME corpus: signed messages verify, broken ones are refused.
 
-The corpus (see ``test_thunderbird_corpus.py`` for where it lives; absent, the
+The corpus (see ``tests/corpus.py`` for where it lives; absent, the
 tests skip with a reason, or fail when ``CI`` is set) was made by NSS. Its
 file names say what each message is (its README.md): ``dsig`` detached
 multipart/signed, ``sig ... opaque`` signed-data, ``env`` enveloped to Bob,
@@ -27,9 +27,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from corpus import CORPUS, require_corpus
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from test_thunderbird_corpus import CORPUS, require_corpus
 
 from mailcrypt import errors
 from mailcrypt.envelope import identity_from_key

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import pytest
 from asn1crypto import cms
+from corpus import CORPUS, PASSWORD, require_corpus
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -51,16 +51,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from mailcrypt import errors
 from mailcrypt.envelope import decrypt, identity_from_key
 
-
-def corpus_dir() -> Path:
-    env = os.environ.get("MAILCRYPT_CORPUS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "corpus" / "thunderbird-smime"
-
-
-CORPUS = corpus_dir()
-PASSWORD = b"nss"
 KEY_MATERIAL = {".p12", ".key", ".crt", ".pem"}
 PKCS7_MIME = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 ENVELOPED = {"enveloped_data": "enveloped-data", "authenticated_enveloped_data": "authEnveloped-data"}
@@ -74,15 +64,6 @@ CIPHERS = {
     "2.16.840.1.101.3.4.1.26": "aes192-gcm",
     "2.16.840.1.101.3.4.1.46": "aes256-gcm",
 }
-
-
-def require_corpus() -> None:
-    if CORPUS.is_dir():
-        return
-    reason = f"corpus not present: {CORPUS} (set MAILCRYPT_CORPUS to its thunderbird-smime directory)"
-    if os.environ.get("CI"):
-        pytest.fail(reason + "; CI is set, so this is a failure")
-    pytest.skip(reason)
 
 
 # ------------------------------------------------------------------ identities
@@ -130,7 +111,10 @@ def load_identities(root: Path) -> list[CorpusIdentity]:
 def rid_matches(rid: cms.RecipientIdentifier | cms.KeyAgreementRecipientIdentifier, cert: x509.Certificate) -> bool:
     chosen = rid.chosen
     if rid.name == "issuer_and_serial_number":
-        return chosen["serial_number"].native == cert.serial_number and chosen["issuer"].dump() == cert.issuer.public_bytes()
+        return (
+            chosen["serial_number"].native == cert.serial_number
+            and chosen["issuer"].dump() == cert.issuer.public_bytes()
+        )
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
@@ -204,7 +188,8 @@ def discover(root: Path) -> list[Case]:
         rel = path.relative_to(root).as_posix()
         found = _from_der(raw, "DER") if raw[:1] == b"\x30" else _from_mime(raw, "MIME")
         for n, (route, der, ci) in enumerate(found):
-            eci_name = "encrypted_content_info" if ci["content_type"].native == "enveloped_data" else "auth_encrypted_content_info"
+            enveloped = ci["content_type"].native == "enveloped_data"
+            eci_name = "encrypted_content_info" if enveloped else "auth_encrypted_content_info"
             oid = ci["content"][eci_name]["content_encryption_algorithm"]["algorithm"].dotted
             case_id = rel if len(found) == 1 else f"{rel}#{n}"
             cases.append(Case(case_id, path, route, der, ENVELOPED[ci["content_type"].native], CIPHERS.get(oid), oid))
@@ -262,7 +247,9 @@ def test_corpus_present_and_found() -> None:
 def test_corpus_envelope_decrypts(case: Case, tmp_path: Path) -> None:
     require_corpus()
     addressed = ADDRESSED[case.id]
-    assert addressed == [name_says(case)], f"{case.id}: RecipientInfos name {addressed}, file name says {name_says(case)}"
+    assert addressed == [name_says(case)], (
+        f"{case.id}: RecipientInfos name {addressed}, file name says {name_says(case)}"
+    )
     by_name = {i.name: i for i in IDENTITIES}
     expected = by_name[addressed[0]]
     identities = [identity_from_key(i.key, i.cert) for i in IDENTITIES]
@@ -271,10 +258,14 @@ def test_corpus_envelope_decrypts(case: Case, tmp_path: Path) -> None:
     result = decrypt(case.der, identities)
 
     info = result.info
-    assert info.identity is expected_identity, f"{case.id} ({case.route}): matched {info.identity!r}, expected {expected.name}"
+    assert info.identity is expected_identity, (
+        f"{case.id} ({case.route}): matched {info.identity!r}, expected {expected.name}"
+    )
     assert info.content_type == case.content_type
     assert info.cipher == case.cipher
-    assert result.content == openssl_decrypt(case.der, expected, tmp_path), f"{case.id}: plaintext differs from openssl's"
+    assert result.content == openssl_decrypt(case.der, expected, tmp_path), (
+        f"{case.id}: plaintext differs from openssl's"
+    )
 
 
 @pytest.mark.parametrize("case", STALE)
