@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, overload
 
 from mailcrypt import errors
 
@@ -170,6 +170,10 @@ class Table:
             fail(self, key, f"a string, got {_kind(value)}")
         return value
 
+    @overload
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str: ...
+    @overload
+    def choice(self, key: str, default: None, choices: tuple[str, ...]) -> str | None: ...
     def choice(self, key: str, default: str | None, choices: tuple[str, ...]) -> str | None:
         value = self._get(key, False)
         if value is _MISSING:

@@ -37,7 +37,7 @@ __all__ = [
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 #: Key types by command-line name: ("rsa", modulus bits) or ("ec", curve).
-KEY_TYPES: dict[str, tuple[str, object]] = {
+KEY_TYPES: dict[str, tuple[str, int | ec.EllipticCurve]] = {
     "rsa2048": ("rsa", 2048),
     "rsa3072": ("rsa", 3072),
     "rsa4096": ("rsa", 4096),
@@ -87,8 +87,10 @@ def normalize_address(address: str) -> str:
 def _new_key(key_type: str) -> PrivateKey:
     kind, param = KEY_TYPES[key_type]
     if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=param)  # type: ignore[arg-type]
-    return ec.generate_private_key(param)  # type: ignore[arg-type]
+        assert isinstance(param, int)
+        return rsa.generate_private_key(public_exponent=65537, key_size=param)
+    assert isinstance(param, ec.EllipticCurve)
+    return ec.generate_private_key(param)
 
 
 def generate_identity(

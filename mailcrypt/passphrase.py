@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from mailcrypt import errors
 
@@ -34,6 +34,14 @@ PASSPHRASE_ENV = "MAILCRYPT_PASSPHRASE"
 log = logging.getLogger(__name__)
 
 Prompt = Callable[[str], str]
+
+
+class _Options(TypedDict, total=False):
+    """What ``PassphraseSource.from_settings`` passes on to the constructor."""
+
+    environ: Mapping[str, str] | None
+    interactive: bool | None
+    prompt: Prompt
 
 
 def _getpass(prompt: str) -> str:
@@ -80,10 +88,10 @@ class PassphraseSource:
         return source
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: object) -> PassphraseSource:
+    def from_settings(cls, settings: Settings, **options: Unpack[_Options]) -> PassphraseSource:
         """The source for a loaded ``mailcrypt.config.Settings``."""
         setting = f"{settings.config_file}: keys.passphrase_file"
-        return cls(file=settings.keys.passphrase_file, setting=setting, **options)  # type: ignore[arg-type]
+        return cls(file=settings.keys.passphrase_file, setting=setting, **options)
 
     @property
     def stores_unencrypted(self) -> bool:

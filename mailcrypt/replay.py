@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailcrypt.errors import ReplayedMessage, StaleMessage
-from mailcrypt.store import Store
+from mailcrypt.store import Row, Store
 
 if TYPE_CHECKING:
     from mailcrypt.unwrap import Unwrapped
@@ -152,10 +152,10 @@ class ReplayGuard:
             " ORDER BY first_seen LIMIT 1"
         )
 
-        def check(rows: list[tuple[object, ...]]) -> None:
+        def check(rows: list[Row]) -> None:
             if rows:
                 digest_seen, first, seen_kind = rows[0]
-                first_seen = _datetime(int(first))  # type: ignore[call-overload]
+                first_seen = _datetime(int(first))
                 raise ReplayedMessage(
                     f"replayed message: first accepted {first_seen:%Y-%m-%d %H:%M:%S} UTC",
                     first_seen=first_seen,
@@ -196,7 +196,7 @@ class ReplayGuard:
                 f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})",  # noqa: S608
                 chunk,
             )
-            found.update((str(d), (int(first), str(kind))) for d, first, kind in rows)  # type: ignore[call-overload]
+            found.update((str(d), (int(first), str(kind))) for d, first, kind in rows)
         return found
 
     def record_delivered(

@@ -29,13 +29,13 @@ import itertools
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO
+from typing import Protocol
 
 import pybase64
 
 from mailcrypt import errors
 from mailcrypt import mime_headers as mh
-from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, OpenEnvelope, open_envelope
+from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, OpenEnvelope, RecipientLike, open_envelope
 from mailcrypt.mime_headers import recipient_addresses, sender_address
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
@@ -63,12 +63,36 @@ _BLOCK_BYTES = _LINE_BYTES * 1024
 _WHITESPACE = b" \t\r\n"
 
 
+class BinaryReader(Protocol):
+    """A binary file as ``decrypt_stream`` reads it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class SeekableBinaryReader(BinaryReader, Protocol):
+    """A binary file as ``encrypt_stream`` reads it; one whose ``seekable()`` is false is read whole first."""
+
+    def seekable(self) -> bool: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+class BinaryWriter(Protocol):
+    """A binary file the streams write to."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def writelines(self, lines: Iterable[bytes], /) -> object: ...
+
+
 # ------------------------------------------------------------------ encrypt
 
 
 def encrypt_message(
     message: bytes,
-    recipients: Sequence[object],
+    recipients: Sequence[RecipientLike],
     *,
     profile: Profile = COMPATIBLE,
     policy: Policy = DEFAULT_POLICY,
@@ -86,9 +110,9 @@ def encrypt_message(
 
 
 def encrypt_stream(
-    infile: BinaryIO,
-    outfile: BinaryIO,
-    recipients: Sequence[object],
+    infile: SeekableBinaryReader,
+    outfile: BinaryWriter,
+    recipients: Sequence[RecipientLike],
     *,
     profile: Profile = COMPATIBLE,
     policy: Policy = DEFAULT_POLICY,
@@ -155,7 +179,7 @@ def _mime_fields(authenticated: bool) -> bytes:
     )
 
 
-def _read_chunks(f: BinaryIO, size: int, limit: int | None = None) -> Iterator[bytes]:
+def _read_chunks(f: BinaryReader, size: int, limit: int | None = None) -> Iterator[bytes]:
     left = limit
     while left is None or left > 0:
         chunk = f.read(size if left is None else min(size, left))
@@ -207,7 +231,7 @@ class _Base64Lines:
 
     def feed(self, data: bytes) -> list[bytes]:
         view = memoryview(data)
-        out = []
+        out: list[bytes] = []
         if self._carry:
             # Complete the pending line alone rather than copying all of ``data``.
             need = _LINE_BYTES - len(self._carry)
@@ -255,8 +279,8 @@ def decrypt_message(
 
 
 def decrypt_stream(
-    infile: BinaryIO,
-    outfile: BinaryIO,
+    infile: BinaryReader,
+    outfile: BinaryWriter,
     identities: Sequence[Identity],
     *,
     policy: Policy = DEFAULT_POLICY,
@@ -462,7 +486,7 @@ def _check_options(profile: object, policy: object) -> None:
         raise TypeError("policy must be a mailcrypt.policy.Policy")
 
 
-def _seekable(f: BinaryIO) -> bool:
+def _seekable(f: SeekableBinaryReader) -> bool:
     try:
         return bool(f.seekable())
     except (AttributeError, OSError, ValueError):

@@ -29,10 +29,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mailcrypt.errors import ConfigError
 
-__all__ = ["Store", "SCHEMA_VERSION"]
+__all__ = ["Row", "Store", "SCHEMA_VERSION"]
+
+#: A row as sqlite3 gives it: each value an int, float, str, bytes or None,
+#: as the query's columns decide (which the type checker cannot know).
+Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 1
 
@@ -133,7 +138,7 @@ class Store:
                 raise
             self._conn.execute("COMMIT")
 
-    def read(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def read(self, sql: str, parameters: tuple[object, ...] = ()) -> list[Row]:
         """Rows of one read-only query (its own snapshot)."""
         with self._lock:
             return self._conn.execute(sql, parameters).fetchall()
@@ -144,7 +149,7 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self.read("SELECT version FROM schema_version")[0][0])  # type: ignore[call-overload]
+        return int(self.read("SELECT version FROM schema_version")[0][0])
 
     def close(self) -> None:
         with self._lock:

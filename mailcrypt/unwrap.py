@@ -203,9 +203,9 @@ def unwrap_message(
             # The body is decoded already: the default decryption takes it from here,
             # and the digest from the parts of the envelope its parser located.
             if decrypt is None:
-                opened: list[OpenEnvelope] = []
-                current, info = decrypt_envelope(fields, der, list(identities), policy=policy, on_open=opened.append)
-                digest = opened[0].digest()
+                envelopes: list[OpenEnvelope] = []
+                current, info = decrypt_envelope(fields, der, list(identities), policy=policy, on_open=envelopes.append)
+                digest = envelopes[0].digest()
             else:
                 current, info = decrypt(current)
                 digest = envelope_digest(der)

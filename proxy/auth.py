@@ -27,6 +27,7 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,7 +170,7 @@ class LoginGuard:
         window: float = 900.0,
         base_delay: float = 1.0,
         max_delay: float = 30.0,
-        clock=time.monotonic,  # type: ignore[no-untyped-def]
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_failures = max_failures
         self.window = window

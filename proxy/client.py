@@ -152,9 +152,11 @@ class Connection:
             reply = await self.command(b"STARTTLS", "tls")
             if reply.code != 220:
                 raise UpstreamUnavailable(f"STARTTLS refused: {reply}", stage="tls", reply=reply)
+            context = self.config.tls_context
+            assert context is not None, "a ServerConfig for starttls comes with its tls_context"
             try:
                 async with asyncio.timeout(self.config.timeout):
-                    await self._writer.start_tls(self.config.tls_context, server_hostname=self.config.host)
+                    await self._writer.start_tls(context, server_hostname=self.config.host)
             except (TimeoutError, OSError, ssl.SSLError) as exc:
                 raise UpstreamUnavailable(f"TLS with the server failed: {exc or 'timeout'}", stage="tls") from None
             await self._hello()

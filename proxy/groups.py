@@ -37,6 +37,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -47,6 +48,9 @@ from mailcrypt.keydir import KeyDirectory
 from mailcrypt.keydir.validate import fingerprint
 from mailcrypt.policy import PolicyTable, Profile, address_key, common_profile
 from proxy.relay import Group, Refused, client_text
+
+if TYPE_CHECKING:
+    from mailcrypt.envelope.signed import Signer
 
 __all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "ChainReader"]
 
@@ -146,7 +150,7 @@ class SenderKeys:
     address: str
     certificate: x509.Certificate | None
     profile: Profile
-    signer: object | None = None  # a mailcrypt.envelope.signed.Signer
+    signer: Signer | None = None
 
 
 class ChainReader:
@@ -201,7 +205,7 @@ def from_addresses(fields: Sequence[mh.Field]) -> list[str]:
 class _Signed:
     """The message signed once for every envelope: outer fields, MIME-Version and the signed entity."""
 
-    def __init__(self, message: bytes | bytearray, fields: list[mh.Field], signer: object) -> None:
+    def __init__(self, message: bytes | bytearray, fields: list[mh.Field], signer: Signer) -> None:
         from mailcrypt.smime_signed import message_id_field, sign_entity
 
         if not any(f.name == "message-id" for f in fields):
@@ -211,7 +215,7 @@ class _Signed:
         # The entity is built inside the call so that it is freed as soon as it is signed.
         self.signed = sign_entity(
             b"".join((mh.protect(fields), body)),
-            signer,  # type: ignore[arg-type]
+            signer,
             signing_time=datetime.datetime.now(datetime.UTC),
         )
         outer = b"".join(_crlf(f.raw) for f in fields if not f.is_mime() and f.name not in _HIDDEN)
@@ -258,7 +262,7 @@ def make_groups(
     groups: list[Group] = []
     signed: list[_Signed | None] = []
 
-    async def signed_parts() -> list[bytes | bytearray | memoryview]:
+    async def signed_parts() -> Sequence[bytes | bytearray | memoryview]:
         if not signed:
             if sender.signer is None:
                 signed.append(None)
@@ -323,5 +327,5 @@ def _encrypt(
     parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
 ) -> bytes:
     out = io.BytesIO()
-    smime.encrypt_stream(ChainReader(parts), out, certificates, profile=profile)  # type: ignore[arg-type]
+    smime.encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
     return out.getvalue()

@@ -217,7 +217,9 @@ class ProxyHandler:
             return "250 2.1.5 OK (already a recipient)"
         loop = asyncio.get_running_loop()
         try:
-            plan = self.book.cached(address) or await loop.run_in_executor(None, self.book.plan, address)
+            plan = self.book.cached(address)
+            if plan is None:
+                plan = await loop.run_in_executor(None, self.book.plan, address)
         except Refused as exc:
             log.warning("RCPT TO %s refused: %s", address, exc.reply)
             return exc.reply

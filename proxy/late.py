@@ -15,6 +15,7 @@ What it won't do: retry plaintext, or write any to disk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,8 @@ class LateGroups:
                 try:
                     path = await loop.run_in_executor(
                         None,
-                        lambda item=item: self.spool.put(
+                        functools.partial(
+                            self.spool.put,
                             sender,
                             item.recipients,
                             item.message,

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -31,6 +32,9 @@ from mailcrypt.passphrase import PassphraseSource
 from mailcrypt.policy import COMPATIBLE, PolicyTable, address_key
 from proxy.groups import SenderKeys
 
+if TYPE_CHECKING:
+    from mailcrypt.envelope.signed import Signer
+
 __all__ = ["Senders"]
 
 log = logging.getLogger(__name__)
@@ -38,13 +42,13 @@ log = logging.getLogger(__name__)
 _CACHE_SECONDS = 300.0
 
 
-def _signers(identities: Sequence[object]) -> dict[str, object]:
+def _signers(identities: Sequence[object]) -> dict[str, Signer]:
     """A ``Signer`` per identity certificate fingerprint (empty when signing is not available)."""
     try:
         from mailcrypt.envelope.signed import Signer
     except ImportError:
         return {}
-    out: dict[str, object] = {}
+    out: dict[str, Signer] = {}
     for identity in identities:
         certificate = getattr(identity, "certificate", None)
         if certificate is None:
@@ -60,7 +64,7 @@ class Senders:
     """Looks up the sender's certificate and signer (see the module docstring)."""
 
     def __init__(
-        self, keys: KeyDirectory, policy: PolicyTable, *, signers: dict[str, object], default: str | None = None
+        self, keys: KeyDirectory, policy: PolicyTable, *, signers: dict[str, Signer], default: str | None = None
     ) -> None:
         self.keys = keys
         self.policy = policy

@@ -126,8 +126,9 @@ class ProxySMTP(SMTP):
         if data.find(b"\r\n.") >= 0:
             data = data.replace(b"\r\n.", b"\r\n")
         del data[:2]
-        self.envelope.content = data
-        self.envelope.original_content = data
+        # aiosmtpd declares bytes here; the bytearray is handed on as it is rather than copied.
+        self.envelope.content = data  # type: ignore[assignment]
+        self.envelope.original_content = data  # type: ignore[assignment]
         try:
             status = await self._call_handler_hook("DATA")
         finally:

@@ -645,7 +645,7 @@ def test_identity_key_must_match_certificate(rsa2048, rsa3072, ec_p256, ec_p384)
 def test_other_key_types_are_refused(test_ca):
     ed_key = ed25519.Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed25519 recipient")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -31,7 +31,7 @@ from mailcrypt import errors, keyfiles, keygen
 MAILCRYPT = [sys.executable, "-m", "mailcrypt"]
 OPENSSL = shutil.which("openssl")
 KEY_TYPES = ["rsa2048", "rsa3072", "rsa4096", "p256", "p384"]
-NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.UTC)
 PASSPHRASE = "correct horse battery staple 7"
 
 
@@ -119,7 +119,7 @@ def test_certificate_profile(identities, key_type: str) -> None:
 
 
 def test_validity_days_and_default_now() -> None:
-    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     _, cert = keygen.generate_identity("a@example.org", key_type="p256", days=10)
     assert before - datetime.timedelta(hours=1, seconds=1) <= cert.not_valid_before_utc
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == datetime.timedelta(days=10, hours=1)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import KeyPair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from mailcrypt import errors, smime
 from mailcrypt import mime_headers as mh
 from mailcrypt.envelope import decrypt, encrypt
 from mailcrypt.policy import COMPATIBLE, MODERN, Profile
-from conftest import KeyPair
 
 OpenSSL = Callable[..., subprocess.CompletedProcess[bytes]]
 
@@ -120,7 +120,9 @@ def _inner(smime_message: bytes, party: KeyPair) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "message", [PLAIN, UTF8, _multipart(os.urandom(5000)), LONG], ids=["plain", "utf8-8bit", "multipart", "long-headers"]
+    "message",
+    [PLAIN, UTF8, _multipart(os.urandom(5000)), LONG],
+    ids=["plain", "utf8-8bit", "multipart", "long-headers"],
 )
 def test_round_trip_is_byte_exact(message: bytes, party: KeyPair, profile: Profile) -> None:
     encrypted = smime.encrypt_message(message, [party.cert], profile=profile)
@@ -303,7 +305,7 @@ def test_lf_to_crlf_any_split(data: bytes, cuts: list[int]) -> None:
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 # ------------------------------------------------------------------ header protection on the way back

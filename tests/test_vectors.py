@@ -148,7 +148,9 @@ def check_error(vec: Vector, identities: list, exc: BaseException) -> None:
     if vec.expect == "no-match":
         assert len(exc.tried) == len(identities), f"{vec.name}: tried {exc.tried!r}"
         if "recipient-count" in vec.header:
-            assert len(exc.recipients) == int(vec.header["recipient-count"]), f"{vec.name}: recipients {exc.recipients!r}"
+            assert len(exc.recipients) == int(vec.header["recipient-count"]), (
+                f"{vec.name}: recipients {exc.recipients!r}"
+            )
     if "oid" in vec.header:
         assert exc.oid == vec.header["oid"]
 

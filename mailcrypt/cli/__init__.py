@@ -14,6 +14,12 @@ import importlib
 import os
 import sys
 
+# Not typing.TYPE_CHECKING: importing typing would cost every start (see above).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
 __all__ = ["main"]
 
 _EXIT_STATUS = """\
@@ -33,7 +39,13 @@ class _Ordered(argparse.Action):
     ``--p12`` and ``--key``/``--cert``.
     """
 
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         items = list(getattr(namespace, self.dest, None) or [])
         items.append((option_string, values))
         setattr(namespace, self.dest, items)
@@ -51,7 +63,13 @@ class _Formatter(argparse.HelpFormatter):
 class _Version(argparse.Action):
     """Print the installed version; it is looked up only when asked for."""
 
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         from importlib.metadata import version
 
         print(f"mailcrypt {version('mailcrypt')}")
@@ -81,7 +99,13 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(group, name: str, run: str, help: str, description: str | None = None):  # type: ignore[no-untyped-def]
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        run: str,
+        help: str,
+        description: str | None = None,
+    ) -> argparse.ArgumentParser:
         sub = group.add_parser(
             name, parents=[common], formatter_class=fmt, epilog=_EXIT_STATUS, help=help, description=description or help
         )
@@ -330,7 +354,7 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(run: str):  # type: ignore[no-untyped-def]
+def _resolve(run: str) -> Callable[[argparse.Namespace], object]:
     """``"module:function"`` inside mailcrypt.cli, imported only now."""
     module, function = run.split(":")
     return getattr(importlib.import_module(f"mailcrypt.cli.{module}"), function)

@@ -117,6 +117,7 @@ def encrypt(args: argparse.Namespace) -> None:
             f"{profile.cipher}, RSA {profile.rsa_padding}, ECDH {profile.ecdh_kdf_hash} KDF",
         )
         with Output(args.output) as out:
+            assert out.file is not None
             smime.encrypt_stream(signed or infile, out.file, recipients, profile=profile)
             out.commit()
 
@@ -138,7 +139,7 @@ def _directory_recipients(
     # DESIGN.md §1: the sender's own certificate too, so the sent copy stays readable.
     me = sender or home.settings.identity.address
     own = home.keys.sender_certificate(me) if me else None
-    if own is not None and own not in recipients:
+    if me is not None and own is not None and own not in recipients:
         recipients.append(own)
         # The sender's copy is read with mailcrypt, which reads every profile; only a
         # profile the administrator set for the sender's own address restricts it.

@@ -17,8 +17,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailcrypt import config, errors
+
+if TYPE_CHECKING:
+    from proxy.auth import UserStore
 
 __all__ = ["run", "users_add", "users_remove", "users_list", "init_proxy"]
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> None:
     asyncio.run(server.serve(ready=ready))
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace) -> UserStore:
     from proxy.auth import UserStore
 
     settings = config.load_settings(config.resolve_home(getattr(args, "home", None)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 
@@ -205,13 +205,13 @@ def verify(args: argparse.Namespace) -> None:
     home = home_if_any(args)
     anchors = _anchors(home)
 
-    def refuse(_message: bytes) -> tuple[bytes, object]:
+    def refuse(_message: bytes) -> NoReturn:
         raise errors.NoKeyError("the message is encrypted: mailcrypt verify checks signatures only; use decrypt")
 
     from mailcrypt.unwrap import unwrap_message
 
     with open_input(args.input) as infile:
-        unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)  # type: ignore[arg-type]
+        unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)
     if not unwrapped.signatures:
         raise errors.NotSignedError("not an S/MIME signed message")
     for layer in unwrapped.signatures:

@@ -22,7 +22,7 @@ from asn1crypto import algos, core
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, CipherContext, algorithms, modes
 
 from mailcrypt.envelope.asn1 import CONTENT_CIPHER_BY_OID, CONTENT_CIPHER_OIDS, GCMParameters
 from mailcrypt.envelope.codec import UNIVERSAL, der_header
@@ -60,6 +60,7 @@ class ContentEncryptor:
         # The content-encryption key: fresh from the CSPRNG for every message.
         self.key = _random(rng, key_len)
         self._length = 0
+        self._ctx: CipherContext
         if self.mode == "gcm":
             self._iv = _random(rng, GCM_NONCE_BYTES)
             self._ctx = Cipher(algorithms.AES(self.key), modes.GCM(self._iv)).encryptor()
@@ -103,13 +104,14 @@ class ContentEncryptor:
             return plaintext_length
         return (plaintext_length // _BLOCK + 1) * _BLOCK
 
-    def update(self, chunk: bytes | memoryview) -> bytes:
+    def update(self, chunk: bytes | bytearray | memoryview) -> bytes:
         self._length += len(chunk)
         return self._ctx.update(chunk)
 
     def finish(self) -> bytes:
         if self.mode == "gcm":
             out = self._ctx.finalize()
+            assert isinstance(self._ctx, AEADEncryptionContext)  # made with modes.GCM
             self.tag = self._ctx.tag
             return out
         pad = _BLOCK - self._length % _BLOCK
@@ -157,7 +159,7 @@ class ContentDecryptor:
                 raise CMSParseError(f"AES-GCM tag length {self.tag_length} is not allowed (RFC 5084 §3.2)")
         elif len(self.iv) != self._block:
             raise CMSParseError(f"{cipher} IV is not {self._block} octets")
-        self._ctx = None
+        self._ctx: CipherContext | None = None
         self._held = b""
         self._seen = 0
 
@@ -168,9 +170,10 @@ class ContentDecryptor:
             if len(tag) != self.tag_length:
                 raise CMSParseError("the AES-GCM tag length does not match its parameters")
             mode = modes.GCM(self.iv, tag, min_tag_length=12)
-            self._ctx = Cipher(algorithms.AES(key), mode).decryptor()
+            ctx = Cipher(algorithms.AES(key), mode).decryptor()
+            self._ctx = ctx
             if aad:
-                self._ctx.authenticate_additional_data(aad)
+                ctx.authenticate_additional_data(aad)
         else:
             self._ctx = Cipher(self._algorithm(key), modes.CBC(self.iv)).decryptor()
 

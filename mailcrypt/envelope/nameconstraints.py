@@ -78,7 +78,9 @@ def _matches(name: x509.GeneralName, constraint: x509.GeneralName) -> bool:
         return _dns_match(name.value, constraint.value)
     if isinstance(name, x509.UniformResourceIdentifier):
         host = urlsplit(name.value).hostname
-        return bool(host) and _host_match(host, constraint.value)  # type: ignore[arg-type]
+        if not host:
+            return False
+        return _host_match(host, constraint.value)
     if isinstance(name, x509.IPAddress):
         network = constraint.value
         return isinstance(network, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and name.value in network

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
 from asn1crypto import cms
 from cryptography import x509
@@ -49,7 +50,20 @@ def _expect(tlv: TLV | None, cls: int, tag: int, what: str) -> TLV:
     return tlv
 
 
-def _load(spec: type, buf: memoryview, tlv: TLV, what: str, *, force: bool = True) -> object:
+class _Asn1Value(Protocol):
+    """What ``_load`` uses of an asn1crypto value class (asn1crypto ships no types)."""
+
+    @classmethod
+    def load(cls, encoded_data: bytes, strict: bool = False) -> Self: ...
+
+    @property
+    def native(self) -> object: ...
+
+
+_V = TypeVar("_V", bound=_Asn1Value)
+
+
+def _load(spec: type[_V], buf: memoryview, tlv: TLV, what: str, *, force: bool = True) -> _V:
     """Decode one element with asn1crypto; ``force`` parses all of it now.
 
     A SignerInfo is not forced: asn1crypto cannot render every attribute
@@ -95,8 +109,8 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
     oid = _load(
         cms.ContentType, buf, _expect(kids[0] if kids else None, UNIVERSAL, 6, "a content type"), "content type"
     )
-    if oid.dotted != OID_SIGNED_DATA:  # type: ignore[attr-defined]
-        raise CMSParseError(f"CMS content type {oid.dotted} is not signed-data")  # type: ignore[attr-defined]
+    if oid.dotted != OID_SIGNED_DATA:
+        raise CMSParseError(f"CMS content type {oid.dotted} is not signed-data")
     explicit = _expect(kids[1] if len(kids) == 2 else None, CONTEXT, 0, "[0] content")
     inner = list(children(buf, explicit))
     body = _expect(inner[0] if len(inner) == 1 else None, UNIVERSAL, 16, "a SignedData SEQUENCE")
@@ -106,7 +120,7 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
     eci = _expect(items[2] if len(items) > 2 else None, UNIVERSAL, 16, "encapContentInfo")
     eci_items = list(children(buf, eci))
     ctype_tlv = _expect(eci_items[0] if eci_items else None, UNIVERSAL, 6, "an eContentType")
-    content_type = _load(cms.ContentType, buf, ctype_tlv, "eContentType").dotted  # type: ignore[attr-defined]
+    content_type = _load(cms.ContentType, buf, ctype_tlv, "eContentType").dotted
     econtent = None
     if len(eci_items) == 2:
         wrapper = _expect(eci_items[1], CONTEXT, 0, "[0] eContent")
@@ -139,4 +153,4 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
         signer_infos.append((info, raw_attrs))
     if not signer_infos:
         raise CMSParseError("SignedData without a SignerInfo is not a signature")
-    return SignedParts(content_type, econtent, certificates, unreadable, signer_infos)  # type: ignore[arg-type]
+    return SignedParts(content_type, econtent, certificates, unreadable, signer_infos)

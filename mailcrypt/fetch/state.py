@@ -64,7 +64,7 @@ class FetchState:
         if not rows:
             return None
         uidvalidity, last_uid = rows[0]
-        return FolderState(account, folder, int(uidvalidity), int(last_uid))  # type: ignore[arg-type]
+        return FolderState(account, folder, int(uidvalidity), int(last_uid))
 
     def begin(self, account: str, folder: str, uidvalidity: int, *, accept_new: bool = False) -> FolderState:
         """The folder's state for this UIDVALIDITY; raises ``errors.UIDValidityChanged`` on a change.
@@ -132,4 +132,4 @@ class FetchState:
             "SELECT uid FROM fetch_pending WHERE account = ? AND folder = ? AND uidvalidity = ?",
             (state.account, state.folder, state.uidvalidity),
         )
-        return {int(r[0]) for r in rows}  # type: ignore[call-overload]
+        return {int(r[0]) for r in rows}

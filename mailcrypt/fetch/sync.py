@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
+from typing import Literal
 
 from mailcrypt.fetch.imap import IMAPConnection, ranges
 from mailcrypt.fetch.process import MessageProcessor, Outcome, Prepared
@@ -64,6 +65,11 @@ STEPS = ("fetched", "processed", "written", "fsynced", "renamed", "synced", "rec
 Fault = Callable[[str, int], None]
 
 
+def _fault_at(fault: Fault, uid: int) -> Callable[[str], None]:
+    """``fault`` for one message, as a sink calls it (with the step alone)."""
+    return lambda step: fault(step, uid)
+
+
 def _no_fault(step: str, uid: int) -> None:
     return None
 
@@ -76,7 +82,7 @@ _Fetched = Iterator[tuple[int, tuple[bytes, str], "Prepared"]]
 _REPLAY_GROUP = 32
 
 
-def _settle(job: Future) -> None:  # type: ignore[type-arg]
+def _settle(job: Future[tuple[FolderState, list[int]]]) -> None:
     """Wait for ``job`` when another error is already on its way up; log the job's own failure."""
     try:
         job.result()
@@ -159,12 +165,12 @@ class FolderSync:
         self.options = options
         self.progress = progress or Progress(enabled=False)
         self.fault = fault
-        self._delimiter: str | None | bool = False
+        self._delimiter: str | None | Literal[False] = False
 
     def _folder_delimiter(self) -> str | None:
         if self._delimiter is False:
             self._delimiter = self.conn.delimiter()
-        return self._delimiter  # type: ignore[return-value]
+        return self._delimiter
 
     def run(self, folder: str) -> Counts:
         """Fetch every new message of ``folder``; return the counts."""
@@ -228,7 +234,9 @@ class FolderSync:
         IMAP connection stays with this thread: ``\\Seen`` is set here, once
         the batch's ``_batch`` has returned.
         """
-        batch: list[int] | None = next(work)
+        batch: list[int] | None
+        current: _Fetched | None
+        batch = next(work)
         current = self._fetch(folder, fstate, batch, workers)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailcrypt-deliver") as deliverer:
             while batch is not None and current is not None:
@@ -291,7 +299,7 @@ class FolderSync:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)
             else:
-                sink.deliver(uid, outcome.data, quarantine=outcome.quarantine, fault=lambda s, u=uid: self.fault(s, u))
+                sink.deliver(uid, outcome.data, quarantine=outcome.quarantine, fault=_fault_at(self.fault, uid))
                 if outcome.record is not None and not outcome.quarantine:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)

@@ -59,7 +59,9 @@ def _serve(tasks: Connection, results: Connection, prepare: Prepare, inherited: 
 
 
 class _Worker:
-    def __init__(self, context, prepare: Prepare, inherited: list[Connection], index: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, context: multiprocessing.context.ForkContext, prepare: Prepare, inherited: list[Connection], index: int
+    ) -> None:
         task_reader, self.tasks = context.Pipe(duplex=False)
         self.results, result_writer = context.Pipe(duplex=False)
         # The child closes what it inherits of the parent's ends, its own included:

@@ -23,6 +23,7 @@ decide plaintext fallbacks (the proxy reads ``PolicyTable.decide``).
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import logging
 import os
@@ -105,12 +106,12 @@ class KeyDirectory:
         with self._index.session() as db:
             return self._index.all(db, kinds)
 
-    def lookup(self, address: str, *, kinds: Iterable[str] = _LISTED) -> list[CertificateEntry]:
+    def lookup(self, address: str, *, kinds: Iterable[str] = _LISTED) -> builtins.list[CertificateEntry]:
         """The entries filed under ``address``, newest first."""
         with self._index.session() as db:
             return self._index.by_address(db, address, kinds)
 
-    def select(self, selector: str) -> list[CertificateEntry]:
+    def select(self, selector: str) -> builtins.list[CertificateEntry]:
         """Entries for an address, or the one entry for a fingerprint (or unique prefix of 8+ hex digits).
 
         Raises ``errors.UsageError`` for something that is neither, or a
@@ -137,7 +138,7 @@ class KeyDirectory:
         except (OSError, ValueError) as exc:
             raise errors.ConfigError(f"{path}: not a readable certificate ({exc})") from None
 
-    def _intermediates(self) -> list[x509.Certificate]:
+    def _intermediates(self) -> builtins.list[x509.Certificate]:
         if not self.chain:
             return []
         return [self.certificate(e) for e in self.list(kinds=("chain",))]
@@ -196,7 +197,7 @@ class KeyDirectory:
         *,
         now: datetime.datetime | None = None,
         advertised: Callable[[str, x509.Certificate], Iterable[str] | None] | None = None,
-    ) -> list[RecipientChoice]:
+    ) -> builtins.list[RecipientChoice]:
         """For each address: the certificate to encrypt to and its profile (``PolicyTable.decide``).
 
         A domain's gateway certificate comes before the address's own; the
@@ -238,12 +239,12 @@ class KeyDirectory:
 
     # ------------------------------------------------------------------ identities
 
-    def identity_entries(self) -> list[CertificateEntry]:
+    def identity_entries(self) -> builtins.list[CertificateEntry]:
         """Our identities, newest first."""
         entries = self.list(kinds=("identity",))
         return sorted(entries, key=lambda e: (e.not_before, e.not_after), reverse=True)
 
-    def identities(self, passphrase: PassphraseSource) -> list[Identity]:
+    def identities(self, passphrase: PassphraseSource) -> builtins.list[Identity]:
         """Every identity, newest first, unlocked for decryption (old ones after renewal too).
 
         Raises ``errors.NoMatchingIdentity`` when there is none and
@@ -383,7 +384,7 @@ class KeyDirectory:
             return certificates[0].public_bytes(serialization.Encoding.DER)
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
-    def remove(self, selector: str) -> list[CertificateEntry]:
+    def remove(self, selector: str) -> builtins.list[CertificateEntry]:
         """Remove the recipient certificates of an address, or one entry by fingerprint.
 
         Our own identities are removed only by fingerprint: deleting one

@@ -148,7 +148,7 @@ def load_identity(
     return LoadedIdentity(fp, certificate, identity_from_key(key, certificate), key_path)
 
 
-def read_pkcs12(path: Path, *, password_file: Path | None = None) -> keyfiles.KeyPair:
+def read_pkcs12(path: Path, *, password_file: str | os.PathLike[str] | None = None) -> keyfiles.KeyPair:
     """The key and certificate of a PKCS#12 file, checked for use as an identity.
 
     Raises ``errors.ConfigError`` when the file cannot be opened (the

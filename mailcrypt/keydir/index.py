@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 
@@ -154,7 +155,7 @@ class CertificateEntry:
         )
 
     @classmethod
-    def _from_row(cls, row: tuple) -> CertificateEntry:  # type: ignore[type-arg]
+    def _from_row(cls, row: tuple[Any, ...]) -> CertificateEntry:
         fp, kind, addresses, subject, issuer, serial, nb, na, kt, source, imported = row
         return cls(
             fp,

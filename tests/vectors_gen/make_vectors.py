@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asn1crypto import cms
-from cryptography import x509
 from cryptography import __version__ as CRYPTOGRAPHY_VERSION
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -87,7 +87,9 @@ OID_NAMES = {
 }
 
 
-def run(cmd: list[str], *, stdin: bytes | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], *, stdin: bytes | None = None, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=VECTORS, input=stdin, capture_output=True, check=check, env=env)
 
 
@@ -220,7 +222,8 @@ def ri_matches(ri: cms.RecipientInfo, cert_path: Path) -> bool:
     for rid in rids:
         chosen = rid.chosen
         if rid.name in ("issuer_and_serial_number",):
-            if chosen["serial_number"].native == cert.serial_number and chosen["issuer"].dump() == cert.issuer.public_bytes():
+            if (chosen["serial_number"].native == cert.serial_number
+                    and chosen["issuer"].dump() == cert.issuer.public_bytes()):
                 return True
         elif rid.name == "subject_key_identifier":
             if chosen.native == ski:
@@ -245,7 +248,8 @@ def locate(der: bytes, needle: bytes) -> int:
 
 def openssl_decrypt(der: bytes, identity: str) -> subprocess.CompletedProcess:
     return run(
-        ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-inkey", f"keys/{identity}.key", "-recip", f"keys/{identity}.crt"],
+        ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER",
+         "-inkey", f"keys/{identity}.key", "-recip", f"keys/{identity}.crt"],
         stdin=der,
         check=False,
     )
@@ -323,14 +327,17 @@ def build_cases() -> None:
     # --- RSA-OAEP (RFC 3560 / RFC 8017): default SHA-1, SHA-256 (MGF1 follows the hash), explicit MGF1,
     # mismatched MGF1, SHA-384/512, and a label.
     oaep = ["-keyopt", "rsa_padding_mode:oaep"]
-    ossl("openssl-rsa2048-oaep-sha1-aes256-cbc", ["-aes-256-cbc", "-recip", "keys/rsa2048.crt", *oaep], identity=["rsa2048"])
+    ossl("openssl-rsa2048-oaep-sha1-aes256-cbc", ["-aes-256-cbc", "-recip", "keys/rsa2048.crt", *oaep],
+         identity=["rsa2048"])
     ossl("openssl-rsa2048-oaep-sha256-aes256-cbc",
          ["-aes-256-cbc", "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256"], identity=["rsa2048"])
     ossl("openssl-rsa2048-oaep-sha256-mgf1sha256-aes256-gcm",
-         ["-aes-256-gcm", "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256"],
+         ["-aes-256-gcm", "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256",
+          "-keyopt", "rsa_mgf1_md:sha256"],
          identity=["rsa2048"])
     ossl("openssl-rsa2048-oaep-sha256-mgf1sha1-aes128-cbc",
-         ["-aes-128-cbc", "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha1"],
+         ["-aes-128-cbc", "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256",
+          "-keyopt", "rsa_mgf1_md:sha1"],
          identity=["rsa2048"], note="OAEP hash SHA-256 with MGF1-SHA-1: the two hashes differ")
     ossl("openssl-rsa3072-oaep-sha384-aes256-gcm",
          ["-aes-256-gcm", "-recip", "keys/rsa3072.crt", *oaep, "-keyopt", "rsa_oaep_md:sha384"], identity=["rsa3072"])
@@ -344,7 +351,8 @@ def build_cases() -> None:
     # --- Recipient identified by subjectKeyIdentifier (-keyid): ktri rid [0], kari rKeyId.
     ossl("openssl-rsa2048-keyid-aes256-cbc", ["-aes-256-cbc", "-keyid", "keys/rsa2048.crt"], identity=["rsa2048"])
     ossl("openssl-rsa3072-keyid-oaep-sha256-aes128-gcm",
-         ["-aes-128-gcm", "-keyid", "-recip", "keys/rsa3072.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256"], identity=["rsa3072"])
+         ["-aes-128-gcm", "-keyid", "-recip", "keys/rsa3072.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256"],
+         identity=["rsa3072"])
     ossl("openssl-p256-keyid-aes128-gcm", ["-aes-128-gcm", "-keyid", "keys/p256.crt"], identity=["p256"])
 
     # --- ECDH ephemeral-static (RFC 5753). OpenSSL's default KDF is SHA-1; the key wrap follows the
@@ -369,17 +377,22 @@ def build_cases() -> None:
          ["-aes-256-gcm", "-recip", "keys/p384.crt", "-keyopt", "ecdh_kdf_md:sha384",
           "-recip", "keys/rsa2048.crt", *oaep, "-keyopt", "rsa_oaep_md:sha256",
           "-recip", "keys/p256.crt", "-recip", "keys/rsa3072.crt"],
-         identity=["wrong-rsa2048", "wrong-p256", "rsa3072"], note="several identities given; only the last one matches")
+         identity=["wrong-rsa2048", "wrong-p256", "rsa3072"],
+         note="several identities given; only the last one matches")
     ossl("openssl-multi-keyid-p384-rsa3072-aes128-cbc", ["-aes-128-cbc", "-keyid", "keys/p384.crt", "keys/rsa3072.crt"],
          identity=["p384"])
-    ossl("openssl-multi-pwri-rsa2048-aes256-cbc", ["-aes-256-cbc", "-pwri_password", "not-a-real-secret", "keys/rsa2048.crt"],
+    ossl("openssl-multi-pwri-rsa2048-aes256-cbc",
+         ["-aes-256-cbc", "-pwri_password", "not-a-real-secret", "keys/rsa2048.crt"],
          identity=["rsa2048"], note="a PasswordRecipientInfo precedes ours and must be skipped")
 
     # --- Edge plaintexts.
-    ossl("openssl-rsa2048-aes256-cbc-empty", ["-aes-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"], plaintext="plaintext/empty.bin")
-    ossl("openssl-p256-aes128-gcm-empty", ["-aes-128-gcm", "keys/p256.crt"], identity=["p256"], plaintext="plaintext/empty.bin")
+    ossl("openssl-rsa2048-aes256-cbc-empty", ["-aes-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
+         plaintext="plaintext/empty.bin")
+    ossl("openssl-p256-aes128-gcm-empty", ["-aes-128-gcm", "keys/p256.crt"], identity=["p256"],
+         plaintext="plaintext/empty.bin")
     ossl("openssl-rsa2048-aes128-cbc-binary256", ["-aes-128-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
-         plaintext="plaintext/binary-256.bin", note="plaintext is a multiple of 16 bytes, so the last block is all padding")
+         plaintext="plaintext/binary-256.bin",
+         note="plaintext is a multiple of 16 bytes, so the last block is all padding")
 
     # --- Indefinite-length BER (-stream): constructed encryptedContent split into segments.
     ossl("openssl-stream-rsa2048-aes256-cbc", ["-stream", "-aes-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
@@ -388,18 +401,19 @@ def build_cases() -> None:
          plaintext="plaintext/large-text.eml")
     ossl("openssl-stream-multi-aes256-gcm", ["-stream", "-aes-256-gcm", "keys/rsa3072.crt", "keys/p384.crt"],
          identity=["p384"], plaintext="plaintext/mime-entity.eml")
-    ossl("openssl-stream-rsa2048-aes128-cbc-empty", ["-stream", "-aes-128-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
-         plaintext="plaintext/empty.bin")
+    ossl("openssl-stream-rsa2048-aes128-cbc-empty", ["-stream", "-aes-128-cbc", "keys/rsa2048.crt"],
+         identity=["rsa2048"], plaintext="plaintext/empty.bin")
 
     # --- Other output forms; the bytes stored are the decoded CMS either way.
     ossl("openssl-pem-rsa2048-aes256-cbc", ["-aes-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"], outform="PEM")
     ossl("openssl-smime-p384-aes256-cbc", ["-aes-256-cbc", "keys/p384.crt"], identity=["p384"], outform="SMIME")
-    ossl("openssl-smime-stream-rsa3072-aes256-gcm", ["-stream", "-aes-256-gcm", "keys/rsa3072.crt"], identity=["rsa3072"],
-         outform="SMIME", plaintext="plaintext/large-text.eml")
+    ossl("openssl-smime-stream-rsa3072-aes256-gcm", ["-stream", "-aes-256-gcm", "keys/rsa3072.crt"],
+         identity=["rsa3072"], outform="SMIME", plaintext="plaintext/large-text.eml")
 
     # --- pyca/cryptography PKCS7EnvelopeBuilder (RSA PKCS#1 v1.5, AES-128/256-CBC).
     pyca("pyca-rsa2048-aes128-cbc-binary", ["rsa2048"], "AES128", ["Binary"], identity=["rsa2048"])
-    pyca("pyca-rsa2048-default-binary", ["rsa2048"], None, ["Binary"], identity=["rsa2048"], plaintext="plaintext/binary-256.bin")
+    pyca("pyca-rsa2048-default-binary", ["rsa2048"], None, ["Binary"], identity=["rsa2048"],
+         plaintext="plaintext/binary-256.bin")
     pyca("pyca-rsa3072-aes256-cbc-binary", ["rsa3072"], "AES256", ["Binary"], identity=["rsa3072"])
     pyca("pyca-multi-rsa2048-rsa3072-aes256-cbc", ["rsa2048", "rsa3072"], "AES256", [], identity=["rsa3072"],
          plaintext="plaintext/mime-entity.eml")
@@ -408,9 +422,12 @@ def build_cases() -> None:
 
     # --- Not for us.
     ossl("nomatch-rsa2048", ["-aes-256-cbc", "keys/rsa2048.crt"], identity=["wrong-rsa2048"], expect="no-match")
-    ossl("nomatch-keyid-rsa2048", ["-aes-256-gcm", "-keyid", "keys/rsa2048.crt"], identity=["wrong-rsa2048", "p256"], expect="no-match")
-    ossl("nomatch-p256", ["-aes-128-cbc", "keys/p256.crt"], identity=["wrong-p256", "p384", "rsa2048"], expect="no-match")
-    ossl("nomatch-multi", ["-aes-256-cbc", "keys/rsa3072.crt", "keys/p384.crt"], identity=["rsa2048", "p256"], expect="no-match")
+    ossl("nomatch-keyid-rsa2048", ["-aes-256-gcm", "-keyid", "keys/rsa2048.crt"], identity=["wrong-rsa2048", "p256"],
+         expect="no-match")
+    ossl("nomatch-p256", ["-aes-128-cbc", "keys/p256.crt"], identity=["wrong-p256", "p384", "rsa2048"],
+         expect="no-match")
+    ossl("nomatch-multi", ["-aes-256-cbc", "keys/rsa3072.crt", "keys/p384.crt"], identity=["rsa2048", "p256"],
+         expect="no-match")
     ossl("nomatch-pwri-only", ["-aes-256-cbc", "-pwri_password", "not-a-real-secret"], identity=["rsa2048", "p256"],
          expect="no-match", note="only a PasswordRecipientInfo; no certificate identity can match")
 
@@ -443,14 +460,18 @@ def build_cases() -> None:
     derived("integrity-oaep-encrypted-key-flipped", oaep_v, flip(oaep_v.der, locate(oaep_v.der, ek) + 100),
             "byte 100 of the KeyTransRecipientInfo encryptedKey XOR 0x01 (OAEP decoding must fail)", expect="integrity")
     ec = by_name["openssl-p256-aes256-cbc"]
-    ek = cms.ContentInfo.load(ec.der)["content"]["recipient_infos"][0].chosen["recipient_encrypted_keys"][0]["encrypted_key"].native
+    kari = cms.ContentInfo.load(ec.der)["content"]["recipient_infos"][0].chosen
+    ek = kari["recipient_encrypted_keys"][0]["encrypted_key"].native
     derived("integrity-ecdh-wrapped-key-flipped", ec, flip(ec.der, locate(ec.der, ek) + 10),
-            "byte 10 of the KeyAgreeRecipientInfo encryptedKey XOR 0x01 (AES key unwrap integrity check, RFC 3394 section 2.2.3)",
+            "byte 10 of the KeyAgreeRecipientInfo encryptedKey XOR 0x01"
+            " (AES key unwrap integrity check, RFC 3394 section 2.2.3)",
             expect="integrity")
 
-    derived("malformed-truncated-half", cbc, cbc.der[: len(cbc.der) // 2], "first half of the DER only", expect="malformed")
+    derived("malformed-truncated-half", cbc, cbc.der[: len(cbc.der) // 2], "first half of the DER only",
+            expect="malformed")
     derived("malformed-truncated-header", cbc, cbc.der[:40], "first 40 bytes of the DER only", expect="malformed")
-    derived("malformed-truncated-last-byte", gcm, gcm.der[:-1], "DER without its last byte (inside the mac)", expect="malformed")
+    derived("malformed-truncated-last-byte", gcm, gcm.der[:-1], "DER without its last byte (inside the mac)",
+            expect="malformed")
     stream = by_name["openssl-stream-rsa2048-aes256-cbc"]
     derived("malformed-truncated-stream", stream, stream.der[:-9],
             "BER without its last 9 bytes (end-of-contents octets missing)", expect="malformed")
@@ -460,12 +481,14 @@ def build_cases() -> None:
     # --- Content ciphers mailcrypt does not implement.
     # 3DES is read (never written) so that old mail stays readable.
     ossl("openssl-rsa2048-des3-cbc", ["-des3", "keys/rsa2048.crt"], identity=["rsa2048"])
-    v = ossl("unsupported-camellia256-cbc", ["-camellia-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"], expect="unsupported")
+    v = ossl("unsupported-camellia256-cbc", ["-camellia-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
+             expect="unsupported")
     v.oid, v.openssl_fails = "1.2.392.200011.61.1.1.1.4", False
     aes256_oid = bytes.fromhex("060960864801650304012a")  # OBJECT IDENTIFIER 2.16.840.1.101.3.4.1.42
     at = locate(cbc.der, aes256_oid)
     derived("unsupported-unknown-content-oid", cbc, cbc.der[: at + 10] + b"\x63" + cbc.der[at + 11:],
-            "contentEncryptionAlgorithm 2.16.840.1.101.3.4.1.42 (aes256-CBC) changed to the unassigned 2.16.840.1.101.3.4.1.99",
+            "contentEncryptionAlgorithm 2.16.840.1.101.3.4.1.42 (aes256-CBC)"
+            " changed to the unassigned 2.16.840.1.101.3.4.1.99",
             expect="unsupported", oid="2.16.840.1.101.3.4.1.99")
 
     # --- Not an encrypted message at all.
@@ -475,9 +498,11 @@ def build_cases() -> None:
                b"This is not a CMS message.\n", ["rsa2048"], error="NotEncryptedError"))
     add(Vector("not-encrypted-empty-input", "malformed", "make_vectors.py", "b''", b"", ["rsa2048"],
                error="NotEncryptedError"))
-    cert_der = x509.load_pem_x509_certificate((KEYS / "rsa2048.crt").read_bytes()).public_bytes(serialization.Encoding.DER)
-    add(Vector("malformed-x509-certificate", "malformed", OPENSSL_VERSION, "openssl x509 -in keys/rsa2048.crt -outform DER",
-               cert_der, ["rsa2048"], extra={"note": "valid DER, but a Certificate, not a ContentInfo"}))
+    cert = x509.load_pem_x509_certificate((KEYS / "rsa2048.crt").read_bytes())
+    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    add(Vector("malformed-x509-certificate", "malformed", OPENSSL_VERSION,
+               "openssl x509 -in keys/rsa2048.crt -outform DER", cert_der, ["rsa2048"],
+               extra={"note": "valid DER, but a Certificate, not a ContentInfo"}))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         cmd = ["openssl", "cms", "-sign", "-binary", "-nodetach", "-md", "sha256", "-signer", "keys/rsa2048.crt",
@@ -486,7 +511,8 @@ def build_cases() -> None:
         add(Vector("not-encrypted-signed-data", "malformed", OPENSSL_VERSION, " ".join(cmd[:-1] + ["out.der"]),
                    out.read_bytes(), ["rsa2048"], error="NotEncryptedError",
                    extra={"note": "a well-formed ContentInfo of type signed-data"}))
-        cmd = ["openssl", "cms", "-data_create", "-binary", "-in", "plaintext/mime-entity.eml", "-outform", "DER", "-out", str(out)]
+        cmd = ["openssl", "cms", "-data_create", "-binary", "-in", "plaintext/mime-entity.eml",
+               "-outform", "DER", "-out", str(out)]
         run(cmd)
         add(Vector("not-encrypted-data", "malformed", OPENSSL_VERSION, " ".join(cmd[:-1] + ["out.der"]),
                    out.read_bytes(), ["rsa2048"], error="NotEncryptedError",
@@ -534,7 +560,8 @@ def check_and_header(v: Vector) -> list[tuple[str, str]]:
         if v.expect in ("no-match", "integrity", "unsupported"):
             res = openssl_decrypt(v.der, v.identity[0])
             if v.openssl_fails is False:
-                assert res.returncode == 0 and res.stdout == (VECTORS / "plaintext/mime-entity.eml").read_bytes(), v.name
+                expected = (VECTORS / "plaintext/mime-entity.eml").read_bytes()
+                assert res.returncode == 0 and res.stdout == expected, v.name
             else:
                 assert res.returncode != 0, v.name
     if "note" in v.extra:
