@@ -25,7 +25,7 @@ from mailcrypt.envelope import Identity, identity_from_key
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
-_NOW = datetime.datetime.now(datetime.timezone.utc)
+_NOW = datetime.datetime.now(datetime.UTC)
 _NOT_BEFORE = _NOW - datetime.timedelta(days=1)
 _NOT_AFTER = _NOW + datetime.timedelta(days=30)
 
@@ -299,3 +299,25 @@ def dovecot():  # type: ignore[no-untyped-def]
 def imap_user(dovecot):  # type: ignore[no-untyped-def]
     """A fresh user with an empty mailbox on the session's Dovecot."""
     return dovecot.add_user()
+
+
+# ------------------------------------------------------------------ CI: no silent skips
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI (``CI`` set, as ``.ci/run`` does), a skipped test fails the run.
+
+    Every component a test needs (Dovecot, openssl, the corpus, the PKITS
+    data) is installed by ``.ci/run``, so a skip there means a missing install
+    step or a guard that forgot to fail: the run must not look green.
+    """
+    import os
+
+    if not os.environ.get("CI") or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped:
+        names = ", ".join(report.nodeid for report in skipped[:10])
+        reporter.write_line(f"CI is set and {len(skipped)} test(s) were skipped: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
