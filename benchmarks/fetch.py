@@ -48,16 +48,16 @@ import imapclient  # noqa: E402
 from cryptography import x509  # noqa: E402
 from dovecot import find_dovecot, start_dovecot  # noqa: E402
 
-from mailcrypt import keygen, smime  # noqa: E402
 from mailcrypt.config import load_settings  # noqa: E402
 from mailcrypt.fetch.process import MessageProcessor  # noqa: E402
 from mailcrypt.fetch.runner import Fetcher, Plan  # noqa: E402
 from mailcrypt.fetch.state import FetchState  # noqa: E402
-from mailcrypt.keydir import KeyDirectory  # noqa: E402
-from mailcrypt.passphrase import PassphraseSource  # noqa: E402
+from mailcrypt.keydir import KeyDirectory, keygen  # noqa: E402
+from mailcrypt.keydir.passphrase import PassphraseSource  # noqa: E402
+from mailcrypt.mime import enveloped as smime  # noqa: E402
 from mailcrypt.policy import PROFILES  # noqa: E402
-from mailcrypt.replay import ReplayGuard  # noqa: E402
-from mailcrypt.store import Store  # noqa: E402
+from mailcrypt.state.replay import ReplayGuard  # noqa: E402
+from mailcrypt.state.store import Store  # noqa: E402
 
 BATCH = 200
 

@@ -125,9 +125,9 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess
 
 
 def make_home(home: Path, key_type: str, sign: bool) -> None:
-    from mailcrypt import config, keygen
-    from mailcrypt.keydir import KeyDirectory, init_home
-    from mailcrypt.passphrase import PassphraseSource
+    from mailcrypt import config
+    from mailcrypt.keydir import KeyDirectory, init_home, keygen
+    from mailcrypt.keydir.passphrase import PassphraseSource
     from proxy.auth import UserStore
     from proxy.setup import setup_home
 

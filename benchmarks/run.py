@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mailcrypt import keygen
+from mailcrypt.keydir import keygen
 
 ROOT = Path(__file__).resolve().parents[1]
 

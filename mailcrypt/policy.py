@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
+from mailcrypt.addresses import address_key, domain_key
+
 __all__ = [
     "CONTENT_CIPHERS",
     "LEGACY_CONTENT_CIPHERS",
@@ -40,7 +42,6 @@ __all__ = [
     "RecipientPolicy",
     "Decision",
     "PolicyTable",
-    "address_key",
     "common_profile",
 ]
 
@@ -144,28 +145,6 @@ DEFAULT_POLICY = Policy()
 #: without a usable certificate, ``opportunistic`` encrypts when one exists and
 #: sends in the clear otherwise, ``plaintext`` never encrypts.
 RECIPIENT_POLICIES = ("require", "opportunistic", "plaintext")
-
-
-def address_key(address: str) -> str:
-    """The form in which two addresses compare equal.
-
-    RFC 5280 §7.5: the local part compares exactly, the domain
-    case-insensitively, an internationalised domain by its A-label (IDNA)
-    form. ``Bob@Example.ORG`` and ``Bob@example.org`` give the same key,
-    ``bob@example.org`` another one.
-    """
-    local, _, domain = address.strip().rpartition("@")
-    return f"{local}@{domain_key(domain)}"
-
-
-def domain_key(domain: str) -> str:
-    """A domain in the form it is compared in: ASCII (IDNA) and lower case."""
-    domain = domain.strip().rstrip(".")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
-    return domain.lower()
 
 
 @dataclass(frozen=True)

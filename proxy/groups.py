@@ -42,15 +42,16 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailcrypt import errors, smime
-from mailcrypt import mime_headers as mh
+from mailcrypt import errors
+from mailcrypt.addresses import address_key
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.keydir.validate import fingerprint
-from mailcrypt.policy import PolicyTable, Profile, address_key, common_profile
+from mailcrypt.mime import HEADER_LIMIT, Field, addresses_in, encrypt_stream, protect, split_fields
+from mailcrypt.pki import fingerprint
+from mailcrypt.policy import PolicyTable, Profile, common_profile
 from proxy.relay import Group, Refused, client_text
 
 if TYPE_CHECKING:
-    from mailcrypt.envelope.signed import Signer
+    from mailcrypt.envelope import Signer
 
 __all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "ChainReader"]
 
@@ -190,23 +191,23 @@ class ChainReader:
 
 def _header_end(message: bytes | bytearray) -> int:
     """Where the body starts (after the empty line); the message length when there is none."""
-    end = message.find(b"\r\n\r\n", 0, mh.HEADER_LIMIT + 4)
+    end = message.find(b"\r\n\r\n", 0, HEADER_LIMIT + 4)
     return len(message) if end < 0 else end + 4
 
 
-def header_fields(message: bytes | bytearray) -> list[mh.Field]:
-    return mh.split_fields(bytes(message[: _header_end(message)]).removesuffix(b"\r\n"))
+def header_fields(message: bytes | bytearray) -> list[Field]:
+    return split_fields(bytes(message[: _header_end(message)]).removesuffix(b"\r\n"))
 
 
-def from_addresses(fields: Sequence[mh.Field]) -> list[str]:
-    return mh.addresses_in(fields, ("from",))
+def from_addresses(fields: Sequence[Field]) -> list[str]:
+    return addresses_in(fields, ("from",))
 
 
 class _Signed:
     """The message signed once for every envelope: outer fields, MIME-Version and the signed entity."""
 
-    def __init__(self, message: bytes | bytearray, fields: list[mh.Field], signer: Signer) -> None:
-        from mailcrypt.smime_signed import message_id_field, sign_entity
+    def __init__(self, message: bytes | bytearray, fields: list[Field], signer: Signer) -> None:
+        from mailcrypt.mime import message_id_field, sign_entity
 
         if not any(f.name == "message-id" for f in fields):
             # The serial number of DESIGN.md §2 travels signed and encrypted.
@@ -214,7 +215,7 @@ class _Signed:
         body = memoryview(message)[_header_end(message) :]
         # The entity is built inside the call so that it is freed as soon as it is signed.
         self.signed = sign_entity(
-            b"".join((mh.protect(fields), body)),
+            b"".join((protect(fields), body)),
             signer,
             signing_time=datetime.datetime.now(datetime.UTC),
         )
@@ -225,7 +226,7 @@ class _Signed:
         return [self.head, self.signed]
 
 
-def sign_for_sender(message: bytes | bytearray, fields: list[mh.Field], sender: SenderKeys) -> _Signed | None:
+def sign_for_sender(message: bytes | bytearray, fields: list[Field], sender: SenderKeys) -> _Signed | None:
     """The signing integration point (DESIGN.md §2): the signed message, or None without an identity."""
     if sender.signer is None:
         return None
@@ -243,7 +244,7 @@ def make_groups(
     plans: dict[str, Plan],
     sender: SenderKeys,
     *,
-    fields: list[mh.Field] | None = None,
+    fields: list[Field] | None = None,
     decisions: list[str] | None = None,
 ) -> list[Group]:
     """The groups for one message (see the module docstring), in no particular order.
@@ -256,7 +257,7 @@ def make_groups(
         decisions = []
     if fields is None:
         fields = header_fields(message)
-    visible = {a.lower() for a in mh.addresses_in(fields, ("to", "cc"))}
+    visible = {a.lower() for a in addresses_in(fields, ("to", "cc"))}
     shared: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []
@@ -327,5 +328,5 @@ def _encrypt(
     parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
 ) -> bytes:
     out = io.BytesIO()
-    smime.encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
+    encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
     return out.getvalue()

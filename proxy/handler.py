@@ -33,7 +33,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from mailcrypt import errors
-from mailcrypt import mime_headers as mh
+from mailcrypt.mime import Field
 from proxy.auth import LoginGuard, UserStore
 from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
@@ -53,7 +53,7 @@ class Login:
     credentials: Credentials | None = field(default=None, repr=False)
 
 
-def _message_id_hash(fields: list[mh.Field]) -> str:
+def _message_id_hash(fields: list[Field]) -> str:
     for f in fields:
         if f.name == "message-id":
             return "sha256:" + hashlib.sha256(f.value.encode()).hexdigest()[:16]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
-from mailcrypt import smime
+from mailcrypt.mime import encrypt_message
 from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.relay import Credentials, Late, UpstreamRelay
 from proxy.spool import PermanentFailure, Spool, TemporaryFailure, delivery_report
@@ -108,7 +108,7 @@ class LateGroups:
         report = delivery_report(sender, failures, message_id=message_id)
         certificate = await loop.run_in_executor(None, self.sender_certificate, sender)
         if certificate is not None:
-            report = await loop.run_in_executor(None, smime.encrypt_message, report, [certificate])
+            report = await loop.run_in_executor(None, encrypt_message, report, [certificate])
         try:
             await self.send("", [sender], report, None)
             log.info("told %s that %d recipient(s) did not get the message", sender, len(failures))

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailcrypt.durable import fsync_dir
+from mailcrypt.state import fsync_dir
 
 __all__ = ["Outbox", "Staged"]
 

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.config_model import Settings
-from mailcrypt.keydir import KeyDirectory
-from mailcrypt.keydir.validate import fingerprint
-from mailcrypt.passphrase import PassphraseSource
-from mailcrypt.policy import COMPATIBLE, PolicyTable, address_key
+from mailcrypt.addresses import address_key
+from mailcrypt.config import Settings
+from mailcrypt.keydir import KeyDirectory, PassphraseSource
+from mailcrypt.pki import fingerprint
+from mailcrypt.policy import COMPATIBLE, PolicyTable
 from proxy.groups import SenderKeys
 
 if TYPE_CHECKING:
-    from mailcrypt.envelope.signed import Signer
+    from mailcrypt.envelope import Signer
 
 __all__ = ["Senders"]
 
@@ -45,7 +45,7 @@ _CACHE_SECONDS = 300.0
 def _signers(identities: Sequence[object]) -> dict[str, Signer]:
     """A ``Signer`` per identity certificate fingerprint (empty when signing is not available)."""
     try:
-        from mailcrypt.envelope.signed import Signer
+        from mailcrypt.envelope import Signer
     except ImportError:
         return {}
     out: dict[str, Signer] = {}

@@ -36,10 +36,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, syntax
 
 from mailcrypt import errors
-from mailcrypt.config_model import Settings
-from mailcrypt.config_parse import is_loopback
-from mailcrypt.keydir import KeyDirectory
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.config import Settings, is_loopback
+from mailcrypt.keydir import KeyDirectory, PassphraseSource
 from proxy.auth import LoginGuard, UserStore
 from proxy.client import ServerConfig
 from proxy.groups import RecipientBook

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailcrypt.config_model import Settings
+from mailcrypt.config import Settings
 from proxy.auth import UserStore, new_password
 
 __all__ = ["make_certificate", "setup_home"]

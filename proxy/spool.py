@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from mailcrypt.durable import fsync_dir
+from mailcrypt.state import fsync_dir
 
 __all__ = ["Spool", "Entry", "SpoolRunner", "delivery_report", "INTERVALS"]
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.keydir.passphrase import PassphraseSource
 
 PASSWORD_ENV = "MAILCRYPT_TEST_IMAP_PASSWORD"
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,9 +27,9 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, AuthResult
 from cryptography.hazmat.primitives import serialization
 
-from mailcrypt import config, keygen
-from mailcrypt.keydir import KeyDirectory, init_home
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt import config
+from mailcrypt.keydir import KeyDirectory, init_home, keygen
+from mailcrypt.keydir.passphrase import PassphraseSource
 from proxy.auth import LoginGuard, UserStore
 from proxy.server import ProxyServer, ProxyThread
 

@@ -158,7 +158,8 @@ def test_cli_module_imports_nothing_heavy(tmp_path: Path) -> None:
     code = (
         "import sys, mailcrypt.cli\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('cryptography', 'asn1crypto')"
-        " or m in ('mailcrypt.envelope', 'mailcrypt.smime', 'mailcrypt.keygen', 'mailcrypt.keyfiles')]\n"
+        " or m in ('mailcrypt.envelope', 'mailcrypt.mime.enveloped',"
+        " 'mailcrypt.keydir.keygen', 'mailcrypt.keydir.keyfiles')]\n"
         "print(heavy)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60)
@@ -429,12 +430,13 @@ def test_unexpected_error_is_one_line_and_writes_nothing(
 
     No real input makes the MIME layer crash, so the crash is injected.
     """
-    from mailcrypt import cli, smime
+    from mailcrypt import cli
+    from mailcrypt.cli import crypt
 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(smime, "encrypt_stream", crash)
+    monkeypatch.setattr(crypt, "encrypt_stream", crash)
     argv = ["encrypt", "--cert", str(ids["bob"].cert), str(msg), "-o", str(tmp_path / "out.p7m")]
     assert cli.main(argv) == 1
     captured = capsys.readouterr()

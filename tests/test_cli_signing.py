@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from mailcrypt import smime
 from mailcrypt.config import load_settings
 from mailcrypt.envelope.signed import Signer
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.passphrase import PassphraseSource
-from mailcrypt.smime_signed import sign_message
+from mailcrypt.keydir.passphrase import PassphraseSource
+from mailcrypt.mime import enveloped as smime
+from mailcrypt.mime.signed import sign_message
 
 PASSPHRASE = "signing-tests passphrase 4711"
 MAILCRYPT = [sys.executable, "-m", "mailcrypt"]

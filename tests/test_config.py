@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mailcrypt import config, errors, keygen
+from mailcrypt import config, errors
+from mailcrypt.keydir import keygen
 from mailcrypt.policy import COMPATIBLE, MODERN, PolicyTable, RecipientPolicy, common_profile
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "mailcrypt.example.toml"

@@ -21,8 +21,8 @@ import pytest
 from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
 from test_fetch_messages import plain
 
-from mailcrypt import smime
 from mailcrypt.fetch import STEPS
+from mailcrypt.mime import enveloped as smime
 
 _CRASHING_FETCH = textwrap.dedent(
     """

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from fetch_helpers import by_uid, make_home, run_cli, status, strip_status
 
-from mailcrypt import smime, smime_signed
 from mailcrypt.envelope.signed import Signer
+from mailcrypt.mime import enveloped as smime
+from mailcrypt.mime import signed as smime_signed
 from mailcrypt.policy import COMPATIBLE, MODERN
 
 NOW = datetime.datetime.now(datetime.UTC)

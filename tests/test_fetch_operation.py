@@ -17,10 +17,10 @@ import pytest
 from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
 from test_fetch_messages import plain
 
-from mailcrypt import smime
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
 from mailcrypt.fetch.sync import batches
+from mailcrypt.mime import enveloped as smime
 
 
 def test_watch_delivers_new_mail_within_seconds(tmp_path, imap_user, rsa2048) -> None:  # type: ignore[no-untyped-def]

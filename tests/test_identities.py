@@ -18,10 +18,11 @@ import pytest
 from cryptography import x509
 from openssl_pki import PKI, Made, openssl
 
-from mailcrypt import config, errors, keygen
+from mailcrypt import config, errors
 from mailcrypt.envelope import decrypt
-from mailcrypt.keydir import KeyDirectory, init_home, validate
-from mailcrypt.passphrase import PASSPHRASE_ENV, PassphraseSource
+from mailcrypt.keydir import KeyDirectory, init_home, keygen
+from mailcrypt.keydir.passphrase import PASSPHRASE_ENV, PassphraseSource
+from mailcrypt.pki import validate
 
 PASSPHRASE = "Zebra-Passphrase-7c1e9f-Never-Shown"
 P12_PASSWORD = "Quokka-P12-Password-4b2d8a-Never-Shown"

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from openssl_pki import PKI, Made, openssl
 
 from mailcrypt import errors
-from mailcrypt.keydir import KeyDirectory, validate
+from mailcrypt.keydir import KeyDirectory
+from mailcrypt.pki import validate
 from mailcrypt.policy import MODERN, PolicyTable, RecipientPolicy
 
 DAY = datetime.timedelta(days=1)

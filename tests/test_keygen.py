@@ -1,7 +1,7 @@
 """Key generation and key files: certificates that OpenSSL accepts, files that stay private.
 
-Covers ``mailcrypt.keygen`` (the certificate profile, the 0600 writers),
-``mailcrypt.keyfiles`` (reading certificates, keys and PKCS#12 back, with one
+Covers ``mailcrypt.keydir.keygen`` (the certificate profile, the 0600 writers),
+``mailcrypt.keydir.keyfiles`` (reading certificates, keys and PKCS#12 back, with one
 clear error per failure) and the ``mailcrypt keys generate`` command run as a
 real process. The envelope core is not needed here: OpenSSL does the
 encrypting and decrypting.
@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mailcrypt import errors, keyfiles, keygen
+from mailcrypt import errors
+from mailcrypt.addresses import normalize_address
+from mailcrypt.keydir import keyfiles, keygen
 
 MAILCRYPT = [sys.executable, "-m", "mailcrypt"]
 OPENSSL = shutil.which("openssl")
@@ -184,7 +186,7 @@ def test_openssl_cms_encrypts_to_and_decrypts_with_generated_identity(
     ],
 )
 def test_normalize_address(address: str, expected: str) -> None:
-    assert keygen.normalize_address(address) == expected
+    assert normalize_address(address) == expected
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,8 @@ import pytest
 from cryptography import x509
 
 from mailcrypt import errors
+from mailcrypt.mime.unwrap import unwrap_message
 from mailcrypt.policy import Policy
-from mailcrypt.unwrap import unwrap_message
 
 # PKITS certificates are valid from 2010 to 2030.
 NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)

@@ -303,7 +303,7 @@ def test_the_log_names_each_decision_and_never_the_content(proxy, upstream: Upst
 
     from cryptography import x509
 
-    from mailcrypt.keydir.validate import fingerprint
+    from mailcrypt.pki.validate import fingerprint
 
     bob, dave = people["bob"], people["dave"]
     open_rcpt = "someone@open.example"

@@ -23,11 +23,11 @@ from test_signed import SIGNING_USAGE
 
 from mailcrypt import errors
 from mailcrypt.envelope.signed import Signer
-from mailcrypt.replay import ReplayGuard
-from mailcrypt.smime import encrypt_message
-from mailcrypt.smime_signed import sign_message
-from mailcrypt.store import SCHEMA_VERSION, Store
-from mailcrypt.unwrap import unwrap_message
+from mailcrypt.mime.enveloped import encrypt_message
+from mailcrypt.mime.signed import sign_message
+from mailcrypt.mime.unwrap import unwrap_message
+from mailcrypt.state.replay import ReplayGuard
+from mailcrypt.state.store import SCHEMA_VERSION, Store
 
 NOW = datetime.datetime(2026, 5, 1, 12, 0, tzinfo=datetime.UTC)
 MINUTE = datetime.timedelta(minutes=1)

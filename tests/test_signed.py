@@ -29,12 +29,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailcrypt import errors
 from mailcrypt.envelope import sigalg
-from mailcrypt.envelope.chain import validate_chain
 from mailcrypt.envelope.signed import Signer, sign, verify
+from mailcrypt.mime.enveloped import encrypt_message
+from mailcrypt.mime.signed import open_signed, sign_entity, sign_message
+from mailcrypt.mime.unwrap import unwrap_message
+from mailcrypt.pki.chain import validate_chain
 from mailcrypt.policy import Policy
-from mailcrypt.smime import encrypt_message
-from mailcrypt.smime_signed import open_signed, sign_entity, sign_message
-from mailcrypt.unwrap import unwrap_message
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 SHA1_POLICY = Policy(signature_hashes=frozenset({"sha1", "sha256", "sha384", "sha512"}))

@@ -33,11 +33,11 @@ from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors
 from mailcrypt.envelope import identity_from_key
-from mailcrypt.envelope.chain import validate_chain
 from mailcrypt.envelope.signed import verify
+from mailcrypt.mime.signed import canonical
+from mailcrypt.mime.unwrap import unwrap_message
+from mailcrypt.pki.chain import validate_chain
 from mailcrypt.policy import Policy
-from mailcrypt.smime_signed import canonical
-from mailcrypt.unwrap import unwrap_message
 
 GENERATED = CORPUS / "generated"
 SHA1_POLICY = Policy(signature_hashes=frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"}))
@@ -190,8 +190,8 @@ def test_future_date_header_is_not_the_signing_time(corpus: dict, tmp_path: Path
 
     Freshness is judged on the signed signingTime, never on the unsigned Date header.
     """
-    from mailcrypt.replay import ReplayGuard
-    from mailcrypt.store import Store
+    from mailcrypt.state.replay import ReplayGuard
+    from mailcrypt.state.store import Store
 
     def signed_at(name: str) -> datetime.datetime:
         result = unwrap_message((GENERATED / name).read_bytes(), now=NOW, trust_anchors=[corpus["ca"]])

@@ -14,9 +14,10 @@ from conftest import KeyPair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcrypt import errors, smime
-from mailcrypt import mime_headers as mh
+from mailcrypt import errors
 from mailcrypt.envelope import decrypt, encrypt
+from mailcrypt.mime import enveloped as smime
+from mailcrypt.mime import headers as mh
 from mailcrypt.policy import COMPATIBLE, MODERN, Profile
 
 OpenSSL = Callable[..., subprocess.CompletedProcess[bytes]]

@@ -5,8 +5,8 @@ from the home's key directory, plus the sender's own certificate. The
 profile is the one asked for, else the one the recipients' policy and
 announced capabilities give (DESIGN.md §1: ``modern`` only if every
 recipient can read it); the choice and its reason are reported with ``-v``.
-Everything cryptographic happens in ``mailcrypt.smime`` and
-``mailcrypt.smime_signed``.
+Everything cryptographic happens in ``mailcrypt.mime.enveloped`` and
+``mailcrypt.mime.signed``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from typing import IO
 
 from cryptography import x509
 
-from mailcrypt import errors, keyfiles, smime
+from mailcrypt import errors
+from mailcrypt.addresses import address_key
 from mailcrypt.cli.files import Output, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.envelope import Identity
-from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, address_key, common_profile
+from mailcrypt.keydir import certificates_for, load_certificates
+from mailcrypt.mime import encrypt_stream, recipient_addresses, sender_address
+from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, common_profile
 
 __all__ = ["encrypt"]
 
@@ -43,7 +46,7 @@ def _select(certificates: list[x509.Certificate], addresses: list[str]) -> list[
     """The --cert certificates for each address; ``NoRecipientCertificate`` for the first without one."""
     chosen = []
     for address in addresses:
-        matches = keyfiles.certificates_for(address, certificates)
+        matches = certificates_for(address, certificates)
         if not matches:
             raise errors.NoRecipientCertificate(f"no certificate for {address} among the --cert files", address=address)
         chosen.extend(matches)
@@ -52,7 +55,7 @@ def _select(certificates: list[x509.Certificate], addresses: list[str]) -> list[
 
 def _signing_identity(home: Home, sender: str) -> Identity | None:
     """The sender's newest valid identity that may sign (keyUsage digitalSignature), or None."""
-    from mailcrypt.keydir.validate import certificate_addresses
+    from mailcrypt.pki import certificate_addresses
 
     now = datetime.now(UTC)
     for identity in home.keys.identities(home.passphrase):
@@ -84,8 +87,8 @@ def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender
             raise errors.NoKeyError(f"no valid signing identity for {sender} in {home.keys.path}")
         note(args, f"not signing: no identity for {sender}")
         return None
-    from mailcrypt.envelope.signed import Signer
-    from mailcrypt.smime_signed import sign_message
+    from mailcrypt.envelope import Signer
+    from mailcrypt.mime import sign_message
 
     signer = Signer.from_identity(identity)
     signed = sign_message(infile.read(), signer, signing_time=datetime.now(UTC))
@@ -94,17 +97,17 @@ def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender
 
 
 def encrypt(args: argparse.Namespace) -> None:
-    certificates = [c for path in args.cert for c in keyfiles.load_certificates(path)]
+    certificates = [c for path in args.cert for c in load_certificates(path)]
     with open_input(args.input) as infile:
         headers = read_headers(infile)
-        sender = args.from_ or smime.sender_address(headers)
+        sender = args.from_ or sender_address(headers)
         if certificates:
             # Key files named: exactly those (or those of them for --to).
             recipients = _select(certificates, args.to) if args.to else _unique(certificates)
             profile, why = (PROFILES[args.profile], "asked for") if args.profile else (COMPATIBLE, "the default")
             home = home_if_any(args) if args.sign is not False else None
         else:
-            addresses = args.to or smime.recipient_addresses(headers)
+            addresses = args.to or recipient_addresses(headers)
             if not addresses:
                 raise errors.UsageError("no recipients: the message has no To or Cc address; use --to ADDR")
             home = open_home(args)
@@ -118,7 +121,7 @@ def encrypt(args: argparse.Namespace) -> None:
         )
         with Output(args.output) as out:
             assert out.file is not None
-            smime.encrypt_stream(signed or infile, out.file, recipients, profile=profile)
+            encrypt_stream(signed or infile, out.file, recipients, profile=profile)
             out.commit()
 
 
@@ -126,12 +129,12 @@ def _directory_recipients(
     args: argparse.Namespace, home: Home, addresses: list[str], sender: str | None
 ) -> tuple[list[x509.Certificate], Profile, str]:
     """Certificates and profile for ``addresses`` from the key directory, plus the sender's own."""
-    from mailcrypt import harvest
-    from mailcrypt.store import Store
+    from mailcrypt.keydir import advertised
+    from mailcrypt.state import Store
 
     store = Store.open(home.settings.state_db)
     try:
-        choices = home.keys.recipients_for(addresses, advertised=harvest.advertised(store))
+        choices = home.keys.recipients_for(addresses, advertised=advertised(store))
     finally:
         store.close()
     recipients = _unique([c.certificate for c in choices])

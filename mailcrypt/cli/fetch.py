@@ -34,14 +34,19 @@ from pathlib import Path
 from mailcrypt import errors
 from mailcrypt.cli.home import open_home
 from mailcrypt.cli.report import note
-from mailcrypt.config_model import AccountSettings, Target
-from mailcrypt.fetch.process import REASON_EXIT_CODES, MessageProcessor
-from mailcrypt.fetch.progress import Counts, Progress, summary_table
-from mailcrypt.fetch.runner import Fetcher, Plan
-from mailcrypt.fetch.state import FetchState
-from mailcrypt.fetch.sync import SyncOptions
-from mailcrypt.replay import ReplayGuard
-from mailcrypt.store import Store
+from mailcrypt.config import AccountSettings, Target
+from mailcrypt.fetch import (
+    REASON_EXIT_CODES,
+    Counts,
+    Fetcher,
+    FetchState,
+    MessageProcessor,
+    Plan,
+    Progress,
+    SyncOptions,
+    summary_table,
+)
+from mailcrypt.state import ReplayGuard, Store
 
 __all__ = ["run", "parse_target", "parse_since", "exit_status"]
 

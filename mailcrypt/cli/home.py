@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 from mailcrypt import config
 
 if TYPE_CHECKING:
-    from mailcrypt.config_model import Settings
-    from mailcrypt.keydir import KeyDirectory
-    from mailcrypt.passphrase import PassphraseSource
+    from mailcrypt.config import Settings
+    from mailcrypt.keydir import KeyDirectory, PassphraseSource
 
 __all__ = ["Home", "open_home", "home_if_any"]
 
@@ -35,8 +34,7 @@ def open_home(args: argparse.Namespace) -> Home:
     """
     # The key directory is imported only here: commands given key files and no
     # home (the large-message path) do not pay for it at start-up.
-    from mailcrypt.keydir import KeyDirectory
-    from mailcrypt.passphrase import PassphraseSource
+    from mailcrypt.keydir import KeyDirectory, PassphraseSource
 
     settings = config.load_settings(config.resolve_home(getattr(args, "home", None)))
     return Home(settings, KeyDirectory.from_settings(settings), PassphraseSource.from_settings(settings))

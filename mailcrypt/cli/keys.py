@@ -13,11 +13,21 @@ import json
 import os
 import sys
 
-from mailcrypt import config, errors, keyfiles, keygen
+from mailcrypt import config, errors
+from mailcrypt.addresses import normalize_address
 from mailcrypt.cli.files import Output
 from mailcrypt.cli.home import open_home
-from mailcrypt.keydir import CertificateEntry, init_home
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.keydir import (
+    MAX_DAYS,
+    PASSPHRASE_ENV,
+    CertificateEntry,
+    PassphraseSource,
+    generate_identity,
+    init_home,
+    passphrase_from,
+    write_certificate,
+    write_private_key,
+)
 
 __all__ = ["init", "generate", "import_", "list_", "show", "export", "remove"]
 
@@ -46,15 +56,15 @@ def init(args: argparse.Namespace) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    if not 1 <= args.days <= keygen.MAX_DAYS:
-        raise errors.UsageError(f"--days must be from 1 to {keygen.MAX_DAYS}")
+    if not 1 <= args.days <= MAX_DAYS:
+        raise errors.UsageError(f"--days must be from 1 to {MAX_DAYS}")
     if args.out_dir is not None:
         _generate_files(args)
         return
     home = open_home(args)
     source = PassphraseSource.unencrypted() if args.no_passphrase else home.passphrase
-    key, certificate = keygen.generate_identity(
-        keygen.normalize_address(args.address), key_type=args.key_type, days=args.days
+    key, certificate = generate_identity(
+        normalize_address(args.address), key_type=args.key_type, days=args.days
     )
     entry = home.keys.add_identity(key, certificate, passphrase=source)
     print(
@@ -65,7 +75,7 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def _generate_files(args: argparse.Namespace) -> None:
-    address = keygen.normalize_address(args.address)
+    address = normalize_address(args.address)
     out_dir = args.out_dir
     if not os.path.isdir(out_dir):
         raise errors.ConfigError(f"output directory {out_dir} does not exist")
@@ -77,10 +87,10 @@ def _generate_files(args: argparse.Namespace) -> None:
             verb = "exists" if len(existing) == 1 else "exist"
             raise errors.ConfigError(f"{' and '.join(existing)} already {verb} (use --force to overwrite)")
     passphrase = None if args.no_passphrase else _new_passphrase(args.passphrase_file)
-    key, certificate = keygen.generate_identity(address, key_type=args.key_type, days=args.days)
-    keygen.write_private_key(key_path, key, passphrase=passphrase, force=args.force)
+    key, certificate = generate_identity(address, key_type=args.key_type, days=args.days)
+    write_private_key(key_path, key, passphrase=passphrase, force=args.force)
     try:
-        keygen.write_certificate(cert_path, certificate, force=args.force)
+        write_certificate(cert_path, certificate, force=args.force)
     except BaseException:
         os.unlink(key_path)
         raise
@@ -93,7 +103,7 @@ def _generate_files(args: argparse.Namespace) -> None:
 
 def _new_passphrase(passphrase_file: str | None) -> bytes:
     """The passphrase for a new key file: from the file, the environment, or asked twice on a terminal."""
-    passphrase = keyfiles.passphrase_from(passphrase_file, keyfiles.PASSPHRASE_ENV)
+    passphrase = passphrase_from(passphrase_file, PASSPHRASE_ENV)
     if passphrase is None and sys.stdin is not None and sys.stdin.isatty():
         import getpass
 
@@ -103,7 +113,7 @@ def _new_passphrase(passphrase_file: str | None) -> bytes:
         passphrase = first.encode("utf-8") if first else None
     if passphrase is None:
         raise errors.UsageError(
-            f"the private key needs a passphrase: set {keyfiles.PASSPHRASE_ENV}, use --passphrase-file FILE, "
+            f"the private key needs a passphrase: set {PASSPHRASE_ENV}, use --passphrase-file FILE, "
             "run on a terminal to be asked, or give --no-passphrase to store it unencrypted"
         )
     return passphrase

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from mailcrypt import config, errors
 
 if TYPE_CHECKING:
-    from proxy.auth import UserStore
+    from proxy import UserStore
 
 __all__ = ["run", "users_add", "users_remove", "users_list", "init_proxy"]
 
@@ -39,7 +39,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from proxy.server import ProxyServer
+    from proxy import ProxyServer
 
     settings = config.load_settings(config.resolve_home(getattr(args, "home", None)))
     logging.basicConfig(
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace) -> UserStore:
-    from proxy.auth import UserStore
+    from proxy import UserStore
 
     settings = config.load_settings(config.resolve_home(getattr(args, "home", None)))
     return UserStore(settings.proxy.users_file or settings.home / "proxy" / "users")
@@ -111,7 +111,7 @@ def users_list(args: argparse.Namespace) -> None:
 
 def init_proxy(home: Path) -> list[str]:
     """Make the proxy's certificate and first user in a new home; the lines to show (once)."""
-    from proxy.setup import setup_home
+    from proxy import setup_home
 
     settings = config.load_settings(home)
     cert, user = setup_home(settings)

@@ -3,7 +3,7 @@
 ``decrypt`` removes every S/MIME layer: the outer envelope is decrypted as
 a stream (a 25 MB message is never held whole), and whatever is inside it,
 a signature or another envelope, is removed in memory by
-``mailcrypt.unwrap``. Signatures are verified (a bad one is exit 5), the
+``mailcrypt.mime.unwrap``. Signatures are verified (a bad one is exit 5), the
 replay guard of DESIGN.md §2 accepts each message once inside the freshness
 window (exit 5 otherwise, with when it was first seen; ``--no-replay-check``
 re-reads an old message on purpose), and the signer's certificate and
@@ -23,20 +23,20 @@ from typing import IO, TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 
-from mailcrypt import errors, keyfiles, smime
+from mailcrypt import errors
 from mailcrypt.cli.files import Output, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
-from mailcrypt.envelope import Identity, identity_from_key
-from mailcrypt.envelope.fingerprint import envelope_digest
-from mailcrypt.mime_headers import content_type, split_fields
+from mailcrypt.envelope import Identity, envelope_digest, identity_from_key
+from mailcrypt.keydir import load_certificates, load_key_pair, load_pkcs12
+from mailcrypt.mime import content_type, decrypt_stream, sender_address, split_fields
 
 # Signatures, the replay store and harvesting are imported where they are
 # needed: a large encrypted message read with key files and no home needs
 # none of them, and their import time counts in every such run.
 if TYPE_CHECKING:
-    from mailcrypt.store import Store
-    from mailcrypt.unwrap import Unwrapped
+    from mailcrypt.mime import Unwrapped
+    from mailcrypt.state import Store
 
 __all__ = ["decrypt", "verify"]
 
@@ -53,9 +53,9 @@ def _file_identities(args: argparse.Namespace) -> list[Identity]:
     key_index = 0
     for option, value in args.sources:
         if option == "--p12":
-            pairs.append(keyfiles.load_pkcs12(value, password_file=args.password_file))
+            pairs.append(load_pkcs12(value, password_file=args.password_file))
         elif option == "--key":
-            pairs.append(keyfiles.load_key_pair(value, certs[key_index], password_file=args.password_file))
+            pairs.append(load_key_pair(value, certs[key_index], password_file=args.password_file))
             key_index += 1
     return [identity_from_key(p.key, p.certificate) for p in pairs]
 
@@ -63,7 +63,7 @@ def _file_identities(args: argparse.Namespace) -> list[Identity]:
 def _anchors(home: Home | None) -> list[x509.Certificate]:
     if home is None:
         return []
-    return [c for p in home.settings.keys.trust_anchors for c in keyfiles.load_certificates(p)]
+    return [c for p in home.settings.keys.trust_anchors for c in load_certificates(p)]
 
 
 def _is_smime(infile: IO[bytes]) -> bool:
@@ -77,7 +77,7 @@ def _is_smime(infile: IO[bytes]) -> bool:
 def _unwrap(
     message: bytes, identities: Sequence[Identity], anchors: Sequence[x509.Certificate], now: datetime
 ) -> Unwrapped:
-    from mailcrypt.unwrap import unwrap_message
+    from mailcrypt.mime import unwrap_message
 
     return unwrap_message(message, identities, now=now, trust_anchors=anchors)
 
@@ -103,7 +103,7 @@ def _read(
     assert out.file is not None
     digests: list[bytes] = []
     try:
-        info = smime.decrypt_stream(
+        info = decrypt_stream(
             infile,
             out.file,
             identities,
@@ -118,7 +118,7 @@ def _read(
         out.file.truncate()
         out.file.write(unwrapped.message)
         return unwrapped
-    from mailcrypt.unwrap import Layer, Unwrapped
+    from mailcrypt.mime import Layer, Unwrapped
 
     outer = Layer("enveloped", info.content_type, digests[0] if digests else b"", envelope=info)
     out.file.seek(0)
@@ -137,8 +137,7 @@ def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrap
     if home is None:
         note(args, "no home: the replay check needs its state store and was skipped")
         return None
-    from mailcrypt.replay import ReplayGuard
-    from mailcrypt.store import Store
+    from mailcrypt.state import ReplayGuard, Store
 
     store = Store.open(home.settings.state_db)
     if args.no_replay_check:
@@ -181,12 +180,12 @@ def decrypt(args: argparse.Namespace) -> None:
         store = _replay_check(args, home, unwrapped, now)
         try:
             if store is not None and home is not None and home.settings.keys.harvest:
-                from mailcrypt import harvest
+                from mailcrypt.keydir import harvest
 
                 assert out.file is not None
                 out.file.seek(0)
-                sender = smime.sender_address(read_headers(out.file))
-                for line in harvest.harvest(
+                sender = sender_address(read_headers(out.file))
+                for line in harvest(
                     unwrapped,
                     sender=sender,
                     keys=home.keys,
@@ -208,7 +207,7 @@ def verify(args: argparse.Namespace) -> None:
     def refuse(_message: bytes) -> NoReturn:
         raise errors.NoKeyError("the message is encrypted: mailcrypt verify checks signatures only; use decrypt")
 
-    from mailcrypt.unwrap import unwrap_message
+    from mailcrypt.mime import unwrap_message
 
     with open_input(args.input) as infile:
         unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)

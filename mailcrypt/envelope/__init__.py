@@ -24,32 +24,20 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from mailcrypt.envelope import pubkey
+from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
+from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, supports_profile
+from mailcrypt.envelope.codec import read_element
 from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
-from mailcrypt.envelope.keys import Identity, Recipient
+from mailcrypt.envelope.fingerprint import content_type_of, envelope_digest
+from mailcrypt.envelope.keys import CertificateRef, Identity, Recipient
+from mailcrypt.envelope.pubkey import algorithm_name, public_key
 from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all
 from mailcrypt.envelope.reader import open_envelope as _open
 from mailcrypt.envelope.rsa import RSAIdentity, RSARecipient
+from mailcrypt.envelope.signed import SignatureInfo, Signer, sign, verify
 from mailcrypt.envelope.writer import EnvelopeWriter as _Writer
 from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
-
-__all__ = [
-    "encrypt",
-    "decrypt",
-    "open_envelope",
-    "EnvelopeWriter",
-    "Recipient",
-    "Identity",
-    "RSARecipient",
-    "RSAIdentity",
-    "ECDHRecipient",
-    "ECDHIdentity",
-    "recipient_from_certificate",
-    "identity_from_key",
-    "Decrypted",
-    "EnvelopeInfo",
-    "OpenEnvelope",
-]
 
 RecipientLike = x509.Certificate | Recipient
 
@@ -168,3 +156,35 @@ def decrypt(
     """
     envelope = _open(data, identities, policy=policy)
     return Decrypted(decrypt_all(envelope), envelope.info)
+
+__all__ = [
+    "encrypt",
+    "decrypt",
+    "open_envelope",
+    "EnvelopeWriter",
+    "Recipient",
+    "Identity",
+    "RSARecipient",
+    "RSAIdentity",
+    "ECDHRecipient",
+    "ECDHIdentity",
+    "recipient_from_certificate",
+    "identity_from_key",
+    "Decrypted",
+    "EnvelopeInfo",
+    "OpenEnvelope",
+    "CertificateRef",
+    "OID_AUTH_ENVELOPED_DATA",
+    "OID_ENVELOPED_DATA",
+    "OUR_CAPABILITIES",
+    "SignatureInfo",
+    "Signer",
+    "algorithm_name",
+    "content_type_of",
+    "envelope_digest",
+    "public_key",
+    "read_element",
+    "sign",
+    "supports_profile",
+    "verify",
+]

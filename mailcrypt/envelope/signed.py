@@ -20,7 +20,7 @@ large encapsulated content is hashed in slices; detached content may come
 as chunks.
 
 What it won't do: decide whether to trust the signer (``chain.py``), check
-freshness (``mailcrypt.replay``), look at MIME, or accept a signature whose
+freshness (``mailcrypt.state.replay``), look at MIME, or accept a signature whose
 hash the Policy does not list. Time comes in as an argument.
 """
 

@@ -2,8 +2,8 @@
 
 ``mailcrypt fetch`` reads the configured folders over IMAP (``imap``), by UID
 and incrementally (``state``, in the one state store), decrypts, verifies
-and checks each message for replay (``process``, on ``mailcrypt.unwrap`` and
-``mailcrypt.replay``), and delivers it atomically into a Maildir++ or an IMAP
+and checks each message for replay (``process``, on ``mailcrypt.mime.unwrap`` and
+``mailcrypt.state.replay``), and delivers it atomically into a Maildir++ or an IMAP
 folder (``maildir``, ``sink``), in the order STYLE.md §5 sets (``sync``).
 ``runner`` drives accounts, one pass or ``--watch``; ``progress`` draws the
 progress bar and the summary.
@@ -11,6 +11,22 @@ progress bar and the summary.
 The package imports the envelope, MIME, key and store layers, never the proxy.
 """
 
+from mailcrypt.fetch.process import REASON_EXIT_CODES, MessageProcessor
+from mailcrypt.fetch.progress import Counts, Progress, summary_table
+from mailcrypt.fetch.runner import Fetcher, Plan
+from mailcrypt.fetch.state import FetchState
 from mailcrypt.fetch.sync import STEPS, FolderSync, SyncOptions
 
-__all__ = ["STEPS", "FolderSync", "SyncOptions"]
+__all__ = [
+    "STEPS",
+    "FolderSync",
+    "SyncOptions",
+    "Counts",
+    "FetchState",
+    "Fetcher",
+    "MessageProcessor",
+    "Plan",
+    "Progress",
+    "REASON_EXIT_CODES",
+    "summary_table",
+]

@@ -32,7 +32,7 @@ import binascii
 import quopri
 import re
 
-from mailcrypt import mime_headers as mh
+from mailcrypt.mime import Field, content_type, read_header_block, split_fields
 
 __all__ = ["strip_remote_content", "neutralise_html", "BLOCKED_PREFIX"]
 
@@ -90,7 +90,7 @@ def _encode(data: bytes, encoding: str) -> bytes:
     return data
 
 
-def _html_part(header: bytes, sep: bytes, body: bytes, fields: list[mh.Field], charset: str) -> bytes:
+def _html_part(header: bytes, sep: bytes, body: bytes, fields: list[Field], charset: str) -> bytes:
     encoding = next((f.value.strip().lower() for f in fields if f.name == "content-transfer-encoding"), "")
     decoded = _decode(body, encoding)
     if decoded is None:
@@ -139,9 +139,9 @@ def _entity(entity: bytes, depth: int) -> bytes:
         if entity.startswith(newline):
             lead, entity = newline, entity[len(newline) :]
             break
-    header, sep, body = mh.read_header_block(iter((entity,)), ValueError)
-    fields = mh.split_fields(header)
-    ctype, params = mh.content_type(fields)
+    header, sep, body = read_header_block(iter((entity,)), ValueError)
+    fields = split_fields(header)
+    ctype, params = content_type(fields)
     if ctype == "text/html":
         return lead + _html_part(header, sep, body, fields, params.get("charset", "").lower())
     if ctype.startswith("multipart/") and params.get("boundary"):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from imapclient import imap_utf7
 
-from mailcrypt.durable import fsync_dir
+from mailcrypt.state import fsync_dir
 
 __all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem", "stem_prefix"]
 

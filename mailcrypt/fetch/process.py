@@ -3,7 +3,7 @@
 ``MessageProcessor.process`` takes the message exactly as the server holds
 it and returns an ``Outcome``: the bytes to store, and whether they go to
 the folder or to quarantine. It peels every S/MIME layer with
-``mailcrypt.unwrap.unwrap_message`` (enveloped or authEnveloped, any
+``mailcrypt.mime.unwrap.unwrap_message`` (enveloped or authEnveloped, any
 profile, any sender; signed, detached or opaque; nested in any order), asks
 the replay guard whether the message is fresh and new, and writes status
 header fields on top (``X-Mailcrypt-Status``, the key used, the cipher, the
@@ -43,13 +43,11 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt import mime_headers as mh
-from mailcrypt.envelope import Identity
-from mailcrypt.envelope.keys import CertificateRef
+from mailcrypt.envelope import CertificateRef, Identity
 from mailcrypt.fetch.efail import strip_remote_content
+from mailcrypt.mime import Field, Unwrapped, content_type, read_header_block, split_fields, unwrap_message
 from mailcrypt.policy import DEFAULT_POLICY, Policy
-from mailcrypt.replay import ReplayGuard
-from mailcrypt.unwrap import Unwrapped, unwrap_message
+from mailcrypt.state import ReplayGuard
 
 __all__ = ["Outcome", "Prepared", "MessageProcessor", "REASON_EXIT_CODES", "STATUS_FIELD"]
 
@@ -159,7 +157,7 @@ _WARNING_STRIPPED = _field(
 _same_field = functools.lru_cache(maxsize=256)(_field)
 
 
-def _may_hold_html(fields: tuple[mh.Field, ...] | None) -> bool:
+def _may_hold_html(fields: tuple[Field, ...] | None) -> bool:
     """False when the top-level header says no part of the message can be HTML (so EFAIL cleaning has nothing to do).
 
     ``strip_remote_content`` would leave such a message as it is; this answer
@@ -167,7 +165,7 @@ def _may_hold_html(fields: tuple[mh.Field, ...] | None) -> bool:
     """
     if not fields:
         return True
-    ctype, params = mh.content_type(list(fields))
+    ctype, params = content_type(list(fields))
     return ctype in ("text/html", "message/rfc822") or (ctype.startswith("multipart/") and bool(params.get("boundary")))
 
 
@@ -181,10 +179,10 @@ def _without_our_fields(message: bytes) -> bytes:
     A sender could otherwise forge "X-Mailcrypt-Status: decrypted; verified".
     The body is not touched.
     """
-    header, sep, rest = mh.read_header_block(iter((message,)), errors.CMSParseError)
+    header, sep, rest = read_header_block(iter((message,)), errors.CMSParseError)
     if _PREFIX not in header.lower():
         return message
-    kept = [f.raw for f in mh.split_fields(header) if not f.name.startswith("x-mailcrypt-")]
+    kept = [f.raw for f in split_fields(header) if not f.name.startswith("x-mailcrypt-")]
     return b"".join(kept) + sep + rest
 
 

@@ -30,14 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config_model import AccountSettings, Settings, Target
+from mailcrypt.config import AccountSettings, Settings, Target
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.process import MessageProcessor
 from mailcrypt.fetch.progress import Counts, Progress
 from mailcrypt.fetch.sink import IMAPSink, MaildirSink, Sink
 from mailcrypt.fetch.state import FetchState
 from mailcrypt.fetch.sync import Fault, FolderSync, SyncOptions
-from mailcrypt.replay import ReplayGuard
+from mailcrypt.state import ReplayGuard
 
 __all__ = ["Fetcher", "Password", "Plan"]
 

@@ -1,6 +1,6 @@
 """Fetch progress in the one state store: per (account, folder) its UIDVALIDITY and last UID.
 
-The rows live in ``fetch_state`` of ``mailcrypt.store.Store`` (``state.db``
+The rows live in ``fetch_state`` of ``mailcrypt.state.store.Store`` (``state.db``
 in the home, STYLE.md §1.5). ``begin`` reads a folder's row and compares the
 server's UIDVALIDITY with the stored one: a folder seen for the first time
 gets a row with ``last_uid`` 0, a changed UIDVALIDITY raises
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from mailcrypt import errors
-from mailcrypt.store import Store
+from mailcrypt.state import Store
 
 __all__ = ["FetchState", "FolderState"]
 
@@ -52,7 +52,7 @@ class FetchState:
 
     def __init__(self, store: Store) -> None:
         if not isinstance(store, Store):
-            raise TypeError("store must be a mailcrypt.store.Store")
+            raise TypeError("store must be a mailcrypt.state.store.Store")
         self.store = store
         with store.transaction() as conn:
             conn.execute(_PENDING_SCHEMA)

@@ -53,7 +53,7 @@ from mailcrypt.fetch.progress import Counts, Progress
 from mailcrypt.fetch.sink import FolderSink, Sink, source_labels
 from mailcrypt.fetch.state import FetchState, FolderState
 from mailcrypt.fetch.workers import Workers
-from mailcrypt.replay import ReplayGuard
+from mailcrypt.state import ReplayGuard
 
 __all__ = ["FolderSync", "SyncOptions", "STEPS", "Fault"]
 

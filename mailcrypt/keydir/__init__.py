@@ -14,6 +14,37 @@ The package is split by concept:
 
 from mailcrypt.keydir.bootstrap import InitResult, init_home
 from mailcrypt.keydir.directory import ImportResult, KeyDirectory, RecipientChoice
+from mailcrypt.keydir.harvest import advertised, harvest
 from mailcrypt.keydir.index import CertificateEntry
+from mailcrypt.keydir.keyfiles import (
+    PASSPHRASE_ENV,
+    certificates_for,
+    load_certificates,
+    load_key_pair,
+    load_pkcs12,
+    passphrase_from,
+)
+from mailcrypt.keydir.keygen import MAX_DAYS, generate_identity, write_certificate, write_private_key
+from mailcrypt.keydir.passphrase import PassphraseSource
 
-__all__ = ["KeyDirectory", "RecipientChoice", "ImportResult", "CertificateEntry", "InitResult", "init_home"]
+__all__ = [
+    "KeyDirectory",
+    "RecipientChoice",
+    "ImportResult",
+    "CertificateEntry",
+    "InitResult",
+    "init_home",
+    "MAX_DAYS",
+    "PASSPHRASE_ENV",
+    "PassphraseSource",
+    "advertised",
+    "certificates_for",
+    "generate_identity",
+    "harvest",
+    "load_certificates",
+    "load_key_pair",
+    "load_pkcs12",
+    "passphrase_from",
+    "write_certificate",
+    "write_private_key",
+]

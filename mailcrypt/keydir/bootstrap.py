@@ -17,10 +17,12 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailcrypt import config, errors, keygen
+from mailcrypt import config, errors
+from mailcrypt.addresses import normalize_address
+from mailcrypt.keydir import keygen
 from mailcrypt.keydir.directory import KeyDirectory
 from mailcrypt.keydir.index import CertificateEntry
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.keydir.passphrase import PassphraseSource
 
 __all__ = ["InitResult", "init_home"]
 
@@ -54,7 +56,7 @@ def init_home(
     passphrase can be found. Nothing is left behind on failure except the
     (empty) directories.
     """
-    address = keygen.normalize_address(address)
+    address = normalize_address(address)
     if key_type not in keygen.KEY_TYPES:
         raise errors.UsageError(f"unknown key type {key_type!r} (choose from {', '.join(keygen.KEY_TYPES)})")
     home = Path(home)

@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING, NamedTuple
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mailcrypt import errors, keyfiles
-from mailcrypt.envelope import Identity
-from mailcrypt.envelope.capabilities import supports_profile
+from mailcrypt import errors
+from mailcrypt.envelope import Identity, supports_profile
 from mailcrypt.keydir import identities as own
-from mailcrypt.keydir import validate
-from mailcrypt.keydir.files import read_import_file
+from mailcrypt.keydir import keyfiles
+from mailcrypt.keydir.import_file import read_import_file
 from mailcrypt.keydir.importing import ImportResult, file_certificates
 from mailcrypt.keydir.index import CertificateEntry, Index
+from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.keydir.storage import Layout, fingerprint_prefix, read_certificate
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.pki import ChainVerifier, date_problem, fingerprint, key_type, recipient_problem, usage_problem
 from mailcrypt.policy import MODERN, PolicyTable, Profile
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class KeyDirectory:
         policy: PolicyTable | None = None,
     ) -> None:
         self.layout = Layout(Path(os.path.abspath(path)))
-        self.chain = validate.ChainVerifier(trust_anchors)
+        self.chain = ChainVerifier(trust_anchors)
         self.policy = policy if policy is not None else PolicyTable()
         self._index = Index(self.layout)
         self._gateways: dict[Path, x509.Certificate] = {}
@@ -154,7 +154,7 @@ class KeyDirectory:
         now = _now(now)
         entries = self.lookup(address)
         # A certificate the administrator imported is never replaced by one
-        # harvested from signed mail (mailcrypt.harvest).
+        # harvested from signed mail (mailcrypt.keydir.harvest).
         entries = [e for e in entries if e.source != "harvested"] or entries
         if not entries:
             raise errors.NoRecipientCertificate(
@@ -166,7 +166,7 @@ class KeyDirectory:
         reasons = []
         for entry in entries:
             certificate = self.certificate(entry)
-            problem = validate.recipient_problem(
+            problem = recipient_problem(
                 certificate, now=now, address=address, chain=self.chain, intermediates=intermediates
             )
             if problem is None:
@@ -182,7 +182,7 @@ class KeyDirectory:
             certificate = keyfiles.load_certificates(path)[0]
             self._gateways[path] = certificate
         # A gateway certificate names the gateway (if anything), not each address behind it.
-        problem = validate.recipient_problem(
+        problem = recipient_problem(
             certificate, now=now, require_address=False, chain=self.chain, intermediates=self._intermediates()
         )
         if problem is not None:
@@ -203,7 +203,7 @@ class KeyDirectory:
         A domain's gateway certificate comes before the address's own; the
         same certificate may be returned for several addresses. Where the
         profile is only the table's default, ``advertised(address,
-        certificate)`` (``mailcrypt.harvest.advertised``) may raise it to
+        certificate)`` (``mailcrypt.keydir.harvest.advertised``) may raise it to
         ``modern`` when the correspondent announced support for it in signed
         mail. Raises ``errors.NoRecipientCertificate`` for the first address
         without a usable certificate (exit code 3).
@@ -221,10 +221,10 @@ class KeyDirectory:
             profile, reason = decision.profile, decision.reason
             if advertised is not None and not decision.profile_set and profile.name != MODERN.name:
                 announced = advertised(address, certificate)
-                kind = "ec" if validate.key_type(certificate).startswith(("p", "ec")) else "rsa"
+                kind = "ec" if key_type(certificate).startswith(("p", "ec")) else "rsa"
                 if announced and supports_profile(announced, MODERN, key_type=kind):
                     profile, reason = MODERN, reason + "; modern: advertised in the correspondent's signed mail"
-            log.info("%s: certificate sha256:%s, %s", address, validate.fingerprint(certificate)[:16], reason)
+            log.info("%s: certificate sha256:%s, %s", address, fingerprint(certificate)[:16], reason)
             out.append(RecipientChoice(address, certificate, profile))
         return out
 
@@ -233,7 +233,7 @@ class KeyDirectory:
         now = _now(now)
         for entry in self.lookup(address, kinds=("identity",)):
             certificate = self.certificate(entry)
-            if validate.date_problem(certificate, now) is None and validate.usage_problem(certificate) is None:
+            if date_problem(certificate, now) is None and usage_problem(certificate) is None:
                 return certificate
         return None
 
@@ -324,7 +324,7 @@ class KeyDirectory:
         """Import the key and certificate of a PKCS#12 file as a new identity."""
         now = _now(now)
         pair = own.read_pkcs12(path, password_file=password_file)
-        fp = validate.fingerprint(pair.certificate)
+        fp = fingerprint(pair.certificate)
         existing = self.select(fp)
         if existing and existing[0].kind == "identity":
             return ImportResult(unchanged=tuple(existing))

@@ -12,7 +12,7 @@ A key file that group or others can read is refused, never loaded.
 Identities are never replaced: a renewal adds a new one and the old ones
 stay, so mail encrypted to an old key still opens.
 
-PKCS#12 files are read by ``mailcrypt.keyfiles.load_pkcs12`` (password from a
+PKCS#12 files are read by ``mailcrypt.keydir.keyfiles.load_pkcs12`` (password from a
 file, ``$MAILCRYPT_P12_PASSWORD`` or a prompt). cryptography reads both the
 modern files (PBES2, AES-256-CBC, PBKDF2-SHA256, as ``openssl pkcs12
 -export`` writes by default) and the legacy ones (pbeWithSHA1And3-KeyTripleDES-
@@ -35,11 +35,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from mailcrypt import errors, keyfiles, keygen
+from mailcrypt import errors
 from mailcrypt.envelope import Identity, identity_from_key
-from mailcrypt.keydir import validate
+from mailcrypt.keydir import keyfiles, keygen
+from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.keydir.storage import Layout, write_certificate
-from mailcrypt.passphrase import PassphraseSource
+from mailcrypt.pki import certificate_addresses, check_identity, date_problem, describe, fingerprint
 
 __all__ = ["LoadedIdentity", "store_identity", "load_identity", "read_pkcs12", "identity_notes", "key_is_encrypted"]
 
@@ -102,15 +103,15 @@ def store_identity(
     ``errors.InvalidRecipient`` when the key cannot decrypt mail.
     """
     if not _same_key(key, certificate):
-        raise errors.ConfigError(f"the private key does not belong to the {validate.describe(certificate)}")
-    validate.check_identity(certificate)
-    fp = validate.fingerprint(certificate)
+        raise errors.ConfigError(f"the private key does not belong to the {describe(certificate)}")
+    check_identity(certificate)
+    fp = fingerprint(certificate)
     layout.ensure()
     key_path, cert_path = layout.identity_key(fp), layout.identity_cert(fp)
     if key_path.exists():
-        raise errors.ConfigError(f"the identity {validate.describe(certificate)} is already in {layout.identities}")
+        raise errors.ConfigError(f"the identity {describe(certificate)} is already in {layout.identities}")
     secret = passphrase.get_new(
-        f"the new private key of {', '.join(validate.certificate_addresses(certificate)) or fp[:16]}"
+        f"the new private key of {', '.join(certificate_addresses(certificate)) or fp[:16]}"
     )
     # The key first: an identity is listed when its certificate appears, and
     # by then its key must be there.
@@ -138,7 +139,7 @@ def load_identity(
     _check_private(key_path)
     secret = None
     if key_is_encrypted(key_path):
-        who = ", ".join(validate.certificate_addresses(certificate)) or fp[:16]
+        who = ", ".join(certificate_addresses(certificate)) or fp[:16]
         secret = passphrase.get(f"the private key of {who} ({key_path.name})")
     key = keyfiles.load_private_key(key_path, passphrase=secret)
     if not _same_key(key, certificate):
@@ -156,16 +157,16 @@ def read_pkcs12(path: Path, *, password_file: str | os.PathLike[str] | None = No
     when its key cannot decrypt mail.
     """
     pair = keyfiles.load_pkcs12(path, password_file=password_file)
-    validate.check_identity(pair.certificate)
+    check_identity(pair.certificate)
     return pair
 
 
 def identity_notes(certificate: x509.Certificate, now: datetime.datetime) -> tuple[str, ...]:
     """What the administrator should know about an identity that was accepted anyway."""
     notes = []
-    problem = validate.date_problem(certificate, now)
+    problem = date_problem(certificate, now)
     if problem is not None:
-        notes.append(f"{validate.describe(certificate)} {problem}: kept to decrypt mail, not used for new mail")
-    if not validate.certificate_addresses(certificate):
-        notes.append(f"{validate.describe(certificate)} names no e-mail address: it decrypts, but cannot send")
+        notes.append(f"{describe(certificate)} {problem}: kept to decrypt mail, not used for new mail")
+    if not certificate_addresses(certificate):
+        notes.append(f"{describe(certificate)} names no e-mail address: it decrypts, but cannot send")
     return tuple(notes)

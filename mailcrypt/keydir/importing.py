@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.keydir import validate
 from mailcrypt.keydir.index import CertificateEntry, Index
 from mailcrypt.keydir.storage import Layout, write_certificate
+from mailcrypt.pki import ChainVerifier, describe, fingerprint, is_chain_certificate, recipient_problem
 
 __all__ = ["ImportResult", "file_certificates"]
 
@@ -47,7 +47,7 @@ def file_certificates(
     index: Index,
     certificates: Sequence[x509.Certificate],
     *,
-    chain: validate.ChainVerifier,
+    chain: ChainVerifier,
     stored_intermediates: Sequence[x509.Certificate],
     source: str,
     address: str | None,
@@ -56,8 +56,8 @@ def file_certificates(
     """Check and file ``certificates`` (see the module docstring)."""
     if not certificates:
         raise errors.ConfigError(f"{source}: no certificate to import")
-    cas = [c for c in certificates if validate.is_chain_certificate(c)]
-    leaves = [c for c in certificates if not validate.is_chain_certificate(c)]
+    cas = [c for c in certificates if is_chain_certificate(c)]
+    leaves = [c for c in certificates if not is_chain_certificate(c)]
     intermediates = [*cas, *stored_intermediates]
     unchanged: list[CertificateEntry] = []
     refused: list[tuple[str, str]] = []
@@ -67,12 +67,12 @@ def file_certificates(
         present = {e.fingerprint: e for e in index.all(db)}
         to_write: dict[str, tuple[x509.Certificate, str]] = {}
         for certificate in leaves:
-            fp = validate.fingerprint(certificate)
-            problem = validate.recipient_problem(
+            fp = fingerprint(certificate)
+            problem = recipient_problem(
                 certificate, now=now, address=address, chain=chain, intermediates=intermediates
             )
             if problem is not None:
-                label = validate.describe(certificate)
+                label = describe(certificate)
                 refused.append((label, f"{label} {problem}"))
                 log.info("refused: %s %s", label, problem)
             elif fp in present and present[fp].kind != "chain":
@@ -88,7 +88,7 @@ def file_certificates(
             )
             raise errors.InvalidRecipient(message, subject=refused[0][0])
         for certificate in cas:
-            fp = validate.fingerprint(certificate)
+            fp = fingerprint(certificate)
             if fp not in present:
                 to_write.setdefault(fp, (certificate, "chain"))
         written = []

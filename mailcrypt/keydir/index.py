@@ -4,7 +4,7 @@
 second, so nothing on that path parses a certificate: the index holds, per
 certificate, its fingerprint, kind (recipient, identity, chain), addresses,
 subject, issuer, serial, validity, key type, source and import time, and a
-table from address (in its comparison form, ``policy.address_key``) to
+table from address (in its comparison form, ``addresses.address_key``) to
 fingerprints.
 
 The files are the truth and the index is a cache. Before every use it is
@@ -33,9 +33,9 @@ from typing import Any
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.keydir import validate
+from mailcrypt.addresses import address_key
 from mailcrypt.keydir.storage import FINGERPRINT_RE, Layout, read_certificate
-from mailcrypt.policy import address_key
+from mailcrypt.pki import certificate_addresses, fingerprint, key_type
 
 __all__ = ["CertificateEntry", "Index", "KINDS"]
 
@@ -99,15 +99,15 @@ class CertificateEntry:
         cls, certificate: x509.Certificate, *, kind: str, source: str, imported: datetime.datetime
     ) -> CertificateEntry:
         return cls(
-            validate.fingerprint(certificate),
+            fingerprint(certificate),
             kind,
-            tuple(validate.certificate_addresses(certificate)),
+            tuple(certificate_addresses(certificate)),
             certificate.subject.rfc4514_string(),
             certificate.issuer.rfc4514_string(),
             format(certificate.serial_number, "x"),
             certificate.not_valid_before_utc,
             certificate.not_valid_after_utc,
-            validate.key_type(certificate),
+            key_type(certificate),
             source,
             imported.replace(microsecond=0),
         )
@@ -295,7 +295,7 @@ class Index:
         except (OSError, ValueError) as exc:
             log.warning("skipping %s: not a readable certificate (%s)", path, exc)
             return None
-        if validate.fingerprint(certificate) != fp:
+        if fingerprint(certificate) != fp:
             log.warning("skipping %s: its name is not the fingerprint of the certificate in it", path)
             return None
         if imported is None:

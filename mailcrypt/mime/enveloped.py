@@ -34,9 +34,9 @@ from typing import Protocol
 import pybase64
 
 from mailcrypt import errors
-from mailcrypt import mime_headers as mh
 from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, OpenEnvelope, RecipientLike, open_envelope
-from mailcrypt.mime_headers import recipient_addresses, sender_address
+from mailcrypt.mime import headers as mh
+from mailcrypt.mime.headers import recipient_addresses, sender_address
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
 __all__ = [
@@ -325,7 +325,7 @@ def decrypt_envelope(
 ) -> tuple[bytes, EnvelopeInfo]:
     """``decrypt_message`` for a message already taken apart: its outer header fields and the envelope's DER.
 
-    For callers that had to decode the body anyway (``mailcrypt.unwrap``
+    For callers that had to decode the body anyway (``mailcrypt.mime.unwrap``
     looks at the CMS content type first), so it is not decoded twice.
     ``on_open``, if given, sees the envelope once its key is unwrapped and
     before its content is decrypted (``unwrap`` takes the replay digest from

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config_model import (
+from mailcrypt.config.model import (
     AccountSettings,
     IdentitySettings,
     KeySettings,
@@ -39,7 +39,7 @@ from mailcrypt.config_model import (
     Target,
     UpstreamSettings,
 )
-from mailcrypt.config_parse import parse_settings
+from mailcrypt.config.parse import parse_settings
 
 __all__ = [
     "HOME_ENV",
@@ -152,7 +152,7 @@ def write_default_config(home: Path, address: str, *, passphrase_file: Path | No
     normalised. Raises ``errors.ConfigError`` if a configuration already
     exists: an existing home is never overwritten.
     """
-    from mailcrypt.keygen import normalize_address
+    from mailcrypt.addresses import normalize_address
 
     address = normalize_address(address)
     home = Path(os.path.abspath(home))

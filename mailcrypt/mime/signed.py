@@ -34,11 +34,8 @@ import pybase64
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt import mime_headers as mh
-from mailcrypt.envelope.capabilities import OUR_CAPABILITIES
-from mailcrypt.envelope.codec import read_element
-from mailcrypt.envelope.fingerprint import content_type_of
-from mailcrypt.envelope.signed import SignatureInfo, Signer, sign, verify
+from mailcrypt.envelope import OUR_CAPABILITIES, SignatureInfo, Signer, content_type_of, read_element, sign, verify
+from mailcrypt.mime import headers as mh
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = [

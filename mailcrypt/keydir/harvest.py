@@ -32,10 +32,11 @@ from datetime import datetime
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.keydir import KeyDirectory, validate
-from mailcrypt.policy import address_key
-from mailcrypt.store import Store
-from mailcrypt.unwrap import Unwrapped
+from mailcrypt.addresses import address_key
+from mailcrypt.keydir import KeyDirectory
+from mailcrypt.mime import Unwrapped
+from mailcrypt.pki import certificate_addresses, fingerprint
+from mailcrypt.state import Store
 
 __all__ = ["HARVESTED", "harvest", "record_capabilities", "advertised"]
 
@@ -64,7 +65,7 @@ def advertised(store: Store) -> Callable[[str, x509.Certificate], tuple[str, ...
     def lookup(address: str, certificate: x509.Certificate) -> tuple[str, ...] | None:
         rows = store.read(
             "SELECT capabilities FROM capabilities WHERE address = ? AND fingerprint = ?",
-            (address_key(address), validate.fingerprint(certificate)),
+            (address_key(address), fingerprint(certificate)),
         )
         return tuple(json.loads(str(rows[0][0]))) if rows else None
 
@@ -91,10 +92,10 @@ def harvest(
         signature, chain = layer.signature, layer.chain
         assert signature is not None and chain is not None
         certificate = signature.certificate
-        fp = validate.fingerprint(certificate)
+        fp = fingerprint(certificate)
         label = f"sha256:{fp[:16]}"
         if sender is None or address_key(sender) not in {
-            address_key(a) for a in validate.certificate_addresses(certificate)
+            address_key(a) for a in certificate_addresses(certificate)
         }:
             notes.append(f"not harvested: the signer's certificate {label} does not name the sender {sender}")
             continue

@@ -27,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mailcrypt.errors import ReplayedMessage, StaleMessage
-from mailcrypt.store import Row, Store
+from mailcrypt.state.store import Row, Store
 
 if TYPE_CHECKING:
-    from mailcrypt.unwrap import Unwrapped
+    from mailcrypt.mime import Unwrapped
 
 __all__ = ["ReplayGuard", "Freshness", "DEFAULT_MAX_AGE", "DEFAULT_FUTURE_SKEW"]
 
@@ -73,7 +73,7 @@ class ReplayGuard:
         self, store: Store, *, max_age: timedelta = DEFAULT_MAX_AGE, future_skew: timedelta = DEFAULT_FUTURE_SKEW
     ) -> None:
         if not isinstance(store, Store):
-            raise TypeError("store must be a mailcrypt.store.Store")
+            raise TypeError("store must be a mailcrypt.state.store.Store")
         if max_age <= timedelta(0) or future_skew < timedelta(0):
             raise ValueError("max_age must be positive and future_skew not negative")
         self.store = store

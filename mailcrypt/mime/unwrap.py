@@ -16,7 +16,7 @@ layer's replay key. ``Unwrapped.replay_key`` picks the key the replay guard
 should check (DESIGN.md §2): the innermost signature's digest, else the
 innermost envelope's digest.
 
-What it won't do: decide freshness (``mailcrypt.replay``), store
+What it won't do: decide freshness (``mailcrypt.state.replay``), store
 certificates, or refuse an untrusted signer unless ``require_trusted`` is
 set. Only the top-level entity is peeled: an S/MIME part inside a
 multipart/mixed is content, never a layer (EFAIL-style mixing, RFC 8551 §3.1).
@@ -31,14 +31,20 @@ from datetime import datetime
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt import mime_headers as mh
-from mailcrypt.envelope import EnvelopeInfo, Identity, OpenEnvelope
-from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
-from mailcrypt.envelope.chain import ChainResult, validate_chain
-from mailcrypt.envelope.fingerprint import content_type_of, envelope_digest
-from mailcrypt.envelope.signed import SignatureInfo
+from mailcrypt.envelope import (
+    OID_AUTH_ENVELOPED_DATA,
+    OID_ENVELOPED_DATA,
+    EnvelopeInfo,
+    Identity,
+    OpenEnvelope,
+    SignatureInfo,
+    content_type_of,
+    envelope_digest,
+)
+from mailcrypt.mime import headers as mh
+from mailcrypt.mime.signed import PKCS7_MIME, canonical, decode_body, open_signed, split_message
+from mailcrypt.pki import ChainResult, validate_chain
 from mailcrypt.policy import DEFAULT_POLICY, Policy
-from mailcrypt.smime_signed import PKCS7_MIME, canonical, decode_body, open_signed, split_message
 
 __all__ = ["Layer", "Unwrapped", "unwrap_message", "MAX_LAYERS"]
 
@@ -188,7 +194,7 @@ def unwrap_message(
         raise TypeError("message must be bytes")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    from mailcrypt.smime import decrypt_envelope
+    from mailcrypt.mime.enveloped import decrypt_envelope
 
     current = bytes(message)
     layers: list[Layer] = []

@@ -7,7 +7,7 @@ brings its schema to the current version inside a transaction. Tables:
 - ``replay_cache``: every accepted message's replay key (DESIGN.md §2):
   ``digest`` (hex SHA-256, primary key), ``first_seen`` and ``signing_time``
   (Unix seconds, UTC; signing_time NULL for unsigned mail), ``kind``
-  (``signature`` or ``envelope``). Used by ``mailcrypt.replay``.
+  (``signature`` or ``envelope``). Used by ``mailcrypt.state.replay``.
 - ``fetch_state``: per (account, folder) the ``uidvalidity`` and the
   ``last_uid`` delivered, with ``updated_at`` (STYLE.md §1.5, §5). For the fetcher.
 - ``capabilities``: per (address, certificate ``fingerprint``) the harvested

@@ -45,9 +45,9 @@ from cryptography import exceptions, x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from mailcrypt.envelope import pubkey
-from mailcrypt.envelope.nameconstraints import NameConstraintState, UnsupportedConstraint
+from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
+from mailcrypt.pki.nameconstraints import NameConstraintState, UnsupportedConstraint
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["ChainResult", "CHECKS", "NOT_CHECKED", "validate_chain"]
@@ -132,7 +132,7 @@ def _name_key(name: x509.Name) -> object:
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate, policy: Policy) -> None:
     """Raise _Fail unless ``issuer``'s key made ``cert``'s signature."""
     try:
-        key = pubkey.public_key(issuer, policy=policy)
+        key = public_key(issuer, policy=policy)
     except UnsupportedAlgorithm as exc:
         # PolicyViolation too: DSA issuers are refused by their OID, before a key object exists.
         raise _Fail("unsupported", f"cannot check the signature on {_subject(cert)}: {exc}") from None

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config_model import (
+from mailcrypt.addresses import domain_key
+from mailcrypt.config.model import (
     AccountSettings,
     IdentitySettings,
     KeySettings,
@@ -27,8 +28,8 @@ from mailcrypt.config_model import (
     Target,
     UpstreamSettings,
 )
-from mailcrypt.config_table import Table, check_secret_file, fail
-from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy, domain_key
+from mailcrypt.config.table import Table, check_secret_file, fail
+from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy
 
 __all__ = ["parse_settings"]
 

@@ -1,6 +1,6 @@
 """Header blocks of RFC 5322 messages, handled as raw bytes.
 
-The MIME layer (``mailcrypt.smime``) must copy header fields into the
+The MIME layer (``mailcrypt.mime.enveloped``) must copy header fields into the
 encrypted part byte for byte, with their original folding, and put them back
 on decryption. The ``email`` package re-folds and re-encodes what it parses,
 so this module splits a header block into raw fields itself, reads

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailcrypt import errors
+from mailcrypt.addresses import normalize_address
 
 __all__ = [
     "KEY_TYPES",
@@ -54,34 +54,6 @@ MAX_DAYS = 36525
 # be ASCII; this is the dot-atom form of RFC 5322 §3.4.1, which is what mail
 # clients put in certificates, less '/', because the address also names the
 # key files. Quoted local parts are refused on purpose.
-_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*")
-_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def normalize_address(address: str) -> str:
-    """Check that ``address`` is a plain e-mail address and return it.
-
-    The domain is converted to its ASCII (IDNA) form and lowercased, since
-    domains compare case-insensitively (RFC 5280 §7.5); the local part is
-    kept as written. Raises ``errors.UsageError`` for anything that is not
-    ``local@domain``. The address also becomes a file name, so '/' and a
-    leading dot are refused.
-    """
-    if not isinstance(address, str):
-        raise TypeError("address must be a str")
-    local, sep, domain = address.rpartition("@")
-    if not sep or not local or not domain:
-        raise errors.UsageError(f"not an e-mail address: {address!r} (expected local@domain)")
-    if not _LOCAL_RE.fullmatch(local) or len(local) > 64:
-        raise errors.UsageError(f"unsupported local part in e-mail address {address!r}")
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise errors.UsageError(f"invalid domain in e-mail address {address!r}") from None
-    labels = ascii_domain.split(".")
-    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels):
-        raise errors.UsageError(f"invalid domain in e-mail address {address!r}")
-    return f"{local}@{ascii_domain}"
 
 
 def _new_key(key_type: str) -> PrivateKey:

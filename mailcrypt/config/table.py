@@ -257,7 +257,7 @@ class Table:
 
     def check_address(self, key: str, value: str) -> str:
         """``value`` as a normalised e-mail address, or an error naming ``key``."""
-        from mailcrypt.keygen import normalize_address
+        from mailcrypt.addresses import normalize_address
 
         try:
             return normalize_address(value)

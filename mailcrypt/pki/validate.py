@@ -39,8 +39,9 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailcrypt import errors
-from mailcrypt.envelope import pubkey
-from mailcrypt.policy import DEFAULT_POLICY, address_key
+from mailcrypt.addresses import address_key
+from mailcrypt.envelope import algorithm_name
+from mailcrypt.policy import DEFAULT_POLICY
 
 __all__ = [
     "MIN_RSA_BITS",
@@ -96,7 +97,7 @@ def certificate_addresses(certificate: x509.Certificate) -> list[str]:
 def key_type(certificate: x509.Certificate) -> str:
     """A short name of the public key: rsa2048, p256, p384, ec-secp521r1, ed25519, ..."""
     try:
-        algorithm = pubkey.algorithm_name(certificate)
+        algorithm = algorithm_name(certificate)
         # DSA and unknown algorithms are named by their OID alone: no key object
         # is built for an algorithm mailcrypt refuses (envelope.pubkey).
         if algorithm not in DEFAULT_POLICY.public_key_algorithms:

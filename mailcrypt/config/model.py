@@ -1,7 +1,7 @@
 """The typed settings of ``config.toml``: one frozen dataclass per section (DESIGN.md §5).
 
 These are plain values: every path is absolute, every address normalised,
-every choice checked by ``mailcrypt.config_parse`` before one is built.
+every choice checked by ``mailcrypt.config.parse`` before one is built.
 Only ``SecretRef.read`` touches anything outside, to read a password when
 asked; nothing here logs or prints a secret.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config_table import check_secret_file
+from mailcrypt.config.table import check_secret_file
 from mailcrypt.policy import PolicyTable
 
 __all__ = [

@@ -1,0 +1,70 @@
+"""The one normal form of e-mail addresses and domains, for every comparison and every key.
+
+``normalize_address`` checks an address a user gives (``init``, ``keys
+generate``, the configuration) and returns it with its domain in ASCII,
+lower case. ``address_key`` and ``domain_key`` give the form in which two
+addresses or domains compare equal (RFC 5280 §7.5), used to store and look
+up certificates, policies and logins.
+
+It sits in the lowest layer beside ``policy`` and ``errors`` and imports
+nothing else of mailcrypt's.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailcrypt import errors
+
+__all__ = ["normalize_address", "address_key", "domain_key"]
+
+_LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def normalize_address(address: str) -> str:
+    """Check that ``address`` is a plain e-mail address and return it.
+
+    The domain is converted to its ASCII (IDNA) form and lowercased, since
+    domains compare case-insensitively (RFC 5280 §7.5); the local part is
+    kept as written. Raises ``errors.UsageError`` for anything that is not
+    ``local@domain``. The address also becomes a file name, so '/' and a
+    leading dot are refused.
+    """
+    if not isinstance(address, str):
+        raise TypeError("address must be a str")
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise errors.UsageError(f"not an e-mail address: {address!r} (expected local@domain)")
+    if not _LOCAL_RE.fullmatch(local) or len(local) > 64:
+        raise errors.UsageError(f"unsupported local part in e-mail address {address!r}")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise errors.UsageError(f"invalid domain in e-mail address {address!r}") from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise errors.UsageError(f"invalid domain in e-mail address {address!r}")
+    return f"{local}@{ascii_domain}"
+
+
+def address_key(address: str) -> str:
+    """The form in which two addresses compare equal.
+
+    RFC 5280 §7.5: the local part compares exactly, the domain
+    case-insensitively, an internationalised domain by its A-label (IDNA)
+    form. ``Bob@Example.ORG`` and ``Bob@example.org`` give the same key,
+    ``bob@example.org`` another one.
+    """
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{domain_key(domain)}"
+
+
+def domain_key(domain: str) -> str:
+    """A domain in the form it is compared in: ASCII (IDNA) and lower case."""
+    domain = domain.strip().rstrip(".")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return domain.lower()

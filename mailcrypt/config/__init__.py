@@ -1,0 +1,47 @@
+"""Configuration: the home directory and its ``config.toml``, read into typed, checked settings.
+
+``home`` finds the home and reads the file; ``model`` holds the frozen
+settings types, ``parse`` the checks of each section, ``table`` the typed
+reader of TOML tables they share. The names below are the package's API;
+the modules are its private parts.
+"""
+
+from mailcrypt.config.home import (
+    CONFIG_NAME,
+    HOME_ENV,
+    AccountSettings,
+    IdentitySettings,
+    KeySettings,
+    ProxySettings,
+    ReplaySettings,
+    SecretRef,
+    Settings,
+    Target,
+    UpstreamSettings,
+    default_home,
+    load_settings,
+    parse_settings,
+    resolve_home,
+    write_default_config,
+)
+from mailcrypt.config.parse import is_loopback
+
+__all__ = [
+    "HOME_ENV",
+    "CONFIG_NAME",
+    "default_home",
+    "resolve_home",
+    "SecretRef",
+    "IdentitySettings",
+    "KeySettings",
+    "ProxySettings",
+    "UpstreamSettings",
+    "ReplaySettings",
+    "Target",
+    "AccountSettings",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+    "write_default_config",
+    "is_loopback",
+]

@@ -1,0 +1,52 @@
+"""The MIME layer: RFC 5322 messages to S/MIME messages and back (DESIGN.md §4).
+
+- ``enveloped``: encrypt a message (header protection, CRLF canonicalisation)
+  and decrypt an ``application/pkcs7-mime`` one, streamed;
+- ``signed``: multipart/signed and signed-data messages, the one
+  sign-then-encrypt pipeline;
+- ``unwrap``: nested signed/enveloped layers in any order, verified;
+- ``headers``: header fields, protected headers (RFC 9788), addresses.
+
+It imports the envelope and certificate layers below it, never the key
+directory, the fetcher or the proxy. The names below are its API; the
+modules are its private parts.
+"""
+from mailcrypt.mime.enveloped import (
+    decrypt_stream,
+    encrypt_message,
+    encrypt_stream,
+    recipient_addresses,
+    sender_address,
+)
+from mailcrypt.mime.headers import (
+    HEADER_LIMIT,
+    Field,
+    addresses_in,
+    content_type,
+    protect,
+    read_header_block,
+    split_fields,
+)
+from mailcrypt.mime.signed import message_id_field, sign_entity, sign_message
+from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
+
+__all__ = [
+    "Field",
+    "HEADER_LIMIT",
+    "Layer",
+    "Unwrapped",
+    "addresses_in",
+    "content_type",
+    "decrypt_stream",
+    "encrypt_message",
+    "encrypt_stream",
+    "message_id_field",
+    "protect",
+    "read_header_block",
+    "recipient_addresses",
+    "sender_address",
+    "sign_entity",
+    "sign_message",
+    "split_fields",
+    "unwrap_message",
+]

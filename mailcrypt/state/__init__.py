@@ -1,0 +1,17 @@
+"""State: the one SQLite state store, the replay guard, and durable writes (DESIGN.md §4).
+
+- ``store``: the SQLite store (WAL), one connection helper;
+- ``replay``: the replay guard on the store (signature or envelope digests);
+- ``durable``: write-new, fsync, rename, and directory fsync.
+
+The names below are the package's API; the modules are its private parts.
+"""
+from mailcrypt.state.durable import fsync_dir
+from mailcrypt.state.replay import ReplayGuard
+from mailcrypt.state.store import Store
+
+__all__ = [
+    "ReplayGuard",
+    "Store",
+    "fsync_dir",
+]
