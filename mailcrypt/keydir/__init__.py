@@ -14,7 +14,7 @@ The package is split by concept:
 
 from mailcrypt.keydir.bootstrap import InitResult, init_home
 from mailcrypt.keydir.directory import ImportResult, KeyDirectory, RecipientChoice
-from mailcrypt.keydir.harvest import advertised, harvest
+from mailcrypt.keydir.harvesting import advertised, harvest
 from mailcrypt.keydir.index import CertificateEntry
 from mailcrypt.keydir.keyfiles import (
     PASSPHRASE_ENV,

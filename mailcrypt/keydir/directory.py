@@ -154,7 +154,7 @@ class KeyDirectory:
         now = _now(now)
         entries = self.lookup(address)
         # A certificate the administrator imported is never replaced by one
-        # harvested from signed mail (mailcrypt.keydir.harvest).
+        # harvested from signed mail (mailcrypt.keydir.harvesting).
         entries = [e for e in entries if e.source != "harvested"] or entries
         if not entries:
             raise errors.NoRecipientCertificate(
@@ -203,7 +203,7 @@ class KeyDirectory:
         A domain's gateway certificate comes before the address's own; the
         same certificate may be returned for several addresses. Where the
         profile is only the table's default, ``advertised(address,
-        certificate)`` (``mailcrypt.keydir.harvest.advertised``) may raise it to
+        certificate)`` (``mailcrypt.keydir.harvesting.advertised``) may raise it to
         ``modern`` when the correspondent announced support for it in signed
         mail. Raises ``errors.NoRecipientCertificate`` for the first address
         without a usable certificate (exit code 3).
