@@ -361,11 +361,20 @@ def _originator_der(originator: Originator) -> bytes:
     return _frame(CONTEXT, 0, choice)
 
 
+@functools.lru_cache(maxsize=256)
+def _ktri_head(rid: RecipientId, algorithm: Algorithm) -> bytes:
+    """A KeyTransRecipientInfo's version, rid and algorithm: all but the encrypted key, encoded once."""
+    # RFC 5652 §6.2.1: version 0 for issuerAndSerialNumber, 2 for subjectKeyIdentifier.
+    version = _VERSIONS[0 if isinstance(rid, IssuerSerial) else 2]
+    return version + _ktri_rid_der(rid) + algorithm_der(algorithm)
+
+
 def encode_recipient_info(stanza: Stanza) -> bytes:
     """The DER of a RecipientInfo (RFC 5652 §6.2): the same bytes asn1crypto would encode."""
     if isinstance(stanza, KeyTransStanza):
-        head = _VERSIONS[stanza.version] + _ktri_rid_der(stanza.rid) + algorithm_der(stanza.algorithm)
-        return _frame(UNIVERSAL, _SEQUENCE, head + _primitive(UNIVERSAL, _OCTET_STRING, stanza.encrypted_key))
+        key = stanza.encrypted_key
+        body = _ktri_head(stanza.rid, stanza.algorithm) + der_header(UNIVERSAL, False, _OCTET_STRING, len(key)) + key
+        return der_header(UNIVERSAL, True, _SEQUENCE, len(body)) + body
     if isinstance(stanza, KeyAgreeStanza):
         parts = [_VERSIONS[stanza.version], _originator_der(stanza.originator)]
         if stanza.ukm is not None:
