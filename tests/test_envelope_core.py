@@ -14,7 +14,8 @@ import os
 import random
 
 import pytest
-from asn1crypto import cms, core, parser
+from asn1crypto import algos, cms, core, parser
+from asn1crypto import keys as keys_asn1
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -33,6 +34,8 @@ from mailcrypt.envelope import (
 )
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header, read_element
 from mailcrypt.envelope.fingerprint import envelope_digest
+from mailcrypt.envelope.stanza import KeyAgreeStanza, KeyTransStanza, Stanza
+from mailcrypt.envelope.stanza_der import encode_recipient_info, parse_recipient_info
 from mailcrypt.policy import COMPATIBLE, CONTENT_CIPHERS, DEFAULT_POLICY, MODERN, Policy
 
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + bytes(range(256)) * 3 + b"\r\nend\r\n"
@@ -66,9 +69,9 @@ class MemoRecipient(Recipient):
     def __init__(self, inner: Recipient) -> None:
         super().__init__(inner.certificate)
         self.inner = inner
-        self.seen: dict[bytes, cms.RecipientInfo] = {}
+        self.seen: dict[bytes, Stanza] = {}
 
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+    def wrap(self, cek: bytes) -> Stanza:
         if cek not in self.seen:
             self.seen[cek] = self.inner.wrap(cek)
         return self.seen[cek]
@@ -397,20 +400,68 @@ def test_content_algorithm_identifier_der_is_what_asn1crypto_encodes(cipher):
 @pytest.mark.parametrize("cek_length", [16, 32])
 @pytest.mark.parametrize("keys", ["ec_p256", "ec_p384"])
 def test_ecdh_wrap_der_is_what_asn1crypto_encodes(request, keys, kdf_hash, key_wrap, cek_length):
-    """The framed fast path and the asn1crypto object give the same bytes for the same key agreement."""
+    """The framed encoding of an ECDH stanza is the asn1crypto object's, and the identity opens it."""
     from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 
     pair = request.getfixturevalue(keys)
     recipient = ECDHRecipient(pair.cert, kdf_hash=kdf_hash, key_wrap=key_wrap, policy=DEFAULT_POLICY)
     cek = os.urandom(cek_length)
-    agreed = recipient._agree(cek)
-    recipient._agree = lambda _cek: agreed  # type: ignore[method-assign]
-    der, version = recipient.wrap_der(cek)
-    assert der == recipient.wrap(cek).dump()
-    assert version == "v3"
+    stanza = recipient.wrap(cek)
+    assert isinstance(stanza, KeyAgreeStanza) and stanza.version == 3
+    (rek,) = stanza.keys
+    wrap_alg = cms.KeyEncryptionAlgorithm.load(stanza.algorithm.parameters)
+    reference = cms.RecipientInfo(
+        name="kari",
+        value=cms.KeyAgreeRecipientInfo(
+            {
+                "version": "v3",
+                "originator": cms.OriginatorIdentifierOrKey(
+                    name="originator_key",
+                    value=keys_asn1.PublicKeyInfo(
+                        {"algorithm": {"algorithm": "ec"}, "public_key": stanza.originator.public_key}
+                    ),
+                ),
+                "key_encryption_algorithm": {"algorithm": stanza.algorithm.oid, "parameters": wrap_alg},
+                "recipient_encrypted_keys": [
+                    {
+                        "rid": cms.KeyAgreementRecipientIdentifier(
+                            name="issuer_and_serial_number", value=recipient.ref.issuer_and_serial()
+                        ),
+                        "encrypted_key": rek.encrypted_key,
+                    }
+                ],
+            }
+        ),
+    )
+    der = encode_recipient_info(stanza)
+    assert der == reference.dump()
     # And it is a RecipientInfo that the identity opens to the same key.
     identity = ECDHIdentity(pair.key, pair.cert)
-    assert identity.unwrap(cms.RecipientInfo.load(der), policy=DEFAULT_POLICY)[0] == cek
+    assert identity.unwrap(parse_recipient_info(der), policy=DEFAULT_POLICY)[0] == cek
+
+
+@pytest.mark.parametrize(("padding", "oaep_hash"), [("pkcs1v15", "sha256"), ("oaep", "sha1"), ("oaep", "sha256")])
+def test_rsa_wrap_der_is_what_asn1crypto_encodes(rsa2048, padding, oaep_hash):
+    """The framed encoding of an RSA stanza is the asn1crypto object's, and the identity opens it."""
+    from mailcrypt.envelope.rsa import RSARecipient
+
+    recipient = RSARecipient(rsa2048.cert, padding=padding, oaep_hash=oaep_hash, policy=DEFAULT_POLICY)
+    cek = os.urandom(32)
+    stanza = recipient.wrap(cek)
+    assert isinstance(stanza, KeyTransStanza) and stanza.version == 0
+    parameters = algos.RSAESOAEPParams.load(stanza.algorithm.parameters) if padding == "oaep" else core.Null()
+    reference = cms.RecipientInfo(
+        name="ktri",
+        value={
+            "version": "v0",
+            "rid": cms.RecipientIdentifier(name="issuer_and_serial_number", value=recipient.ref.issuer_and_serial()),
+            "key_encryption_algorithm": {"algorithm": stanza.algorithm.oid, "parameters": parameters},
+            "encrypted_key": stanza.encrypted_key,
+        },
+    )
+    der = encode_recipient_info(stanza)
+    assert der == reference.dump()
+    assert rsa2048.identity.unwrap(parse_recipient_info(der), policy=DEFAULT_POLICY)[0] == cek
 
 # --- codec.der_header ----------------------------------------------------------
 

@@ -35,6 +35,19 @@ from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all
 from mailcrypt.envelope.reader import open_envelope as _open
 from mailcrypt.envelope.rsa import RSAIdentity, RSARecipient
 from mailcrypt.envelope.signed import SignatureInfo, Signer, sign, verify
+from mailcrypt.envelope.stanza import (
+    Algorithm,
+    IssuerSerial,
+    KeyAgreeStanza,
+    KeyId,
+    KeyTransStanza,
+    OriginatorKey,
+    OtherStanza,
+    RecipientEncryptedKey,
+    RecipientId,
+    Stanza,
+)
+from mailcrypt.envelope.stanza_der import encode_recipient_info, parse_recipient_info
 from mailcrypt.envelope.writer import EnvelopeWriter as _Writer
 from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
@@ -174,6 +187,18 @@ __all__ = [
     "EnvelopeInfo",
     "OpenEnvelope",
     "CertificateRef",
+    "Stanza",
+    "KeyTransStanza",
+    "KeyAgreeStanza",
+    "OtherStanza",
+    "IssuerSerial",
+    "KeyId",
+    "RecipientId",
+    "Algorithm",
+    "OriginatorKey",
+    "RecipientEncryptedKey",
+    "parse_recipient_info",
+    "encode_recipient_info",
     "OID_AUTH_ENVELOPED_DATA",
     "OID_ENVELOPED_DATA",
     "OUR_CAPABILITIES",

@@ -6,17 +6,18 @@ encryption key with the ANSI X9.63 KDF over ECC-CMS-SharedInfo (RFC 5753
 ``ECDHIdentity`` does the reverse for any KDF hash and AES key wrap size the
 policy allows, recipients named by issuerAndSerialNumber or rKeyId.
 
-The SharedInfo is rebuilt from the sender's own encoding of the key-wrap
-algorithm, so a sender that writes NULL parameters still derives the same
-key. Curves: the NIST prime curves (cofactor 1, so the cofactor schemes are
-accepted as the standard ones).
+Both work on ``KeyAgreeStanza`` records (``stanza.py``), never on the
+RecipientInfo's encoding. The SharedInfo is rebuilt from the sender's own
+encoding of the key-wrap algorithm, so a sender that writes NULL parameters
+still derives the same key. Curves: the NIST prime curves (cofactor 1, so
+the cofactor schemes are accepted as the standard ones).
 """
 
 from __future__ import annotations
 
 import functools
 
-from asn1crypto import cms, core, keys
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,8 +32,9 @@ from mailcrypt.envelope.asn1 import (
     OID_EC_PUBLIC_KEY,
     ECCCMSSharedInfo,
 )
-from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
+from mailcrypt.envelope.stanza import Algorithm, KeyAgreeStanza, OriginatorKey, RecipientEncryptedKey, Stanza
+from mailcrypt.envelope.stanza_der import algorithm_der, parse_algorithm, parse_oid
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
@@ -42,10 +44,9 @@ __all__ = ["ECDHRecipient", "ECDHIdentity"]
 _WRAP_KEY_BYTES = {"aes128-wrap": 16, "aes192-wrap": 24, "aes256-wrap": 32}
 
 
-def _derive_kek(
-    shared: bytes, hash_name: str, wrap: cms.KeyEncryptionAlgorithm, wrap_name: str, ukm: bytes | None
-) -> bytes:
+def _derive_kek(shared: bytes, hash_name: str, wrap_der: bytes, wrap_name: str, ukm: bytes | None) -> bytes:
     length = _WRAP_KEY_BYTES[wrap_name]
+    wrap = cms.KeyEncryptionAlgorithm.load(wrap_der)
     info = {"key_info": wrap, "supp_pub_info": (length * 8).to_bytes(4, "big")}
     if ukm is not None:
         info["entity_u_info"] = ukm
@@ -83,91 +84,39 @@ class ECDHRecipient(Recipient):
         """A fresh ephemeral key and ``cek`` wrapped with the derived key: (the key's point, the wrapped key)."""
         ephemeral = ec.generate_private_key(self._key.curve)
         shared = ephemeral.exchange(ec.ECDH(), self._key)
-        kek = _derive_kek_encoded(shared, self._kdf_hash, _wrap_algorithm_der(self._wrap), self._wrap)
+        kek = _derive_kek_encoded(shared, self._kdf_hash, algorithm_der(_wrap_algorithm(self._wrap)), self._wrap)
         point = ephemeral.public_key().public_bytes(
             encoding=serialization.Encoding.X962, format=serialization.PublicFormat.UncompressedPoint
         )
         return point, aes_key_wrap(kek, cek)
 
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
+    def wrap(self, cek: bytes) -> KeyAgreeStanza:
         point, encrypted = self._agree(cek)
-        wrap_alg = cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(self._wrap))
         # RFC 5753 §3.1.1: the originator is the ephemeral key, id-ecPublicKey,
-        # parameters absent (the curve is the recipient's).
-        originator = keys.PublicKeyInfo(
-            {"algorithm": keys.PublicKeyAlgorithm({"algorithm": "ec"}), "public_key": point}
+        # parameters absent (the curve is the recipient's); no ukm; the
+        # recipient named by issuerAndSerialNumber.
+        return KeyAgreeStanza(
+            originator=OriginatorKey(_EC_ALGORITHM, point),
+            ukm=None,
+            algorithm=_key_agreement_algorithm(self._kdf_hash, self._wrap),
+            keys=(RecipientEncryptedKey(self.ref.rid, encrypted),),
         )
-        kari = cms.KeyAgreeRecipientInfo(
-            {
-                "version": "v3",
-                "originator": cms.OriginatorIdentifierOrKey(name="originator_key", value=originator),
-                "key_encryption_algorithm": cms.KeyEncryptionAlgorithm(
-                    {"algorithm": ECDH_KDF_OIDS[self._kdf_hash], "parameters": wrap_alg}
-                ),
-                "recipient_encrypted_keys": [
-                    {
-                        "rid": cms.KeyAgreementRecipientIdentifier(
-                            name="issuer_and_serial_number", value=self.ref.issuer_and_serial()
-                        ),
-                        "encrypted_key": encrypted,
-                    }
-                ],
-            }
-        )
-        return cms.RecipientInfo(name="kari", value=kari)
-
-    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
-        """The DER of ``wrap(cek)``: the parts that do not change are encoded once and framed around the new ones.
-
-        Building the asn1crypto object took five times the key agreement
-        itself. The result is the same encoding (a test checks it against
-        ``wrap``'s).
-        """
-        point, encrypted = self._agree(cek)
-        head, tail = self._fixed()
-        # OriginatorPublicKey ::= SEQUENCE { algorithm, publicKey BIT STRING } as [1] IMPLICIT,
-        # inside originator [0] EXPLICIT.
-        bits = der_header(UNIVERSAL, False, _BIT_STRING, len(point) + 1) + b"\x00" + point
-        key = _frame(CONTEXT, 1, _EC_ALGORITHM + bits)
-        originator = _frame(CONTEXT, 0, key)
-        # RecipientEncryptedKeys ::= SEQUENCE OF SEQUENCE { rid, encryptedKey OCTET STRING }
-        octets = der_header(UNIVERSAL, False, _OCTET_STRING, len(encrypted)) + encrypted
-        keys_der = _frame(UNIVERSAL, _SEQUENCE, _frame(UNIVERSAL, _SEQUENCE, tail + octets))
-        # RecipientInfo's kari choice is [1] IMPLICIT KeyAgreeRecipientInfo.
-        return _frame(CONTEXT, 1, _VERSION_3 + originator + head + keys_der), "v3"
-
-    def _fixed(self) -> tuple[bytes, bytes]:
-        """(keyEncryptionAlgorithm, rid): the same for every message to this certificate, encoded once.
-
-        The rid is the untagged issuerAndSerialNumber choice, whose encoding
-        the certificate keeps (``CertificateRef.issuer_and_serial_der``).
-        """
-        return _key_agreement_algorithm(self._kdf_hash, self._wrap), self.ref.issuer_and_serial_der
 
 
-_SEQUENCE = 16
-_OCTET_STRING = 4
-_BIT_STRING = 3
-# RFC 5753 §3.1.1: KeyAgreeRecipientInfo version is always 3.
-_VERSION_3 = core.Integer(3).dump()
 # id-ecPublicKey with absent parameters (RFC 5753 §3.1.1).
-_EC_ALGORITHM = keys.PublicKeyAlgorithm({"algorithm": "ec"}).dump()
-
-
-def _frame(cls: int, tag: int, content: bytes) -> bytes:
-    return der_header(cls, True, tag, len(content)) + content
+_EC_ALGORITHM = Algorithm(OID_EC_PUBLIC_KEY)
 
 
 @functools.lru_cache(maxsize=32)
-def _key_agreement_algorithm(kdf_hash: str, wrap_name: str) -> bytes:
-    parameters = cms.KeyEncryptionAlgorithm.load(_wrap_algorithm_der(wrap_name))
-    return cms.KeyEncryptionAlgorithm({"algorithm": ECDH_KDF_OIDS[kdf_hash], "parameters": parameters}).dump()
+def _key_agreement_algorithm(kdf_hash: str, wrap_name: str) -> Algorithm:
+    # RFC 5753 §3.1.1: the parameters of the key agreement algorithm are the key-wrap algorithm.
+    return Algorithm(ECDH_KDF_OIDS[kdf_hash], algorithm_der(_wrap_algorithm(wrap_name)))
 
 
 @functools.lru_cache(maxsize=4)
-def _wrap_algorithm_der(wrap_name: str) -> bytes:
+def _wrap_algorithm(wrap_name: str) -> Algorithm:
     # RFC 3565 §2.3.2: AES key wrap algorithm identifiers have absent parameters.
-    return cms.KeyEncryptionAlgorithm({"algorithm": KEY_WRAP_OIDS[wrap_name]}).dump()
+    return Algorithm(KEY_WRAP_OIDS[wrap_name])
 
 
 @functools.lru_cache(maxsize=16)
@@ -197,43 +146,35 @@ class ECDHIdentity(Identity):
             raise ValueError("the private key does not belong to the certificate")
         self._key = private_key
 
-    def _my_encrypted_key(self, kari: cms.KeyAgreeRecipientInfo) -> bytes:
-        for rek in kari["recipient_encrypted_keys"]:
-            rid = rek["rid"]
-            if rid.name == "issuer_and_serial_number":
-                mine = self.ref.matches_issuer_and_serial(rid.chosen)
-            else:
-                mine = self.ref.matches_key_identifier(bytes(rid.chosen["subject_key_identifier"].native))
-            if mine:
-                return bytes(rek["encrypted_key"].native)
+    def _my_encrypted_key(self, stanza: KeyAgreeStanza) -> bytes:
+        for rek in stanza.keys:
+            if self.ref.matches(rek.rid):
+                return rek.encrypted_key
         raise NotForThisIdentity("no recipientEncryptedKey names this certificate")
 
-    def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
-        if info.name != "kari":
+    def unwrap(self, stanza: Stanza, *, policy: Policy) -> tuple[bytes, str]:
+        if not isinstance(stanza, KeyAgreeStanza):
             raise NotForThisIdentity("not a key agreement recipient")
-        kari = info.chosen
-        encrypted = self._my_encrypted_key(kari)
+        encrypted = self._my_encrypted_key(stanza)
         curve = self._key.curve
         if curve.name not in policy.curves:
             raise PolicyViolation(f"curve {curve.name} is not allowed by the policy")
-        algorithm = kari["key_encryption_algorithm"]
-        oid = algorithm["algorithm"].dotted
+        oid = stanza.algorithm.oid
         hash_name = ECDH_SCHEME_BY_OID.get(oid)
         if hash_name is None:
             raise UnsupportedAlgorithm(f"unsupported key agreement algorithm {oid}", oid=oid)
         if hash_name not in policy.ecdh_kdf_hashes:
             raise PolicyViolation(f"ECDH KDF hash {hash_name} is not allowed by the policy", oid=oid)
+        wrap_der = stanza.algorithm.parameters
         try:
-            wrap = cms.KeyEncryptionAlgorithm.load(algorithm["parameters"].dump())
-            wrap_oid = wrap["algorithm"].dotted
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CMSParseError("malformed key wrap algorithm in a KeyAgreeRecipientInfo") from exc
+            wrap_oid = parse_algorithm(wrap_der).oid
+        except CMSParseError:
+            raise CMSParseError("malformed key wrap algorithm in a KeyAgreeRecipientInfo") from None
         wrap_name = KEY_WRAP_BY_OID.get(wrap_oid)
         if wrap_name is None:
             raise UnsupportedAlgorithm(f"unsupported key wrap algorithm {wrap_oid}", oid=wrap_oid)
-        peer = self._originator_key(kari, curve)
-        ukm = kari["ukm"].native if kari["ukm"].native is not None else None
-        kek = _derive_kek(self._key.exchange(ec.ECDH(), peer), hash_name, wrap, wrap_name, ukm)
+        peer = self._originator_key(stanza, curve)
+        kek = _derive_kek(self._key.exchange(ec.ECDH(), peer), hash_name, wrap_der, wrap_name, stanza.ukm)
         try:
             cek = aes_key_unwrap(kek, encrypted)
         except (InvalidUnwrap, ValueError):
@@ -241,24 +182,23 @@ class ECDHIdentity(Identity):
         return cek, f"ecdh-{hash_name}kdf-{wrap_name}"
 
     @staticmethod
-    def _originator_key(kari: cms.KeyAgreeRecipientInfo, curve: ec.EllipticCurve) -> ec.EllipticCurvePublicKey:
-        originator = kari["originator"]
-        if originator.name != "originator_key":
+    def _originator_key(stanza: KeyAgreeStanza, curve: ec.EllipticCurve) -> ec.EllipticCurvePublicKey:
+        originator = stanza.originator
+        if not isinstance(originator, OriginatorKey):
             # RFC 5753 §3.1.1: the originator MUST be an ephemeral originatorKey.
             raise UnsupportedAlgorithm("static-static ECDH (originator by certificate) is not supported")
-        info = originator.chosen
-        if info["algorithm"]["algorithm"].dotted != OID_EC_PUBLIC_KEY:
+        if originator.algorithm.oid != OID_EC_PUBLIC_KEY:
             raise CMSParseError("the originator key is not an EC public key")
-        params = info["algorithm"]["parameters"]
-        if isinstance(params, keys.ECDomainParameters) and params.name == "named":
-            if params.chosen.native not in (curve.name, _curve_alias(curve.name)):
+        params = originator.algorithm.parameters
+        if params[:1] == b"\x06":
+            # A named curve (RFC 5480 §2.1.1); absent or NULL parameters mean the recipient's curve.
+            try:
+                named = ec.get_curve_for_oid(x509.ObjectIdentifier(parse_oid(params)))().name
+            except (CMSParseError, LookupError, ValueError):
+                named = ""
+            if named != curve.name:
                 raise DecryptionFailed("the originator key is on another curve")
         try:
-            raw = bytes(info["public_key"].native)
-            return ec.EllipticCurvePublicKey.from_encoded_point(curve, raw)
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve, originator.public_key)
         except ValueError:
             raise CMSParseError("the originator's ephemeral key is not a point on the curve") from None
-
-
-def _curve_alias(name: str) -> str:
-    return {"secp256r1": "prime256v1"}.get(name, name)

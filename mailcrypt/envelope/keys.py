@@ -1,11 +1,13 @@
 """The Recipient and Identity interfaces, and how a RecipientInfo names a key.
 
-A ``Recipient`` wraps a content-encryption key for one certificate; an
+A ``Recipient`` wraps a content-encryption key for one certificate into a
+``Stanza`` (mailcrypt's record of a RecipientInfo, ``stanza.py``); an
 ``Identity`` (a private key and its certificate) tries to unwrap one from a
-RecipientInfo. One module per key type implements both (``rsa.py``,
+``Stanza``. One module per key type implements both (``rsa.py``,
 ``ecdh.py``). This module holds what they share: the abstract interfaces
 and matching of recipient identifiers (RFC 5652 §6.2.1, §6.2.2) against a
-certificate. It performs no cryptography itself.
+certificate. It performs no cryptography itself, and neither it nor the
+key types see a RecipientInfo's encoding (``stanza_der.py`` does).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from mailcrypt.envelope import pubkey
+from mailcrypt.envelope.stanza import IssuerSerial, RecipientId, Stanza
 from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
-__all__ = ["Recipient", "Identity", "CertificateRef", "HASHES", "describe_rid", "require"]
+__all__ = ["Recipient", "Identity", "CertificateRef", "HASHES", "describe_rid", "describe_recipient_id", "require"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +45,11 @@ class CertificateRef:
     def issuer_and_serial_der(self) -> bytes:
         """The DER of ``issuer_and_serial()``, encoded once per certificate (see ``_issuer_and_serial_der``)."""
         return _issuer_and_serial_der(self.certificate)
+
+    @property
+    def rid(self) -> IssuerSerial:
+        """How this certificate is named in a RecipientInfo we write, made once per certificate (``_rid``)."""
+        return _rid(self.certificate)
 
     @cached_property
     def serial(self) -> int:
@@ -65,13 +73,28 @@ class CertificateRef:
         return cms.IssuerAndSerialNumber({"issuer": self.issuer, "serial_number": self.serial})
 
     def matches_issuer_and_serial(self, ias: cms.IssuerAndSerialNumber) -> bool:
+        """``matches`` for an issuerAndSerialNumber as asn1crypto decodes it (a SignedData's sid)."""
+        if ias["serial_number"].native != self.serial:
+            return False
+        return self._same_issuer(ias["issuer"].dump())
+
+    def matches(self, rid: RecipientId) -> bool:
+        """Whether a recipient identifier names this certificate (by issuer and serial, or by either key identifier)."""
+        if isinstance(rid, IssuerSerial):
+            return rid.serial == self.serial and self._same_issuer(rid.issuer)
+        return rid.ski in self.key_identifiers
+
+    def _same_issuer(self, issuer_der: bytes) -> bool:
         # Names compare in their RFC 5280 §7.1 normalised form: senders
         # re-encode issuer names (PrintableString vs UTF8String, case).
         # The same encoding is by far the common case and needs no normalising (a profile of
         # a fetch of 1,000 messages spent a tenth of its time in asn1crypto's string prep).
-        if ias["serial_number"].native != self.serial:
+        if issuer_der == self.issuer.dump():
+            return True
+        try:
+            return bool(asn1_x509.Name.load(issuer_der).hashable == self.issuer.hashable)
+        except (ValueError, TypeError, KeyError, IndexError):
             return False
-        return ias["issuer"].dump() == self.issuer.dump() or ias["issuer"].hashable == self.issuer.hashable
 
     def matches_key_identifier(self, ski: bytes) -> bool:
         return ski in self.key_identifiers
@@ -104,6 +127,13 @@ def _issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
     return ref.issuer_and_serial().dump()
 
 
+@functools.lru_cache(maxsize=256)
+def _rid(certificate: x509.Certificate) -> IssuerSerial:
+    # One object per certificate, for the same reason as above: its DER is
+    # then encoded once too (``stanza_der``), and memos keyed by it hash cheaply.
+    return IssuerSerial(certificate.issuer.public_bytes(), certificate.serial_number)
+
+
 class _CertificateHolder:
     """What Recipient and Identity share: a certificate and how to name it."""
 
@@ -127,30 +157,30 @@ class _CertificateHolder:
 class Recipient(_CertificateHolder, abc.ABC):
     """Wraps a content-encryption key for one certificate's public key.
 
-    ``wrap`` raises ``PolicyViolation`` when the key or algorithm is not
-    allowed; constructors raise ``InvalidRecipient`` for an unusable certificate.
+    Constructors raise ``InvalidRecipient`` for an unusable certificate and
+    ``PolicyViolation`` for an algorithm the policy does not allow, so that
+    ``wrap`` has nothing left to refuse.
     """
 
     @abc.abstractmethod
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
-        """One RecipientInfo carrying ``cek`` for this recipient."""
+    def wrap(self, cek: bytes) -> Stanza:
+        """The RecipientInfo carrying ``cek`` for this recipient, as a ``Stanza``.
 
-    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
-        """The DER of ``wrap(cek)`` and its version (``v0``, ``v2``, ``v3``), for the writer.
-
-        A key type may encode it faster than asn1crypto builds and dumps the
-        object; the bytes must be the same. Raises what ``wrap`` raises.
+        Raises nothing of its own: the recipient was judged when it was made
+        (a failure of the cryptography library itself propagates as it is).
         """
-        info = self.wrap(cek)
-        return info.dump(), info.chosen["version"].native
 
 
 class Identity(_CertificateHolder, abc.ABC):
     """A private key and its certificate, able to unwrap content keys.
 
-    ``unwrap`` raises ``NotForThisIdentity`` when the RecipientInfo names
-    another key, and ``DecryptionFailed``, ``UnsupportedAlgorithm`` or
-    ``PolicyViolation`` when it names this key but cannot be used.
+    ``unwrap`` raises ``NotForThisIdentity`` when the stanza is of another
+    kind or names another key ("not for me": the caller moves on to the
+    next one), and, when it names this key but cannot be used ("for me but
+    broken"): ``DecryptionFailed`` (the key does not unwrap),
+    ``UnsupportedAlgorithm`` (an algorithm mailcrypt does not implement),
+    ``PolicyViolation`` (one the policy refuses) or ``CMSParseError``
+    (malformed algorithm parameters or originator key).
     """
 
     _key: object  # set by each key type's constructor
@@ -161,8 +191,14 @@ class Identity(_CertificateHolder, abc.ABC):
         return self._key
 
     @abc.abstractmethod
-    def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
-        """Return (content-encryption key, key-management description)."""
+    def unwrap(self, stanza: Stanza, *, policy: Policy) -> tuple[bytes, str]:
+        """Return (content-encryption key, key-management description), e.g. ``rsa-oaep-sha256``.
+
+        Raises ``NotForThisIdentity`` or, for a stanza addressed to this
+        identity that cannot be used, ``DecryptionFailed``,
+        ``UnsupportedAlgorithm``, ``PolicyViolation`` or ``CMSParseError``
+        (see the class).
+        """
 
 
 #: Hash algorithms by the names profiles and policies use.
@@ -186,6 +222,17 @@ def describe_rid(rid: cms.RecipientIdentifier | cms.KeyAgreementRecipientIdentif
         return f"subjectKeyIdentifier {bytes(ski).hex()}"
     except (ValueError, TypeError, KeyError):
         return "an unreadable recipient identifier"
+
+
+def describe_recipient_id(rid: RecipientId) -> str:
+    """``describe_rid`` for a stanza's recipient identifier."""
+    if isinstance(rid, IssuerSerial):
+        try:
+            issuer = asn1_x509.Name.load(rid.issuer).human_friendly
+        except (ValueError, TypeError, KeyError, IndexError):
+            return "an unreadable recipient identifier"
+        return f"issuer {issuer!s}, serial {rid.serial:#x}"
+    return f"subjectKeyIdentifier {rid.ski.hex()}"
 
 
 def require(condition: bool, message: str, ref: CertificateRef) -> None:

@@ -2,8 +2,9 @@
 
 ``open_envelope`` locates the parts of the ContentInfo with the BER walker
 in ``codec.py`` (zero-copy over a ``memoryview``), decodes the small parts
-with asn1crypto, checks the content algorithm against the policy, and then
-tries every identity on every RecipientInfo. It reports which identity and
+with asn1crypto and each RecipientInfo into a ``Stanza`` (``stanza_der``),
+checks the content algorithm against the policy, and then tries every
+identity on every stanza. It reports which identity and
 which key-management scheme worked. The content is decrypted lazily by
 ``OpenEnvelope.chunks()``.
 
@@ -23,7 +24,9 @@ from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVEL
 from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, check_depth, children, octet_chunks, read_element
 from mailcrypt.envelope.content import ContentDecryptor
 from mailcrypt.envelope.fingerprint import located_digest
-from mailcrypt.envelope.keys import Identity, describe_rid
+from mailcrypt.envelope.keys import Identity, describe_recipient_id
+from mailcrypt.envelope.stanza import KeyAgreeStanza, KeyTransStanza, Stanza
+from mailcrypt.envelope.stanza_der import parse_recipient_info
 from mailcrypt.errors import (
     CMSParseError,
     MessageError,
@@ -58,7 +61,7 @@ class EnvelopeInfo:
 @dataclass
 class _Parts:
     authenticated: bool
-    recipient_infos: list[cms.RecipientInfo]
+    recipient_infos: list[Stanza]
     unreadable: int
     algorithm: str  # the content-encryption algorithm's OID
     parameters: bytes  # the DER of its parameters (empty when it has none)
@@ -93,15 +96,13 @@ def _load(
 
 
 # Decoding results that depend on nothing but the bytes decoded, kept for the
-# next message: mail to one person names the same recipient identifier and
-# content type every time, and decoding them with asn1crypto cost a fetch
-# more than a tenth of the RSA operation per message. Bounded by clearing.
+# next message: mail names the same content type and algorithm every time,
+# and decoding them with asn1crypto cost a fetch a noticeable part of the RSA
+# operation per message (the RecipientInfos have theirs in ``stanza_der``).
+# Bounded by clearing.
 _MEMO_LIMIT = 256
 _MEMO_KEY_BYTES = 4096
 _oids: dict[bytes, str] = {}
-_readable_rids: set[tuple[str, bytes]] = set()
-_shallow: set[bytes] = set()
-_readable_prefixes: set[bytes] = set()
 _algorithms: dict[bytes, str] = {}
 
 
@@ -112,33 +113,6 @@ def _memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
     if len(memo) >= _MEMO_LIMIT:
         memo.clear()
     return True
-
-
-def _recipient_prefix(buf: memoryview, tlv: TLV) -> bytes | None:
-    """The bytes of a RecipientInfo up to its last element's contents, or None.
-
-    That element is the wrapped key in a KeyTransRecipientInfo, different in
-    every message; when it is primitive, nothing in it can nest or name a
-    recipient, so what is checked below depends on these bytes alone. None
-    when the last element is constructed (or there is none).
-    """
-    if not tlv.constructed:
-        return None
-    kids = list(children(buf, tlv))
-    if not kids or kids[-1].constructed:
-        return None
-    return bytes(buf[tlv.start : kids[-1].value_start])
-
-
-def _check_recipient_depth(buf: memoryview, tlv: TLV, key: bytes | None) -> None:
-    """``check_depth`` for a RecipientInfo, remembered by its ``_recipient_prefix``."""
-    if key is None:
-        check_depth(buf, tlv)
-        return
-    if key not in _shallow:
-        check_depth(buf, tlv)
-        if _memo_room(_shallow, key):
-            _shallow.add(key)
 
 
 def _oid(buf: memoryview, tlv: TLV, what: str) -> str:
@@ -178,43 +152,19 @@ def _content_algorithm(buf: memoryview, tlv: TLV) -> tuple[str, bytes]:
     return oid, parameters
 
 
-def _check_rid(kind: str, rid: core.Asn1Value) -> None:
-    """Decode a recipient identifier completely, so that a malformed one raises here."""
-    key = (kind, rid.dump())
-    if key not in _readable_rids:
-        rid.native  # noqa: B018
-        if _memo_room(_readable_rids, key[1]):
-            _readable_rids.add(key)
+def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[Stanza], int]:
+    """The RecipientInfos we can read, as stanzas, and how many we cannot.
 
-
-def _recipient_infos(buf: memoryview, tlv: TLV) -> tuple[list[cms.RecipientInfo], int]:
-    """The RecipientInfos we can read, and how many we cannot.
-
-    Each is decoded on its own, and only as far as its recipient identifiers:
-    a RecipientInfo of a kind or algorithm we do not know, addressed to
-    somebody else, must not make the message unreadable for us.
+    Each is read on its own: a RecipientInfo of a kind or algorithm we do
+    not know, addressed to somebody else, must not make the message
+    unreadable for us.
     """
-    readable: list[cms.RecipientInfo] = []
+    readable: list[Stanza] = []
     unreadable = 0
     for child in children(buf, tlv):
         try:
-            key = _recipient_prefix(buf, child)
-            if key is not None and key in _readable_prefixes:
-                # Byte for byte what was read before up to the wrapped key: its nesting
-                # and recipient identifiers were checked then.
-                readable.append(_load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False, depth_checked=True))
-                continue
-            _check_recipient_depth(buf, child, key)
-            ri = _load(cms.RecipientInfo, buf, child, "RecipientInfo", force=False, depth_checked=True)
-            if ri.name == "ktri":
-                _check_rid("ktri", ri.chosen["rid"])
-            elif ri.name == "kari":
-                for rek in ri.chosen["recipient_encrypted_keys"]:
-                    _check_rid("kari", rek["rid"])
-            if key is not None and _memo_room(_readable_prefixes, key):
-                _readable_prefixes.add(key)
-            readable.append(ri)
-        except (CMSParseError, *_ASN1_ERRORS):
+            readable.append(parse_recipient_info(buf[child.start : child.end]))
+        except CMSParseError:
             unreadable += 1
     return readable, unreadable
 
@@ -346,15 +296,15 @@ class OpenEnvelope:
             yield last
 
 
-def _describe_recipients(ris: list[cms.RecipientInfo], unreadable: int) -> list[str]:
+def _describe_recipients(stanzas: list[Stanza], unreadable: int) -> list[str]:
     found = [f"{unreadable} unreadable RecipientInfo(s)"] if unreadable else []
-    for ri in ris:
-        if ri.name == "ktri":
-            found.append("RSA key of " + describe_rid(ri.chosen["rid"]))
-        elif ri.name == "kari":
-            found.extend("EC key of " + describe_rid(rek["rid"]) for rek in ri.chosen["recipient_encrypted_keys"])
+    for stanza in stanzas:
+        if isinstance(stanza, KeyTransStanza):
+            found.append("RSA key of " + describe_recipient_id(stanza.rid))
+        elif isinstance(stanza, KeyAgreeStanza):
+            found.extend("EC key of " + describe_recipient_id(rek.rid) for rek in stanza.keys)
         else:
-            found.append(f"a {ri.name} recipient (not supported)")
+            found.append(f"a {stanza.kind} recipient (not supported)")
     return found
 
 
@@ -380,9 +330,9 @@ def open_envelope(
     for identity in identities:
         if not isinstance(identity, Identity):
             raise TypeError("identities must be mailcrypt.envelope Identity objects")
-        for ri in parts.recipient_infos:
+        for stanza in parts.recipient_infos:
             try:
-                cek, key_management = identity.unwrap(ri, policy=policy)
+                cek, key_management = identity.unwrap(stanza, policy=policy)
                 decryptor.start(cek, parts.mac, parts.aad)
             except NotForThisIdentity:
                 continue

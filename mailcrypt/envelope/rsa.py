@@ -6,13 +6,13 @@ unwraps either, with any OAEP hash and MGF1 hash the policy allows and an
 optional OAEP label. Recipients are named by issuerAndSerialNumber on
 output; both that and subjectKeyIdentifier are matched on input.
 
-Every part of a KeyTransRecipientInfo but the encrypted key is the same for
-a certificate from one message to the next, so those parts are encoded by
-asn1crypto once (the issuer and serial once per certificate, the algorithm
-once per padding) and ``wrap_der`` only frames them with the new key
-(``codec.der_header``); building the object afresh cost more than the RSA
-operation itself. On the way in, ``RSAIdentity`` likewise keeps what it read
-from those parts, by their exact bytes (see there).
+Both work on ``KeyTransStanza`` records (``stanza.py``), never on the
+encoding. Every part of a KeyTransRecipientInfo but the encrypted key is the
+same for a certificate from one message to the next: ``RSARecipient`` hands
+out the same recipient identifier and algorithm objects every time (whose
+DER ``stanza_der`` encodes once), and ``RSAIdentity`` keeps what it read
+from them (see there). The algorithm parameters are the one RSA-specific
+encoding here (RSAES-OAEP-params, RFC 4055 §3.1).
 
 It does not check certificate validity dates or chains: that is the key
 directory's job.
@@ -23,22 +23,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
-from mailcrypt.envelope.codec import UNIVERSAL, children, der_header, read_element
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
+from mailcrypt.envelope.stanza import Algorithm, IssuerSerial, KeyTransStanza, RecipientId, Stanza
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
 
 __all__ = ["RSARecipient", "RSAIdentity"]
-
-_SEQUENCE = 16
-_OCTET_STRING = 4
-# RFC 5652 §6.2.1: version 0 when the recipient is named by issuerAndSerialNumber.
-_VERSION_0 = core.Integer(0).dump()
 
 
 class RSARecipient(Recipient):
@@ -69,30 +64,22 @@ class RSARecipient(Recipient):
         self._padding = padding
         self._oaep_hash = oaep_hash
 
-    def wrap(self, cek: bytes) -> cms.RecipientInfo:
-        return cms.RecipientInfo.load(self.wrap_der(cek)[0])
-
-    def wrap_der(self, cek: bytes) -> tuple[bytes, str]:
+    def wrap(self, cek: bytes) -> KeyTransStanza:
         if self._padding == "oaep":
             h = HASHES[self._oaep_hash]()
             encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
         else:
             encrypted = self._key.encrypt(cek, padding.PKCS1v15())
-        # KeyTransRecipientInfo ::= SEQUENCE { version, rid, keyEncryptionAlgorithm,
-        # encryptedKey OCTET STRING }; rid is the untagged issuerAndSerialNumber choice.
-        head = _VERSION_0 + self.ref.issuer_and_serial_der + _key_encryption_algorithm(self._padding, self._oaep_hash)
-        octets = der_header(UNIVERSAL, False, _OCTET_STRING, len(encrypted)) + encrypted
-        return der_header(UNIVERSAL, True, _SEQUENCE, len(head) + len(octets)) + head + octets, "v0"
+        # Named by issuerAndSerialNumber (version 0), as every S/MIME client reads.
+        return KeyTransStanza(self.ref.rid, _key_encryption_algorithm(self._padding, self._oaep_hash), encrypted)
 
 
 @functools.lru_cache(maxsize=8)
-def _key_encryption_algorithm(padding_name: str, oaep_hash: str) -> bytes:
+def _key_encryption_algorithm(padding_name: str, oaep_hash: str) -> Algorithm:
     if padding_name == "oaep":
-        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSAES_OAEP, "parameters": _oaep_params(oaep_hash)})
-    else:
-        # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
-        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": OID_RSA_ENCRYPTION, "parameters": core.Null()})
-    return algorithm.dump()
+        return Algorithm(OID_RSAES_OAEP, _oaep_params(oaep_hash).dump())
+    # RFC 3370 §4.2.1: rsaEncryption with NULL parameters.
+    return Algorithm(OID_RSA_ENCRYPTION, core.Null().dump())
 
 
 def _oaep_params(hash_name: str) -> algos.RSAESOAEPParams:
@@ -111,12 +98,13 @@ class RSAIdentity(Identity):
     Mail to one person names the same certificate and algorithm in every
     KeyTransRecipientInfo; only the encrypted key differs. What this
     identity reads from the rest (is it addressed to me, which algorithm,
-    the OAEP parameters) depends on nothing but those bytes, so it is kept
-    per identity, keyed by the exact bytes of the RecipientInfo up to the
-    encrypted key's contents: decoding them with asn1crypto cost a tenth of
-    the RSA operation per message. Only a reading that succeeded is kept,
-    the policy is applied every time in the original order, and neither the
-    encrypted key nor anything decrypted is ever kept.
+    the OAEP parameters) depends on nothing but the recipient identifier
+    and the algorithm, so it is kept per identity, keyed by those two
+    (their exact bytes, as the stanza holds them): matching names and
+    decoding parameters with asn1crypto cost a tenth of the RSA operation
+    per message. Only a reading that succeeded is kept, the policy is
+    applied every time in the original order, and neither the encrypted key
+    nor anything decrypted is ever kept.
     """
 
     _key: rsa.RSAPrivateKey
@@ -128,51 +116,43 @@ class RSAIdentity(Identity):
         if private_key.public_key().public_numbers() != certificate.public_key().public_numbers():  # type: ignore[union-attr]
             raise ValueError("the private key does not belong to the certificate")
         self._key = private_key
-        self._read: dict[bytes, _ReadKTRI] = {}
+        self._read: dict[tuple[RecipientId, Algorithm], _ReadKTRI] = {}
 
-    def unwrap(self, info: cms.RecipientInfo, *, policy: Policy) -> tuple[bytes, str]:
-        if info.name != "ktri":
+    def unwrap(self, stanza: Stanza, *, policy: Policy) -> tuple[bytes, str]:
+        if not isinstance(stanza, KeyTransStanza):
             raise NotForThisIdentity("not a key transport recipient")
-        split = _split_encrypted_key(info)
-        known = self._read.get(split[0]) if split is not None else None
+        memo_key = (stanza.rid, stanza.algorithm)
+        known = self._read.get(memo_key)
         if known is None:
-            return self._unwrap_read(info.chosen, policy, None if split is None else split[0])
+            return self._unwrap_read(stanza, policy, memo_key)
         if not known.mine:
             raise NotForThisIdentity("recipient identifier names another certificate")
         if self._key.key_size < policy.min_rsa_bits:
             raise PolicyViolation(f"RSA key of {self._key.key_size} bits is below the policy minimum")
-        assert split is not None
-        return self._decrypt(known, split[1], policy)
+        return self._decrypt(known, stanza.encrypted_key, policy)
 
     def _unwrap_read(
-        self, ktri: cms.KeyTransRecipientInfo, policy: Policy, memo_key: bytes | None
+        self, stanza: KeyTransStanza, policy: Policy, memo_key: tuple[RecipientId, Algorithm]
     ) -> tuple[bytes, str]:
-        """``unwrap`` decoding everything with asn1crypto; remembers what it read under ``memo_key``."""
-        rid = ktri["rid"]
-        if rid.name == "issuer_and_serial_number":
-            mine = self.ref.matches_issuer_and_serial(rid.chosen)
-        else:
-            mine = self.ref.matches_key_identifier(bytes(rid.chosen.native))
-        if not mine:
+        """``unwrap`` reading the identifier and the algorithm; remembers what it read under ``memo_key``."""
+        if not self.ref.matches(stanza.rid):
             self._remember(memo_key, _NOT_MINE)
             raise NotForThisIdentity("recipient identifier names another certificate")
         if self._key.key_size < policy.min_rsa_bits:
             raise PolicyViolation(f"RSA key of {self._key.key_size} bits is below the policy minimum")
-        algorithm = ktri["key_encryption_algorithm"]
-        oid = algorithm["algorithm"].dotted
-        encrypted = bytes(ktri["encrypted_key"].native)
+        oid = stanza.algorithm.oid
         oaep = None
         if oid == OID_RSAES_OAEP:
             if "oaep" not in policy.rsa_paddings:
                 raise PolicyViolation("RSA-OAEP is not allowed by the policy", oid=oid)
-            oaep = _read_oaep(algorithm["parameters"])
+            oaep = _read_oaep(stanza.algorithm.parameters)
         known = _ReadKTRI(True, oid, oaep)
         self._remember(memo_key, known)
-        return self._decrypt(known, encrypted, policy)
+        return self._decrypt(known, stanza.encrypted_key, policy)
 
-    def _remember(self, memo_key: bytes | None, known: _ReadKTRI) -> None:
+    def _remember(self, memo_key: tuple[RecipientId, Algorithm], known: _ReadKTRI) -> None:
         # Bounded: hostile input must not fill the memory (a sender can vary the bytes at will).
-        if memo_key is None or len(memo_key) > _MEMO_KEY_BYTES:
+        if _memo_size(memo_key) > _MEMO_KEY_BYTES:
             return
         if len(self._read) >= _MEMO_LIMIT:
             self._read.clear()
@@ -226,32 +206,16 @@ class _ReadKTRI:
 _NOT_MINE = _ReadKTRI(False)
 
 
-def _split_encrypted_key(info: cms.RecipientInfo) -> tuple[bytes, bytes] | None:
-    """(the RecipientInfo's bytes up to the encrypted key's contents, the encrypted key), or None.
+def _memo_size(memo_key: tuple[RecipientId, Algorithm]) -> int:
+    rid, algorithm = memo_key
+    named = len(rid.issuer) if isinstance(rid, IssuerSerial) else len(rid.ski) + len(rid.extra)
+    return named + len(algorithm.parameters)
 
-    None when the encrypted key is not a primitive OCTET STRING at the end of
-    a definite-length SEQUENCE (BER forms such as a constructed OCTET STRING):
-    such a RecipientInfo is decoded in full every time.
-    """
-    raw = info.dump()
-    buf = memoryview(raw)
+
+def _read_oaep(params: bytes) -> _OAEPRead:
+    """The hashes and label of RSAES-OAEP parameters' DER; ``CMSParseError``/``UnsupportedAlgorithm`` for bad ones."""
     try:
-        top = read_element(buf, 0, len(buf))
-        if top.end != len(buf) or not top.constructed or top.indefinite or not top.is_(UNIVERSAL, _SEQUENCE):
-            return None
-        kids = list(children(buf, top))
-    except CMSParseError:
-        return None
-    last = kids[-1] if kids else None
-    if last is None or last.constructed or not last.is_(UNIVERSAL, _OCTET_STRING):
-        return None
-    return raw[: last.value_start], raw[last.value_start : last.value_end]
-
-
-def _read_oaep(params: core.Asn1Value) -> _OAEPRead:
-    """The hashes and label of RSAES-OAEP parameters; ``CMSParseError``/``UnsupportedAlgorithm`` for bad ones."""
-    try:
-        parsed = algos.RSAESOAEPParams.load(params.dump()) if params.dump() else algos.RSAESOAEPParams({})
+        parsed = algos.RSAESOAEPParams.load(params, strict=True) if params else algos.RSAESOAEPParams({})
         hash_oid = parsed["hash_algorithm"]["algorithm"].dotted
         mgf = parsed["mask_gen_algorithm"]
         mgf_oid = mgf["algorithm"].dotted

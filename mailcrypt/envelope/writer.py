@@ -1,8 +1,8 @@
 """Writing EnvelopedData and AuthEnvelopedData as DER, streamed.
 
-The small parts (RecipientInfos, AlgorithmIdentifiers, the MAC) are encoded
-by asn1crypto, a RecipientInfo by its recipient from parts asn1crypto
-encoded once (``Recipient.wrap_der``); the writer sorts them into their
+The small parts (AlgorithmIdentifiers, the MAC) are encoded by asn1crypto;
+each recipient wraps the key into a ``Stanza``, which ``stanza_der``
+encodes (from parts encoded once), and the writer sorts them into their
 SET OF as asn1crypto would (DER, X.690 §11.6). The encrypted content is
 not: its length is known in advance (CBC pads to the next block, GCM adds
 nothing), so the writer emits the definite-length headers of the enclosing
@@ -30,6 +30,8 @@ from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVEL
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
 from mailcrypt.envelope.content import GCM_TAG_BYTES, ContentEncryptor
 from mailcrypt.envelope.keys import Recipient
+from mailcrypt.envelope.stanza import KeyTransStanza, Stanza
+from mailcrypt.envelope.stanza_der import encode_recipient_info
 from mailcrypt.policy import Policy, Profile
 
 __all__ = ["EnvelopeWriter"]
@@ -42,7 +44,7 @@ _OUTER_OIDS = {
     True: cms.ContentType(OID_AUTH_ENVELOPED_DATA).dump(),
     False: cms.ContentType(OID_ENVELOPED_DATA).dump(),
 }
-_VERSIONS = {v: core.Integer(v).dump() for v in (0, 2)}
+_VERSIONS = {v: core.Integer(v).dump() for v in (0, 2, 3)}
 
 
 class EnvelopeWriter:
@@ -71,7 +73,7 @@ class EnvelopeWriter:
         self._fed = 0
         self._encryptor = ContentEncryptor(profile.cipher, policy=policy, rng=rng)
         # One RecipientInfo per recipient, each wrapping the same fresh key.
-        infos = [r.wrap_der(self._encryptor.key) for r in recipients]
+        infos = [r.wrap(self._encryptor.key) for r in recipients]
         self._header = self._build_header(infos)
         self._started = False
 
@@ -83,17 +85,19 @@ class EnvelopeWriter:
     def content_type(self) -> str:
         return "authEnveloped-data" if self.authenticated else "enveloped-data"
 
-    def _build_header(self, infos: list[tuple[bytes, str]]) -> bytes:
+    def _build_header(self, infos: list[Stanza]) -> bytes:
         enc = self._encryptor
         cipher_len = ContentEncryptor.ciphertext_length(enc.cipher, self._content_length)
         if enc.authenticated:
             version = 0  # RFC 5083 §2.1: always 0.
+        elif any(s.kind in ("pwri", "ori") for s in infos):
+            version = 3  # RFC 5652 §6.1 (the writer has no originatorInfo).
         else:
             # RFC 5652 §6.1: 0 when every RecipientInfo is version 0, else 2.
-            version = 0 if all(v == "v0" for _, v in infos) else 2
+            version = 0 if all(isinstance(s, KeyTransStanza) and s.version == 0 for s in infos) else 2
         version_der = _VERSIONS[version]
         # RecipientInfos is a SET OF: DER orders the members by their encodings (X.690 §11.6).
-        members = b"".join(sorted(der for der, _ in infos))
+        members = b"".join(sorted(encode_recipient_info(s) for s in infos))
         infos_der = der_header(UNIVERSAL, True, _SET, len(members)) + members
         content_oid = _DATA_OID
         algorithm_der = enc.algorithm_identifier_der()
