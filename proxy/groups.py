@@ -257,7 +257,9 @@ def make_groups(
         decisions = []
     if fields is None:
         fields = header_fields(message)
-    visible = {a.lower() for a in addresses_in(fields, ("to", "cc"))}
+    # Compared in the one normal form: a recipient whose To/Cc spelling differs
+    # only in IDNA form or domain case is visible; anything else counts as Bcc.
+    visible = {address_key(a) for a in addresses_in(fields, ("to", "cc"))}
     shared: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []
@@ -304,7 +306,7 @@ def make_groups(
 
     for address in recipients:
         plan = plans[address]
-        in_header = address.lower() in visible
+        in_header = address_key(address) in visible
         if plan.certificate is None:
             if in_header:
                 clear_shared.append(address)
