@@ -4,7 +4,8 @@
 generate``, the configuration) and returns it with its domain in ASCII,
 lower case. ``address_key`` and ``domain_key`` give the form in which two
 addresses or domains compare equal (RFC 5280 §7.5), used to store and look
-up certificates, policies and logins.
+up certificates, policies and logins; ``recipient_key`` the form in which
+two recipients of one message are one delivery.
 
 Domains are converted by IDNA 2008 with the UTS #46 mapping, non-transitional
 (the ``idna`` package), as browsers and current mail software do: ``straße.de``
@@ -25,7 +26,7 @@ import idna
 
 from mailcrypt import errors
 
-__all__ = ["normalize_address", "address_key", "domain_key"]
+__all__ = ["normalize_address", "address_key", "recipient_key", "domain_key"]
 
 _LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*")
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -68,6 +69,18 @@ def address_key(address: str) -> str:
     """
     local, _, domain = address.strip().rpartition("@")
     return f"{local}@{domain_key(domain)}"
+
+
+def recipient_key(address: str) -> str:
+    """The form in which two recipients of one message are the same delivery.
+
+    ``address_key`` with the local part lowercased too: mail systems treat
+    ``Bob@example.org`` and ``bob@example.org`` as one mailbox in practice
+    (RFC 5321 §2.4 leaves case to the receiving host), so a message lists,
+    counts and hides such recipients once. Certificates and policies are
+    never looked up by this form, only by ``address_key``.
+    """
+    return address_key(address).lower()
 
 
 def domain_key(domain: str) -> str:

@@ -238,3 +238,10 @@ def test_policy_table_follows_the_same_rule(tmp_path: Path) -> None:
     settings = load_settings(tmp_path)
     assert settings.policy.decide("bob@straße.de").policy == "opportunistic"
     assert settings.policy.decide("bob@strasse.de").policy == "require"
+
+
+def test_recipients_of_one_message_are_one_delivery_in_either_idna_form() -> None:
+    from mailcrypt.mime import recipient_addresses
+
+    block = "To: bob@straße.de, Bob@XN--STRAE-OQA.de, bob@strasse.de\r\n\r\n".encode()
+    assert recipient_addresses(block) == ["bob@straße.de", "bob@strasse.de"]

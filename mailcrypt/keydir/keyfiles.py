@@ -5,10 +5,11 @@ says what to do; no library traceback and no passphrase ever reaches the
 user. Passphrases come from a file, an environment variable or, only when
 standard input is a terminal, a prompt: never from the command line.
 
-It also picks, among the certificates the command line was given, those
-for an address (by the one rule of ``mailcrypt.pki``). It does not search for keys (the
-key directory will), does not check that a certificate is valid today or fit
-for e-mail (the envelope core and the key directory do), and writes nothing.
+It also picks, among the certificates the command line was given, those for
+an address (by the one rule of ``mailcrypt.pki``). It does not search for
+keys (the key directory will), does not check that a certificate is valid
+today or fit for e-mail (the envelope core and the key directory do), and
+writes nothing.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from mailcrypt.addresses import address_key
+from mailcrypt.addresses import recipient_key
 
 __all__ = [
     "HEADER_LIMIT",
@@ -319,7 +319,7 @@ def _parse_addresses(values: tuple[str, ...]) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for _, addr in email.utils.getaddresses(list(values)):
         if "@" in addr:
-            seen.setdefault(address_key(addr), addr)
+            seen.setdefault(recipient_key(addr), addr)
     return tuple(seen.values())
 
 
