@@ -4,19 +4,29 @@
 generate``, the configuration) and returns it with its domain in ASCII,
 lower case. ``address_key`` and ``domain_key`` give the form in which two
 addresses or domains compare equal (RFC 5280 §7.5), used to store and look
-up certificates, policies and logins.
+up certificates, policies and logins; ``recipient_key`` the form in which
+two recipients of one message are one delivery.
+
+Domains are converted by IDNA 2008 with the UTS #46 mapping, non-transitional
+(the ``idna`` package), as browsers and current mail software do: ``straße.de``
+is ``xn--strae-oqa.de``. Python's built-in ``idna`` codec is IDNA 2003, which
+maps it to ``strasse.de``, a different domain with possibly another owner, so
+it is never used. Every other module that compares or stores an address or a
+domain goes through this one.
 
 It sits in the lowest layer beside ``policy`` and ``errors`` and imports
-nothing else of mailcrypt's.
+nothing else of mailcrypt's. It does not check that a domain exists.
 """
 
 from __future__ import annotations
 
 import re
 
+import idna
+
 from mailcrypt import errors
 
-__all__ = ["normalize_address", "address_key", "domain_key"]
+__all__ = ["normalize_address", "address_key", "recipient_key", "domain_key"]
 
 _LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+=?^_`{|}~-]+)*")
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -25,7 +35,7 @@ _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 def normalize_address(address: str) -> str:
     """Check that ``address`` is a plain e-mail address and return it.
 
-    The domain is converted to its ASCII (IDNA) form and lowercased, since
+    The domain is converted to its ASCII (IDNA 2008) form and lowercased, since
     domains compare case-insensitively (RFC 5280 §7.5); the local part is
     kept as written. Raises ``errors.UsageError`` for anything that is not
     ``local@domain``. The address also becomes a file name, so '/' and a
@@ -39,7 +49,7 @@ def normalize_address(address: str) -> str:
     if not _LOCAL_RE.fullmatch(local) or len(local) > 64:
         raise errors.UsageError(f"unsupported local part in e-mail address {address!r}")
     try:
-        ascii_domain = domain.encode("idna").decode("ascii").lower()
+        ascii_domain = _a_label_form(domain)
     except UnicodeError:
         raise errors.UsageError(f"invalid domain in e-mail address {address!r}") from None
     labels = ascii_domain.split(".")
@@ -52,19 +62,46 @@ def address_key(address: str) -> str:
     """The form in which two addresses compare equal.
 
     RFC 5280 §7.5: the local part compares exactly, the domain
-    case-insensitively, an internationalised domain by its A-label (IDNA)
-    form. ``Bob@Example.ORG`` and ``Bob@example.org`` give the same key,
+    case-insensitively, an internationalised domain by its A-label (IDNA
+    2008) form: ``bob@straße.de`` and ``bob@xn--strae-oqa.de`` give one key,
+    ``bob@strasse.de`` another. ``Bob@Example.ORG`` and ``Bob@example.org`` give the same key,
     ``bob@example.org`` another one.
     """
     local, _, domain = address.strip().rpartition("@")
     return f"{local}@{domain_key(domain)}"
 
 
+def recipient_key(address: str) -> str:
+    """The form in which two recipients of one message are the same delivery.
+
+    ``address_key`` with the local part lowercased too: mail systems treat
+    ``Bob@example.org`` and ``bob@example.org`` as one mailbox in practice
+    (RFC 5321 §2.4 leaves case to the receiving host), so a message lists,
+    counts and hides such recipients once. Certificates and policies are
+    never looked up by this form, only by ``address_key``.
+    """
+    return address_key(address).lower()
+
+
 def domain_key(domain: str) -> str:
-    """A domain in the form it is compared in: ASCII (IDNA) and lower case."""
+    """A domain in the form it is compared in: ASCII (IDNA 2008 A-labels) and lower case.
+
+    A domain that IDNA 2008 refuses (an underscore, a symbol) is kept as
+    written, lowercased: it is still a key that equals only itself, and a
+    lookup must not fail on a name the user or a message spelt oddly.
+    """
     domain = domain.strip().rstrip(".")
     try:
-        domain = domain.encode("idna").decode("ascii")
+        return _a_label_form(domain)
     except UnicodeError:
-        pass
-    return domain.lower()
+        return domain.lower()
+
+
+def _a_label_form(domain: str) -> str:
+    """``domain`` in lower-case A-labels (UTS #46 mapping, non-transitional); ``UnicodeError`` if invalid.
+
+    The idna package raises ``idna.IDNAError``, a ``UnicodeError``, for a
+    domain it refuses. Non-transitional processing keeps ß, ς, ZWJ and ZWNJ
+    (UTS #46 §4), as IDNA 2008 requires.
+    """
+    return idna.encode(domain, uts46=True, transitional=False).decode("ascii").lower()

@@ -43,7 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailcrypt import errors
-from mailcrypt.addresses import address_key
+from mailcrypt.addresses import address_key, recipient_key
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.mime import HEADER_LIMIT, Field, addresses_in, encrypt_stream, protect, split_fields
 from mailcrypt.pki import fingerprint
@@ -257,7 +257,9 @@ def make_groups(
         decisions = []
     if fields is None:
         fields = header_fields(message)
-    visible = {a.lower() for a in addresses_in(fields, ("to", "cc"))}
+    # Compared as one delivery (mailcrypt.addresses.recipient_key): a recipient
+    # whose To/Cc spelling differs only in case or IDNA form is visible.
+    visible = {recipient_key(a) for a in addresses_in(fields, ("to", "cc"))}
     shared: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []
@@ -304,7 +306,7 @@ def make_groups(
 
     for address in recipients:
         plan = plans[address]
-        in_header = address.lower() in visible
+        in_header = recipient_key(address) in visible
         if plan.certificate is None:
             if in_header:
                 clear_shared.append(address)

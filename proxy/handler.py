@@ -33,6 +33,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from mailcrypt import errors
+from mailcrypt.addresses import recipient_key
 from mailcrypt.mime import Field
 from proxy.auth import LoginGuard, UserStore
 from proxy.client import LoginRefused, UpstreamUnavailable
@@ -213,7 +214,8 @@ class ProxyHandler:
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         plans: dict[str, Plan] = envelope.mailcrypt_plans
-        if any(a.lower() == address.lower() for a in plans):
+        # One recipient once (mailcrypt.addresses.recipient_key: IDNA form, any case).
+        if any(recipient_key(a) == recipient_key(address) for a in plans):
             return "250 2.1.5 OK (already a recipient)"
         loop = asyncio.get_running_loop()
         try:

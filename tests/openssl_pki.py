@@ -136,12 +136,18 @@ class PKI:
         start: str | None = None,
         end: str | None = None,
         is_ca: bool = False,
+        name_constraints: str | None = None,
+        other_names: tuple[str, ...] = (),
     ) -> Made:
         """A certificate signed by ``ca`` with openssl ca.
 
         ``start``/``end`` are openssl dates (``YYYYMMDDHHMMSSZ``); without
         them the certificate is valid from now for 30 days. ``key_usage``
         "default" means keyEncipherment for RSA and keyAgreement for EC.
+        ``name_constraints`` is an openssl nameConstraints value for a CA,
+        such as ``permitted;email:example.org`` (written critical).
+        ``other_names`` are more subjectAltName entries in openssl's syntax
+        (``DNS:host.example.org``), after the ``emails``.
         """
         key_path, csr, cert_path = self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.crt"
         subject = f"/O=mailcrypt test/CN={name}" + (f"/emailAddress={subject_email}" if subject_email else "")
@@ -149,6 +155,8 @@ class PKI:
         lines = [f"basicConstraints=critical,CA:{'TRUE' if is_ca else 'FALSE'}"]
         if is_ca:
             lines.append("keyUsage=critical,keyCertSign,cRLSign")
+            if name_constraints:
+                lines.append(f"nameConstraints=critical,{name_constraints}")
         elif key_usage == "default":
             lines.append(
                 "keyUsage=critical,digitalSignature," + ("keyEncipherment" if key.startswith("rsa") else "keyAgreement")
@@ -157,8 +165,8 @@ class PKI:
             lines.append(f"keyUsage=critical,{key_usage}")
         if eku:
             lines.append(f"extendedKeyUsage={eku}")
-        if emails:
-            lines.append("subjectAltName=" + ",".join(f"email:{e}" for e in emails))
+        if emails or other_names:
+            lines.append("subjectAltName=" + ",".join([*(f"email:{e}" for e in emails), *other_names]))
         lines.append("subjectKeyIdentifier=hash")
         lines.append("authorityKeyIdentifier=keyid")
         ca_dir = self.dir / f"{ca.name}.ca"

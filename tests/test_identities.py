@@ -22,7 +22,7 @@ from mailcrypt import config, errors
 from mailcrypt.envelope import decrypt
 from mailcrypt.keydir import KeyDirectory, init_home, keygen
 from mailcrypt.keydir.passphrase import PASSPHRASE_ENV, PassphraseSource
-from mailcrypt.pki import validate
+from mailcrypt.pki import certificate_addresses, validate
 
 PASSPHRASE = "Zebra-Passphrase-7c1e9f-Never-Shown"
 P12_PASSWORD = "Quokka-P12-Password-4b2d8a-Never-Shown"
@@ -254,7 +254,7 @@ def test_init_creates_a_home(tmp_path: Path) -> None:
     assert mode(home) == 0o700 and mode(home / "keys") == 0o700
     kd = KeyDirectory.from_settings(settings)
     (identity,) = kd.identities(PassphraseSource())
-    assert validate.certificate_addresses(identity.certificate) == ["Me@example.org"]
+    assert certificate_addresses(identity.certificate) == ["Me@example.org"]
     for path in (home / "keys" / "identities").glob("*.key"):
         assert mode(path) == 0o600 and path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     with pytest.raises(errors.ConfigError, match="already exists: this home is already set up"):

@@ -208,7 +208,11 @@ def test_bundle_with_one_bad_certificate_imports_the_rest(
         ("tls-eku", "has an extendedKeyUsage without emailProtection"),
         ("rsa1024", "has an RSA key of 1024 bits; at least 2048 bits are required"),
         ("p521", "has an EC key on secp521r1; only P-256 and P-384 are accepted"),
-        ("no-address", "names no e-mail address (no rfc822Name in subjectAltName, no emailAddress in the subject)"),
+        (
+            "no-address",
+            "names no e-mail address (no rfc822Name in its subjectAltName, "
+            "nor, without a subjectAltName, an emailAddress in its subject)",
+        ),
     ],
 )
 def test_unusable_certificates_are_refused_with_a_clear_message(

@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mailcrypt import errors
 from mailcrypt.addresses import normalize_address
 from mailcrypt.keydir import keyfiles, keygen
+from mailcrypt.pki import certificate_addresses
 
 MAILCRYPT = [sys.executable, "-m", "mailcrypt"]
 OPENSSL = shutil.which("openssl")
@@ -369,8 +370,8 @@ def test_certificates_for_an_address(identities) -> None:
         .sign(key, hashes.SHA256())
     )
     certs = [named, legacy]
-    assert keyfiles.certificate_addresses(named) == ["Dora.X@example.org"]
-    assert keyfiles.certificate_addresses(legacy) == ["old@example.net"]
+    assert certificate_addresses(named) == ["Dora.X@example.org"]
+    assert certificate_addresses(legacy) == ["old@example.net"]
     # RFC 5280 §7.5: domains compare case-insensitively, local parts exactly.
     assert keyfiles.certificates_for("Dora.X@EXAMPLE.ORG", certs) == [named]
     assert keyfiles.certificates_for("dora.x@example.org", certs) == []

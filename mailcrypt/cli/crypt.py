@@ -20,7 +20,6 @@ from typing import IO
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.addresses import address_key
 from mailcrypt.cli.files import Output, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
@@ -55,12 +54,12 @@ def _select(certificates: list[x509.Certificate], addresses: list[str]) -> list[
 
 def _signing_identity(home: Home, sender: str) -> Identity | None:
     """The sender's newest valid identity that may sign (keyUsage digitalSignature), or None."""
-    from mailcrypt.pki import certificate_addresses
+    from mailcrypt.pki import names_address
 
     now = datetime.now(UTC)
     for identity in home.keys.identities(home.passphrase):
         certificate = identity.certificate
-        if address_key(sender) not in {address_key(a) for a in certificate_addresses(certificate)}:
+        if not names_address(certificate, sender):
             continue
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             continue

@@ -11,8 +11,10 @@ removes them, and answers the two questions the commands ask:
 - ``identities(passphrase)``: every identity we hold, newest first, old ones
   after renewal included, to decrypt with.
 
-A certificate is filed under every e-mail address it names; addresses match
-exactly in the local part and case-insensitively in the domain. Certificates
+A certificate is filed under every e-mail address it is for
+(``pki.certificate_addresses``); addresses match in the one normal form of
+``mailcrypt.addresses`` (local part exactly, domain in IDNA 2008 A-label
+form, lower case). Certificates
 are checked on import and again at use (``validate``): dates, key, usage,
 address and, when trust anchors are configured, the chain.
 

@@ -10,7 +10,8 @@ a correspondent who announced AES-GCM (DESIGN.md §1).
 
 Rules that keep this from becoming a way in:
 - only signatures over the content (inside the innermost envelope) count,
-  and only when the certificate names the message's From address;
+  and only when the message's From address is one of the certificate's
+  (``pki.names_address``, the rule every other use of it follows);
 - with trust anchors configured, only certificates that chain to one;
 - the certificate must pass every check an imported one does;
 - harvested certificates are filed with source ``harvested`` and never
@@ -35,7 +36,7 @@ from mailcrypt import errors
 from mailcrypt.addresses import address_key
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.mime import Unwrapped
-from mailcrypt.pki import certificate_addresses, fingerprint
+from mailcrypt.pki import fingerprint, names_address
 from mailcrypt.state import Store
 
 __all__ = ["HARVESTED", "harvest", "record_capabilities", "advertised"]
@@ -94,9 +95,7 @@ def harvest(
         certificate = signature.certificate
         fp = fingerprint(certificate)
         label = f"sha256:{fp[:16]}"
-        if sender is None or address_key(sender) not in {
-            address_key(a) for a in certificate_addresses(certificate)
-        }:
+        if sender is None or not names_address(certificate, sender):
             notes.append(f"not harvested: the signer's certificate {label} does not name the sender {sender}")
             continue
         if trusted_only and chain.status != "valid":

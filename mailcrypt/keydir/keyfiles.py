@@ -5,10 +5,11 @@ says what to do; no library traceback and no passphrase ever reaches the
 user. Passphrases come from a file, an environment variable or, only when
 standard input is a terminal, a prompt: never from the command line.
 
-It also tells which addresses a certificate is for, so the command line can
-pick among the certificates it was given. It does not search for keys (the
-key directory will), does not check that a certificate is valid today or fit
-for e-mail (the envelope core and the key directory do), and writes nothing.
+It also picks, among the certificates the command line was given, those for
+an address (by the one rule of ``mailcrypt.pki``). It does not search for
+keys (the key directory will), does not check that a certificate is valid
+today or fit for e-mail (the envelope core and the key directory do), and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from mailcrypt import errors
+from mailcrypt.pki import names_address
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -39,7 +40,6 @@ __all__ = [
     "load_private_key",
     "load_key_pair",
     "load_pkcs12",
-    "certificate_addresses",
     "certificates_for",
 ]
 
@@ -272,34 +272,6 @@ def _open_pkcs12(data: bytes, password: bytes | None) -> pkcs12.PKCS12KeyAndCert
         return None
 
 
-def certificate_addresses(certificate: x509.Certificate) -> list[str]:
-    """The e-mail addresses a certificate is for.
-
-    These are the rfc822Name entries of the subjectAltName; only if there are
-    none, the legacy emailAddress attributes of the subject (RFC 8550 §3).
-    """
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = san.get_values_for_type(x509.RFC822Name)
-    except (x509.ExtensionNotFound, ValueError):
-        names = []
-    if names:
-        return names
-    return [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)]
-
-
-def _address_key(address: str) -> tuple[str, str]:
-    # RFC 5280 §7.5: the local part compares exactly, the domain case-insensitively
-    # (and an internationalised domain by its A-label form).
-    local, _, domain = address.strip().rpartition("@")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
-    return local, domain.lower()
-
-
 def certificates_for(address: str, certificates: list[x509.Certificate]) -> list[x509.Certificate]:
-    """The certificates among ``certificates`` that name ``address``, in their order."""
-    wanted = _address_key(address)
-    return [c for c in certificates if wanted in {_address_key(a) for a in certificate_addresses(c)}]
+    """The certificates among ``certificates`` that are for ``address`` (``pki.names_address``), in their order."""
+    return [c for c in certificates if names_address(c, address)]

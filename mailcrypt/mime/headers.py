@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from mailcrypt.addresses import recipient_key
+
 __all__ = [
     "HEADER_LIMIT",
     "Field",
@@ -317,7 +319,7 @@ def _parse_addresses(values: tuple[str, ...]) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for _, addr in email.utils.getaddresses(list(values)):
         if "@" in addr:
-            seen.setdefault(addr.lower(), addr)
+            seen.setdefault(recipient_key(addr), addr)
     return tuple(seen.values())
 
 

@@ -2,16 +2,18 @@
 
 - ``chain``: RFC 5280 path building and validation to the trust anchors;
 - ``nameconstraints``: rfc822Name, dNSName, directoryName, URI and IP constraints;
+- ``mailboxes``: the one rule for the addresses a certificate is for
+  (RFC 8550 §3), used by every caller that files, finds or matches one;
 - ``validate``: a certificate's fitness as a recipient or an identity, its
-  addresses (RFC 8550 §3), its fingerprint and key type.
+  fingerprint and key type.
 
 It sits above the envelope core and below the MIME layer. The names below
 are its API; the modules are its private parts.
 """
 from mailcrypt.pki.chain import ChainResult, validate_chain
+from mailcrypt.pki.mailboxes import certificate_addresses, names_address
 from mailcrypt.pki.validate import (
     ChainVerifier,
-    certificate_addresses,
     check_identity,
     date_problem,
     describe,
@@ -32,6 +34,7 @@ __all__ = [
     "fingerprint",
     "is_chain_certificate",
     "key_type",
+    "names_address",
     "recipient_problem",
     "usage_problem",
     "validate_chain",

@@ -9,8 +9,8 @@ implemented:
   after RFC 5280 §7.1 string preparation;
 - rfc822Name: a mailbox, a host (``example.com``: that host exactly) or a
   domain (``.example.com``: any host below it); applied to the SAN e-mail
-  addresses and, when the certificate has no SAN, to emailAddress
-  attributes of the subject (§4.2.1.10);
+  addresses and to every emailAddress attribute of the subject, whether or
+  not there is a SAN (see ``_names``);
 - dNSName: the name or any name with more labels on its left;
 - uniformResourceIdentifier: the URI's host, as a host or ``.domain``;
 - iPAddress: address inside the network.
@@ -23,14 +23,16 @@ registeredID) raises ``UnsupportedConstraint``: the chain is then
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
-__all__ = ["NameConstraintState", "UnsupportedConstraint"]
+from mailcrypt.pki.mailboxes import subject_email_addresses
+
+__all__ = ["NameConstraintState", "UnsupportedConstraint", "email_violation"]
 
 _FORMS = (x509.DirectoryName, x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier, x509.IPAddress)
 
@@ -88,7 +90,15 @@ def _matches(name: x509.GeneralName, constraint: x509.GeneralName) -> bool:
 
 
 def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
-    """The names of ``cert`` that constraints apply to."""
+    """The names of ``cert`` that constraints apply to.
+
+    RFC 5280 §4.2.1.10 requires rfc822Name constraints on the subject's
+    emailAddress attributes only when there is no SAN. They are applied
+    whatever the SAN says, as OpenSSL does: a name a constrained CA may not
+    certify has no business in its certificates, and every address
+    ``mailboxes.certificate_addresses`` can return is then inside the
+    constraints (the SAN entries, or without a SAN these attributes).
+    """
     names: list[x509.GeneralName] = []
     if len(cert.subject) > 0:
         names.append(x509.DirectoryName(cert.subject))
@@ -96,9 +106,29 @@ def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(n for n in san if isinstance(n, _FORMS))
     except x509.ExtensionNotFound:
-        for attr in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
-            names.append(x509.RFC822Name(str(attr.value)))
+        pass
+    names.extend(x509.RFC822Name(address) for address in subject_email_addresses(cert))
     return names
+
+
+def email_violation(cert: x509.Certificate, issuers: Sequence[x509.Certificate]) -> str | None:
+    """The first e-mail name of ``cert`` outside the rfc822Name constraints of ``issuers``, or None.
+
+    For a validator that checks the SAN itself but not the subject's
+    emailAddress attributes (``validate.ChainVerifier``); the names are
+    those of ``_names``. Constraints of other forms are ignored here.
+    """
+    state = NameConstraintState()
+    for issuer in issuers:
+        try:
+            constraints = issuer.extensions.get_extension_for_class(x509.NameConstraints).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        permitted = [n for n in constraints.permitted_subtrees or () if isinstance(n, x509.RFC822Name)]
+        excluded = [n for n in constraints.excluded_subtrees or () if isinstance(n, x509.RFC822Name)]
+        if permitted or excluded:
+            state.add(x509.NameConstraints(permitted_subtrees=permitted or None, excluded_subtrees=excluded or None))
+    return state.violation(cert)
 
 
 @dataclass

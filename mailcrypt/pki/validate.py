@@ -8,8 +8,8 @@ The checks, each returning a problem in words or None:
   keyAgreement for ECDH (RFC 8550 §4.4.2, RFC 5753);
 - extendedKeyUsage, when present: emailProtection or anyExtendedKeyUsage
   (RFC 8550 §4.4.4);
-- the address: the certificate must name it in its subjectAltName or in the
-  legacy emailAddress attribute (RFC 8550 §3);
+- the address: the certificate must be for it, by the one rule of
+  ``mailboxes.certificate_addresses`` (RFC 8550 §3);
 - with trust anchors: a chain to one of them.
 
 The chain check uses cryptography's ``x509.verification`` (a client verifier,
@@ -36,17 +36,17 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mailcrypt import errors
-from mailcrypt.addresses import address_key
 from mailcrypt.envelope import algorithm_name
+from mailcrypt.pki.mailboxes import certificate_addresses, names_address
+from mailcrypt.pki.nameconstraints import email_violation
 from mailcrypt.policy import DEFAULT_POLICY
 
 __all__ = [
     "MIN_RSA_BITS",
     "fingerprint",
-    "certificate_addresses",
     "key_type",
     "describe",
     "is_ca",
@@ -63,35 +63,16 @@ __all__ = [
 ]
 
 MIN_RSA_BITS = 2048
+_NO_ADDRESS = (
+    "names no e-mail address (no rfc822Name in its subjectAltName, "
+    "nor, without a subjectAltName, an emailAddress in its subject)"
+)
 _CURVES = {"secp256r1": "p256", "secp384r1": "p384"}
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
     """The SHA-256 fingerprint of the DER encoding, lower-case hex (the file name)."""
     return certificate.fingerprint(hashes.SHA256()).hex()
-
-
-def certificate_addresses(certificate: x509.Certificate) -> list[str]:
-    """Every e-mail address the certificate names, each once, in order.
-
-    The rfc822Name entries of the subjectAltName and the legacy emailAddress
-    attributes of the subject (RFC 8550 §3). Entries without an '@' are skipped.
-    """
-    names: list[str] = []
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names.extend(san.get_values_for_type(x509.RFC822Name))
-    except (x509.ExtensionNotFound, ValueError):
-        pass
-    for attribute in certificate.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
-        if isinstance(attribute.value, str):
-            names.append(attribute.value)
-    seen: dict[str, str] = {}
-    for name in names:
-        name = name.strip()
-        if "@" in name.strip("@") and address_key(name) not in seen:
-            seen[address_key(name)] = name
-    return list(seen.values())
 
 
 def key_type(certificate: x509.Certificate) -> str:
@@ -211,11 +192,11 @@ def usage_problem(certificate: x509.Certificate) -> str | None:
 
 
 def address_problem(certificate: x509.Certificate, address: str) -> str | None:
-    """Does the certificate fail to name ``address`` (domain compared case-insensitively)?"""
+    """Is the certificate not for ``address`` (``mailboxes.names_address``)?"""
     names = certificate_addresses(certificate)
     if not names:
-        return "names no e-mail address (no rfc822Name in subjectAltName, no emailAddress in the subject)"
-    if address_key(address) not in {address_key(n) for n in names}:
+        return _NO_ADDRESS
+    if not names_address(certificate, address):
         return f"does not name {address} (it names {', '.join(names)})"
     return None
 
@@ -263,11 +244,18 @@ class ChainVerifier:
             .build_client_verifier()
         )
         try:
-            verifier.verify(certificate, list(intermediates))
+            path = verifier.verify(certificate, list(intermediates)).chain
         except verification.VerificationError as exc:
             detail = _ENCOUNTERED.sub("", str(exc)).removeprefix("validation failed: ")
             detail = _VALIDATOR.sub("", detail)
             return f"does not chain to a trust anchor in keys.trust_anchors ({detail})"
+        # cryptography applies rfc822Name constraints to the SAN only; the
+        # subject's emailAddress attributes are held to them too, as by
+        # chain.py, so that signer and recipient are judged alike. The
+        # anchor's own constraints are not applied, as in chain.py.
+        violation = email_violation(certificate, path[1:-1])
+        if violation is not None:
+            return f"does not chain to a trust anchor in keys.trust_anchors ({violation} (name constraints))"
         return None
 
 
@@ -306,7 +294,7 @@ def recipient_problem(
 def _has_address(certificate: x509.Certificate) -> str | None:
     if certificate_addresses(certificate):
         return None
-    return "names no e-mail address (no rfc822Name in subjectAltName, no emailAddress in the subject)"
+    return _NO_ADDRESS
 
 
 def check_recipient(
