@@ -300,16 +300,17 @@ CASES = [
     ),
     (
         '[upstream]\nhost = "smtp.example.org"\nusername = "a"\npassword_file = "loose.pass"\n',
-        "upstream.password_file: {home}/loose.pass is readable by other users (mode 0644); expected mode 0600",
+        "upstream.password_file: password file {home}/loose.pass is readable by other users (mode 0644); "
+        "expected mode 0600",
     ),
     (
         '[upstream]\nhost = "smtp.example.org"\nusername = "a"\npassword_file = "none.pass"\n',
-        "upstream.password_file: {home}/none.pass does not exist (expected a file, mode 0600)",
+        "upstream.password_file: password file {home}/none.pass does not exist (expected a file, mode 0600)",
     ),
     (
         '[keys]\npassphrase_file = "loose.pass"\n',
-        "keys.passphrase_file: {home}/loose.pass is readable by other users (mode 0644); expected mode 0600: "
-        "run chmod 600 {home}/loose.pass",
+        "keys.passphrase_file: passphrase file {home}/loose.pass is readable by other users (mode 0644); "
+        "expected mode 0600: run chmod 600 {home}/loose.pass",
     ),
     ("[replay]\nmax_age_days = 0\n", "replay.max_age_days: expected a whole number from 1 to 36500, got the integer 0"),
     (

@@ -28,7 +28,8 @@ from mailcrypt.config.model import (
     Target,
     UpstreamSettings,
 )
-from mailcrypt.config.table import Table, check_secret_file, fail
+from mailcrypt.config.secrets import check_private
+from mailcrypt.config.table import Table, fail
 from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy
 
 __all__ = ["parse_settings"]
@@ -71,7 +72,7 @@ def _keys(t: Table, home: Path) -> KeySettings:
     harvest = t.boolean("harvest", True)
     passphrase_file = t.path("passphrase_file", None)
     if passphrase_file is not None:
-        check_secret_file(passphrase_file, t.describe("passphrase_file"))
+        check_private(passphrase_file, what=f"{t.describe('passphrase_file')}: passphrase file")
     t.finish()
     assert directory is not None
     return KeySettings(directory, anchors, harvest, passphrase_file)
@@ -192,7 +193,7 @@ def _secret(t: Table, *, required: bool) -> SecretRef | None:
             fail(t, "password_env", f"the name of an environment variable, got {env!r}")
         return SecretRef(t.describe("password_env"), env=env)
     if file is not None:
-        check_secret_file(file, t.describe("password_file"))
+        check_private(file, what=f"{t.describe('password_file')}: password file")
         return SecretRef(t.describe("password_file"), file=file)
     if required:
         fail(t, "password_env", "password_env or password_file: how to find the password for this account")
