@@ -25,7 +25,7 @@ from mailcrypt.config.home import (
     resolve_home,
     write_default_config,
 )
-from mailcrypt.config.parse import is_loopback
+from mailcrypt.config.parse import is_loopback, parse_host_port
 from mailcrypt.config.secrets import check_private, read_private, read_secret_line
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "parse_settings",
     "write_default_config",
     "is_loopback",
+    "parse_host_port",
     "read_private",
     "check_private",
     "read_secret_line",
