@@ -26,6 +26,7 @@ from mailcrypt.envelope.signed import Signer
 from mailcrypt.mime.enveloped import encrypt_message
 from mailcrypt.mime.signed import sign_message
 from mailcrypt.mime.unwrap import unwrap_message
+from mailcrypt.state import open_database, transaction
 from mailcrypt.state.replay import ReplayGuard
 from mailcrypt.state.store import SCHEMA_VERSION, Store
 
@@ -118,6 +119,53 @@ def test_racing_arrivals_of_one_message_are_accepted_once(tmp_path: Path) -> Non
     for s in stores:
         s.close()
     assert sorted(outcomes) == ["accepted"] + ["replay"] * 7
+
+
+def test_open_database_makes_a_private_file_with_what_is_asked(tmp_path: Path) -> None:
+    wal = open_database(tmp_path / "a.db", what="the test file", wal=True, foreign_keys=True)
+    plain = open_database(tmp_path / "b.db", what="the test file", wal=False)
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "a.db").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "b.db").st_mode) == 0o600
+        assert wal.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert wal.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert wal.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert plain.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+        assert plain.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+        # Autocommit: nothing is open until a transaction begins one.
+        assert not wal.in_transaction and not plain.in_transaction
+    finally:
+        wal.close()
+        plain.close()
+    with pytest.raises(errors.ConfigError, match=f"cannot create the test file {tmp_path}/missing/c.db: "):
+        open_database(tmp_path / "missing" / "c.db", what="the test file", wal=False)
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(errors.ConfigError, match=f"cannot open the test file {tmp_path}/junk.db: "):
+        open_database(tmp_path / "junk.db", what="the test file", wal=True)
+
+
+def test_transaction_commits_or_rolls_back_and_holds_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first = open_database(path, what="t", wal=True)
+    second = open_database(path, what="t", wal=True)
+    second.execute("PRAGMA busy_timeout = 0")
+    try:
+        with transaction(first) as conn:
+            conn.execute("CREATE TABLE t (x INTEGER)")
+            conn.execute("INSERT INTO t VALUES (1)")
+            # BEGIN IMMEDIATE took the write lock: another writer cannot start.
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                second.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RuntimeError):
+            with transaction(first) as conn:
+                conn.execute("INSERT INTO t VALUES (2)")
+                raise RuntimeError("between the steps")
+        assert not first.in_transaction
+        assert second.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        first.close()
+        second.close()
 
 
 # ------------------------------------------------------------------ guard
