@@ -147,7 +147,7 @@ def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrap
         store, max_age=timedelta(days=replay.max_age_days), future_skew=timedelta(seconds=replay.future_skew_seconds)
     )
     try:
-        guard.check_unwrapped(unwrapped, now)
+        guard.accept_unwrapped(unwrapped, now)
         guard.prune(now)
     except BaseException:
         store.close()
