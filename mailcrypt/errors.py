@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 __all__ = [
     "MailcryptError",
     "UsageError",
     "ConfigError",
+    "MissingSecretFile",
     "NoKeyError",
     "NoMatchingIdentity",
     "NoRecipientCertificate",
@@ -58,6 +60,18 @@ class UsageError(MailcryptError):
 
 class ConfigError(UsageError):
     """The configuration or a key file named in it is unusable."""
+
+
+class MissingSecretFile(ConfigError):
+    """A file that should hold a secret (key, passphrase, password, user list) does not exist.
+
+    ``path`` is the file. Callers for whom no file means "none yet" (the
+    proxy's user file) catch this one and let every other ``ConfigError`` through.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class NoKeyError(MailcryptError):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailcrypt import errors
+from mailcrypt.config import read_private
 
 __all__ = ["UserStore", "LoginGuard", "new_password", "valid_name"]
 
@@ -39,6 +40,8 @@ __all__ = ["UserStore", "LoginGuard", "new_password", "valid_name"]
 _N, _R, _P = 2**14, 8, 1
 _DKLEN = 32
 _NAME = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+#: The largest user file read: some 150 bytes a user, so tens of thousands of users.
+USER_FILE_LIMIT = 16 * 1024 * 1024
 
 
 def valid_name(name: str) -> bool:
@@ -90,16 +93,12 @@ class UserStore:
 
     def _read(self) -> dict[str, str]:
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+            data = read_private(self.path, what="the proxy's user file", limit=USER_FILE_LIMIT)
+        except errors.MissingSecretFile:
+            # No file yet: no users (``mailcrypt users add`` creates it).
             return {}
-        if os.name == "posix" and st.st_mode & 0o077:
-            raise errors.ConfigError(
-                f"{self.path}: the proxy's user file is readable by other users "
-                f"(mode {st.st_mode & 0o7777:04o}); run: chmod 600 {self.path}"
-            )
         users = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in data.decode("utf-8").splitlines():
             name, sep, stored = line.partition(":")
             if sep and valid_name(name):
                 users[name] = stored

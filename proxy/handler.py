@@ -24,6 +24,7 @@ message content: only addresses, decisions and hashed Message-IDs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 from collections.abc import Callable
@@ -52,6 +53,20 @@ class Login:
 
     login: str
     credentials: Credentials | None = field(default=None, repr=False)
+
+
+def _decode_initial_response(text: str) -> bytes | None:
+    """The initial response of an AUTH command, or None when it is not base64.
+
+    RFC 4954 §4: the initial response is base64 (strict: no characters
+    outside the alphabet), and a single "=" stands for an empty response.
+    """
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
 
 
 def _message_id_hash(fields: list[Field]) -> str:
@@ -98,18 +113,9 @@ class ProxyHandler:
         peer = self._peer(server)
         if await self._locked(server, peer):
             return AuthResult(success=False, handled=True)
-        if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                import base64
-
-                blob = base64.b64decode(args[1], validate=True)
-            except ValueError:
-                await server.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
+        blob = await self._auth_response(server, args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3:
             await server.push("501 5.5.2 Cannot split the AUTH PLAIN value")
@@ -120,22 +126,29 @@ class ProxyHandler:
         peer = self._peer(server)
         if await self._locked(server, peer):
             return AuthResult(success=False, handled=True)
-        if len(args) == 1:
-            user = await server.challenge_auth("Username:")
-        else:
-            import base64
-
-            try:
-                user = base64.b64decode(args[1], validate=True)
-            except ValueError:
-                await server.push("501 5.5.2 Cannot decode base64")
-                return AuthResult(success=False, handled=True)
-        if user is MISSING:
+        user = await self._auth_response(server, args, "Username:")
+        if user is None:
             return AuthResult(success=False, handled=True)
         password = await server.challenge_auth("Password:")
         if password is MISSING:
             return AuthResult(success=False, handled=True)
         return await self._check(server, peer, user, password)
+
+    @staticmethod
+    async def _auth_response(server: Any, args: list[str], challenge: str) -> bytes | None:
+        """The client's first answer: the initial response on the AUTH line, else the answer to ``challenge``.
+
+        None when the client cancelled or sent what is not base64; it has
+        had its 501 reply by then (from here, or from aiosmtpd's
+        ``challenge_auth``, which decodes the answers it asks for).
+        """
+        if len(args) == 1:
+            answer = await server.challenge_auth(challenge)
+            return None if answer is MISSING else bytes(answer)
+        decoded = _decode_initial_response(args[1])
+        if decoded is None:
+            await server.push("501 5.5.2 Cannot decode base64")
+        return decoded
 
     @staticmethod
     def _peer(server: Any) -> str:

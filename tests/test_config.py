@@ -271,6 +271,7 @@ CASES = [
     ),
     ('[proxy]\nlisten = "localhost"\n', 'proxy.listen: expected "HOST:PORT" such as "127.0.0.1:10587"'),
     ('[proxy]\nlisten = "127.0.0.1:99999"\n', 'proxy.listen: expected "HOST:PORT"'),
+    ('[proxy]\nlisten = "::1:2525"\n', 'proxy.listen: expected "HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587"'),
     (
         '[proxy]\nlisten = "0.0.0.0:10587"\nauth = "none"\n',
         'proxy.auth: expected "required" when the proxy listens on 0.0.0.0, which is not a loopback address',
@@ -300,16 +301,17 @@ CASES = [
     ),
     (
         '[upstream]\nhost = "smtp.example.org"\nusername = "a"\npassword_file = "loose.pass"\n',
-        "upstream.password_file: {home}/loose.pass is readable by other users (mode 0644); expected mode 0600",
+        "upstream.password_file: password file {home}/loose.pass is readable by other users (mode 0644); "
+        "expected mode 0600",
     ),
     (
         '[upstream]\nhost = "smtp.example.org"\nusername = "a"\npassword_file = "none.pass"\n',
-        "upstream.password_file: {home}/none.pass does not exist (expected a file, mode 0600)",
+        "upstream.password_file: password file {home}/none.pass does not exist (expected a file, mode 0600)",
     ),
     (
         '[keys]\npassphrase_file = "loose.pass"\n',
-        "keys.passphrase_file: {home}/loose.pass is readable by other users (mode 0644); expected mode 0600: "
-        "run chmod 600 {home}/loose.pass",
+        "keys.passphrase_file: passphrase file {home}/loose.pass is readable by other users (mode 0644); "
+        "expected mode 0600: run chmod 600 {home}/loose.pass",
     ),
     ("[replay]\nmax_age_days = 0\n", "replay.max_age_days: expected a whole number from 1 to 36500, got the integer 0"),
     (
@@ -428,3 +430,46 @@ def test_common_profile() -> None:
     assert common_profile([MODERN, COMPATIBLE]) is COMPATIBLE
     with pytest.raises(ValueError):
         common_profile([])
+
+
+# ---------------------------------------------------------------- HOST:PORT
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:10587", ("127.0.0.1", 10587)),
+        ("localhost:0", ("localhost", 0)),
+        ("mail.example.org:65535", ("mail.example.org", 65535)),
+        ("[::1]:2525", ("::1", 2525)),
+        ("[2001:db8::25]:25", ("2001:db8::25", 25)),
+    ],
+)
+def test_host_port_accepted(value: str, expected: tuple[str, int]) -> None:
+    assert config.parse_host_port(value, what="x") == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "::1:2525",  # an IPv6 address with a port needs brackets
+        "2001:db8::25:25",
+        "[::1]2525",
+        "[::1]",
+        "[::1",
+        "[localhost]:25",  # brackets hold an IPv6 address only
+        "localhost",
+        ":25",
+        "127.0.0.1:",
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "127.0.0.1:+25",
+        "127.0.0.1:\u0661\u0662",  # Arabic-Indic digits
+    ],
+)
+def test_host_port_refused(value: str) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        config.parse_host_port(value, what="proxy.listen")
+    assert str(info.value) == (
+        f'proxy.listen: expected "HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587", got {value!r}'
+    )

@@ -161,7 +161,7 @@ def test_group_readable_key_is_refused(kd: KeyDirectory) -> None:
     with pytest.raises(errors.ConfigError) as info:
         kd.identities(PassphraseSource())
     assert str(info.value) == (
-        f"private key {key_file} is readable by other users (mode 0644); refusing to use it: run chmod 600 {key_file}"
+        f"private key {key_file} is readable by other users (mode 0644); expected mode 0600: run chmod 600 {key_file}"
     )
 
 

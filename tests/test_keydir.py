@@ -535,8 +535,12 @@ def test_from_settings_uses_the_configured_trust_anchors(
         kd.import_file(certs["bob"].cert)
     (home / "config.toml").write_text(f'[keys]\ntrust_anchors = ["{other.cert}", "{root.cert}"]\n')
     kd = KeyDirectory.from_settings(config.load_settings(home))
+    # Loaded once, here; the commands (decrypt, verify, fetch) take them from the key directory.
+    assert kd.trust_anchors == (other.certificate, root.certificate)
     kd.import_file(certs["bob"].cert)
     assert kd.best("Bob@example.org") == certs["bob"].certificate
+    (home / "config.toml").write_text("")
+    assert KeyDirectory.from_settings(config.load_settings(home)).trust_anchors == ()
 
 
 def test_gateway_certificate_checks(tmp_path: Path, pki: PKI, root: Made) -> None:

@@ -333,12 +333,12 @@ def test_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path.write_text("secret\n")
     path.chmod(0o644)
     with pytest.raises(errors.ConfigError, match="chmod 600"):
-        keyfiles.read_secret_file(path)
+        keyfiles.passphrase_from(path, "UNUSED_VARIABLE")
     path.chmod(0o600)
-    assert keyfiles.read_secret_file(path) == b"secret"
+    assert keyfiles.passphrase_from(path, "UNUSED_VARIABLE") == b"secret"
     path.write_text("\n")
     with pytest.raises(errors.ConfigError, match="empty"):
-        keyfiles.read_secret_file(path)
+        keyfiles.passphrase_from(path, "UNUSED_VARIABLE")
 
 
 def test_key_pair_must_match(identity_files, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,3 +103,16 @@ def test_proxy_subprocess_sends_and_stops_on_sigterm(home: tuple[Path, str, str]
     (key,) = (path / "keys" / "identities").glob("*.key")
     plain = decrypt(stored.read_bytes(), key, key.with_suffix(".crt"))
     assert plain is not None and inner_body(plain) == body
+
+
+@pytest.mark.parametrize(
+    "listen", ["::1:10587", "[::1]10587", "[::1]", "127.0.0.1:65536", "127.0.0.1:-1", "[nohost]:25"]
+)
+def test_proxy_refuses_a_bad_listen_address(home: tuple[Path, str, str], listen: str) -> None:
+    # The same parser as [proxy] listen in config.toml: an IPv6 address with
+    # a port needs brackets, and the port is 0 to 65535.
+    proc = mc(home[0], "proxy", "--listen", listen, ok=False)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().endswith(
+        f'--listen: expected "HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587", got {listen!r}'
+    )

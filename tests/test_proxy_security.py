@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 import time
@@ -199,3 +200,28 @@ def test_client_login_relays_with_the_clients_own_credentials(tmp_path: Path, bo
         assert len(up.wait_for(1)) == 1
     finally:
         up.stop()
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode("ascii")
+
+
+def test_auth_plain_and_login_read_their_responses_alike(proxy) -> None:  # type: ignore[no-untyped-def]
+    plain = _b64(b"\0" + SENDER.encode() + b"\0" + PASSWORD.encode())
+    with proxy.client(login=False) as client:
+        client.ehlo()
+        # Not base64 on the AUTH line: one answer for both mechanisms, and no failed login counted.
+        assert client.docmd("AUTH", "PLAIN not*base64") == (501, b"5.5.2 Cannot decode base64")
+        assert client.docmd("AUTH", "LOGIN not*base64") == (501, b"5.5.2 Cannot decode base64")
+        # RFC 4954 §4: "=" is an empty initial response (which PLAIN cannot split).
+        assert client.docmd("AUTH", "PLAIN =") == (501, b"5.5.2 Cannot split the AUTH PLAIN value")
+        # LOGIN with the user name as initial response asks only for the password.
+        assert client.docmd("AUTH", f"LOGIN {_b64(SENDER)}") == (334, _b64("Password:").encode())
+        assert client.docmd(_b64(PASSWORD))[0] == 235
+    with proxy.client(login=False) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", f"PLAIN {plain}")[0] == 235
+    with proxy.client(login=False) as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "PLAIN") == (334, b"")
+        assert client.docmd(plain)[0] == 235

@@ -11,6 +11,7 @@ once, and of two racing arrivals of one message exactly one is accepted.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import sqlite3
 import stat
@@ -26,6 +27,7 @@ from mailcrypt.envelope.signed import Signer
 from mailcrypt.mime.enveloped import encrypt_message
 from mailcrypt.mime.signed import sign_message
 from mailcrypt.mime.unwrap import unwrap_message
+from mailcrypt.state import open_database, transaction
 from mailcrypt.state.replay import ReplayGuard
 from mailcrypt.state.store import SCHEMA_VERSION, Store
 
@@ -66,7 +68,7 @@ def test_store_is_wal_versioned_private_and_has_its_tables(store: Store) -> None
 def test_reopening_keeps_data_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with Store.open(path) as s:
-        ReplayGuard(s).check_and_record(b"\x01" * 32, NOW, NOW)
+        ReplayGuard(s).accept(b"\x01" * 32, NOW, NOW)
     with Store.open(path) as s:
         assert s.read("SELECT count(*) FROM replay_cache") == [(1,)]
         with s.transaction() as conn:
@@ -89,10 +91,10 @@ def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
 def test_two_store_objects_at_once(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with Store.open(path) as first, Store.open(path) as second:
-        ReplayGuard(first).check_and_record(b"\x02" * 32, NOW, NOW)
+        ReplayGuard(first).accept(b"\x02" * 32, NOW, NOW)
         with pytest.raises(errors.ReplayedMessage):
-            ReplayGuard(second).check_and_record(b"\x02" * 32, NOW, NOW + MINUTE)
-        ReplayGuard(second).check_and_record(b"\x03" * 32, NOW, NOW)
+            ReplayGuard(second).accept(b"\x02" * 32, NOW, NOW + MINUTE)
+        ReplayGuard(second).accept(b"\x03" * 32, NOW, NOW)
         assert first.read("SELECT count(*) FROM replay_cache") == [(2,)]
 
 
@@ -105,7 +107,7 @@ def test_racing_arrivals_of_one_message_are_accepted_once(tmp_path: Path) -> Non
     def arrive(s: Store) -> None:
         barrier.wait()
         try:
-            ReplayGuard(s).check_and_record(b"\x04" * 32, NOW, NOW)
+            ReplayGuard(s).accept(b"\x04" * 32, NOW, NOW)
             outcomes.append("accepted")
         except errors.ReplayedMessage:
             outcomes.append("replay")
@@ -120,14 +122,61 @@ def test_racing_arrivals_of_one_message_are_accepted_once(tmp_path: Path) -> Non
     assert sorted(outcomes) == ["accepted"] + ["replay"] * 7
 
 
+def test_open_database_makes_a_private_file_with_what_is_asked(tmp_path: Path) -> None:
+    wal = open_database(tmp_path / "a.db", what="the test file", wal=True, foreign_keys=True)
+    plain = open_database(tmp_path / "b.db", what="the test file", wal=False)
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "a.db").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "b.db").st_mode) == 0o600
+        assert wal.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert wal.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert wal.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+        assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert plain.execute("PRAGMA foreign_keys").fetchone()[0] == 0
+        assert plain.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+        # Autocommit: nothing is open until a transaction begins one.
+        assert not wal.in_transaction and not plain.in_transaction
+    finally:
+        wal.close()
+        plain.close()
+    with pytest.raises(errors.ConfigError, match=f"cannot create the test file {tmp_path}/missing/c.db: "):
+        open_database(tmp_path / "missing" / "c.db", what="the test file", wal=False)
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(errors.ConfigError, match=f"cannot open the test file {tmp_path}/junk.db: "):
+        open_database(tmp_path / "junk.db", what="the test file", wal=True)
+
+
+def test_transaction_commits_or_rolls_back_and_holds_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    first = open_database(path, what="t", wal=True)
+    second = open_database(path, what="t", wal=True)
+    second.execute("PRAGMA busy_timeout = 0")
+    try:
+        with transaction(first) as conn:
+            conn.execute("CREATE TABLE t (x INTEGER)")
+            conn.execute("INSERT INTO t VALUES (1)")
+            # BEGIN IMMEDIATE took the write lock: another writer cannot start.
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                second.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RuntimeError):
+            with transaction(first) as conn:
+                conn.execute("INSERT INTO t VALUES (2)")
+                raise RuntimeError("between the steps")
+        assert not first.in_transaction
+        assert second.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        first.close()
+        second.close()
+
+
 # ------------------------------------------------------------------ guard
 
 
 def test_same_digest_twice_is_a_replay_with_first_seen(guard: ReplayGuard) -> None:
-    fresh = guard.check_and_record(b"\xaa" * 32, NOW - MINUTE, NOW)
+    fresh = guard.accept(b"\xaa" * 32, NOW - MINUTE, NOW)
     assert fresh.recorded and fresh.digest == "aa" * 32 and fresh.accepted_at == NOW
     with pytest.raises(errors.ReplayedMessage) as caught:
-        guard.check_and_record(b"\xaa" * 32, NOW - MINUTE, NOW + 3 * DAY)
+        guard.accept(b"\xaa" * 32, NOW - MINUTE, NOW + 3 * DAY)
     assert caught.value.first_seen == NOW
     assert caught.value.exit_code == 5 and caught.value.kind == "signature"
     assert "first accepted 2026-05-01 12:00:00 UTC" in str(caught.value)
@@ -141,10 +190,10 @@ def test_same_digest_twice_is_a_replay_with_first_seen(guard: ReplayGuard) -> No
 def test_freshness_window(guard: ReplayGuard, offset: datetime.timedelta, fresh: bool) -> None:
     digest = os.urandom(32)
     if fresh:
-        assert guard.check_and_record(digest, NOW + offset, NOW).signing_time == NOW + offset
+        assert guard.accept(digest, NOW + offset, NOW).signing_time == NOW + offset
         return
     with pytest.raises(errors.StaleMessage) as caught:
-        guard.check_and_record(digest, NOW + offset, NOW)
+        guard.accept(digest, NOW + offset, NOW)
     assert caught.value.signing_time == NOW + offset
     assert caught.value.window == (NOW - 30 * DAY, NOW + 5 * MINUTE)
     assert caught.value.exit_code == 5
@@ -154,41 +203,41 @@ def test_freshness_window(guard: ReplayGuard, offset: datetime.timedelta, fresh:
 
 def test_signature_without_signing_time_is_stale_envelope_is_not(guard: ReplayGuard) -> None:
     with pytest.raises(errors.StaleMessage, match="no signing time"):
-        guard.check_and_record(b"\x05" * 32, None, NOW)
-    assert guard.check_and_record(b"\x06" * 32, None, NOW, kind="envelope").kind == "envelope"
+        guard.accept(b"\x05" * 32, None, NOW)
+    assert guard.accept(b"\x06" * 32, None, NOW, kind="envelope").kind == "envelope"
 
 
 def test_configurable_window_and_check_only(store: Store) -> None:
     guard = ReplayGuard(store, max_age=7 * DAY, future_skew=30 * datetime.timedelta(seconds=1))
     with pytest.raises(errors.StaleMessage):
-        guard.check_and_record(b"\x07" * 32, NOW - 8 * DAY, NOW)
+        guard.accept(b"\x07" * 32, NOW - 8 * DAY, NOW)
     with pytest.raises(errors.StaleMessage):
-        guard.check_and_record(b"\x07" * 32, NOW + MINUTE, NOW)
-    assert not guard.check_and_record(b"\x07" * 32, NOW, NOW, record=False).recorded
-    guard.check_and_record(b"\x07" * 32, NOW, NOW)  # Not recorded before, so not a replay.
+        guard.accept(b"\x07" * 32, NOW + MINUTE, NOW)
+    assert not guard.check(b"\x07" * 32, NOW, NOW).recorded
+    guard.accept(b"\x07" * 32, NOW, NOW)  # Not recorded before, so not a replay.
     with pytest.raises(ValueError):
         ReplayGuard(store, max_age=datetime.timedelta(0))
     with pytest.raises(TypeError):
-        guard.check_and_record(b"\x08" * 32, NOW.replace(tzinfo=None), NOW)
+        guard.accept(b"\x08" * 32, NOW.replace(tzinfo=None), NOW)
 
 
 def test_prune_forgets_what_left_the_window(guard: ReplayGuard) -> None:
-    guard.check_and_record(b"\x10" * 32, NOW - 20 * DAY, NOW)  # Signed 20 days ago.
-    guard.check_and_record(b"\x11" * 32, NOW, NOW)
-    guard.check_and_record(b"\x12" * 32, None, NOW - 10 * DAY, kind="envelope")  # Arrived 10 days ago.
+    guard.accept(b"\x10" * 32, NOW - 20 * DAY, NOW)  # Signed 20 days ago.
+    guard.accept(b"\x11" * 32, NOW, NOW)
+    guard.accept(b"\x12" * 32, None, NOW - 10 * DAY, kind="envelope")  # Arrived 10 days ago.
     assert guard.prune(NOW + 15 * DAY) == 1  # The 20-day-old signature is now 35 days old.
     remaining = {row[0] for row in guard.store.read("SELECT digest FROM replay_cache")}
     assert remaining == {"11" * 32, "12" * 32}
     # Once pruned, a copy is refused as stale, not let through.
     with pytest.raises(errors.StaleMessage):
-        guard.check_and_record(b"\x10" * 32, NOW - 20 * DAY, NOW + 15 * DAY)
+        guard.accept(b"\x10" * 32, NOW - 20 * DAY, NOW + 15 * DAY)
     assert guard.prune(NOW + 31 * DAY) == 2
 
 
 def test_every_layer_key_is_remembered(guard: ReplayGuard) -> None:
-    guard.check_and_record(b"\x20" * 32, NOW, NOW, also=[b"\x21" * 32])
+    guard.accept(b"\x20" * 32, NOW, NOW, also=[b"\x21" * 32])
     with pytest.raises(errors.ReplayedMessage):  # The envelope again, its signature stripped.
-        guard.check_and_record(b"\x21" * 32, None, NOW, kind="envelope")
+        guard.accept(b"\x21" * 32, None, NOW, kind="envelope")
 
 
 # ------------------------------------------------------------------ end to end
@@ -204,10 +253,10 @@ def test_the_same_encrypted_message_twice(guard: ReplayGuard, rsa2048, signer: S
     for message in (MESSAGE, sign_message(MESSAGE, signer, signing_time=NOW - MINUTE)):
         encrypted = encrypt_message(message, [rsa2048.cert])
         first = unwrap_message(encrypted, [rsa2048.identity], now=NOW)
-        assert guard.check_unwrapped(first, NOW) is not None
+        assert guard.accept_unwrapped(first, NOW) is not None
         again = unwrap_message(encrypted, [rsa2048.identity], now=NOW + DAY)
         with pytest.raises(errors.ReplayedMessage) as caught:
-            guard.check_unwrapped(again, NOW + DAY)
+            guard.accept_unwrapped(again, NOW + DAY)
         assert caught.value.first_seen == NOW
         assert caught.value.kind == ("signature" if first.signatures else "envelope")
 
@@ -215,10 +264,10 @@ def test_the_same_encrypted_message_twice(guard: ReplayGuard, rsa2048, signer: S
 def test_a_signed_message_encrypted_anew_is_still_a_replay(guard: ReplayGuard, rsa2048, signer: Signer) -> None:
     """Anyone can encrypt to us: a copied signed message in a fresh envelope is caught by its signature."""
     signed = sign_message(MESSAGE, signer, signing_time=NOW)
-    guard.check_unwrapped(unwrap_message(encrypt_message(signed, [rsa2048.cert]), [rsa2048.identity], now=NOW), NOW)
+    guard.accept_unwrapped(unwrap_message(encrypt_message(signed, [rsa2048.cert]), [rsa2048.identity], now=NOW), NOW)
     rewrapped = unwrap_message(encrypt_message(signed, [rsa2048.cert]), [rsa2048.identity], now=NOW)
     with pytest.raises(errors.ReplayedMessage):
-        guard.check_unwrapped(rewrapped, NOW + MINUTE)
+        guard.accept_unwrapped(rewrapped, NOW + MINUTE)
 
 
 @pytest.mark.parametrize(
@@ -231,13 +280,13 @@ def test_signed_message_freshness(guard: ReplayGuard, rsa2048, signer: Signer, o
     result = unwrap_message(encrypted, [rsa2048.identity], now=NOW)
     if stale:
         with pytest.raises(errors.StaleMessage):
-            guard.check_unwrapped(result, NOW)
+            guard.accept_unwrapped(result, NOW)
     else:
-        assert guard.check_unwrapped(result, NOW) is not None
+        assert guard.accept_unwrapped(result, NOW) is not None
 
 
 def test_plain_message_has_nothing_to_check(guard: ReplayGuard) -> None:
-    assert guard.check_unwrapped(unwrap_message(MESSAGE, now=NOW), NOW) is None
+    assert guard.accept_unwrapped(unwrap_message(MESSAGE, now=NOW), NOW) is None
 
 
 def test_store_connection_is_shared_between_threads(store: Store) -> None:
@@ -247,7 +296,7 @@ def test_store_connection_is_shared_between_threads(store: Store) -> None:
     def work(i: int) -> None:
         try:
             for j in range(20):
-                guard.check_and_record(bytes([i, j]) * 16, NOW, NOW)
+                guard.accept(bytes([i, j]) * 16, NOW, NOW)
         except (sqlite3.Error, errors.MailcryptError) as exc:  # pragma: no cover - the failure being tested for
             errors_seen.append(exc)
 
@@ -261,23 +310,39 @@ def test_store_connection_is_shared_between_threads(store: Store) -> None:
 
 
 def test_a_batch_lookup_decides_like_a_query_per_message(guard: ReplayGuard) -> None:
-    """``seen()`` once for many keys, then ``check_and_record(..., seen=)``: the same answers as one query each."""
+    """``seen()`` once for many keys, then ``check_against``: the same answers as ``check``, one query each."""
     a, b, c, d = (bytes([n]) * 32 for n in b"abcd")
-    guard.check_and_record(a, None, NOW, kind="envelope")
-    guard.check_and_record(b, NOW - DAY, NOW + MINUTE, also=[c])
+    guard.accept(a, None, NOW, kind="envelope")
+    guard.accept(b, NOW - DAY, NOW + MINUTE, also=[c])
     seen = guard.seen([a, b, c, d])
     assert set(seen) == {a.hex(), b.hex(), c.hex()}
     later = NOW + 2 * MINUTE
     cases = ((a, (), "envelope", None), (d, (c,), "signature", NOW), (d, (), "envelope", None))
     for digest, also, kind, signed in cases:
-        answers = []
-        for lookup in (None, seen):
+        answers: list[object] = []
+        for decide in (guard.check, functools.partial(guard.check_against, seen)):
             try:
-                guard.check_and_record(digest, signed, later, kind=kind, also=also, record=False, seen=lookup)
+                decide(digest, signed, later, kind=kind, also=also)
                 answers.append("fresh")
             except errors.ReplayedMessage as exc:
                 answers.append(("replay", exc.first_seen))
         assert answers[0] == answers[1]
     assert guard.seen([d]) == {}  # only looked, nothing recorded
-    with pytest.raises(ValueError):
-        guard.check_and_record(d, None, later, kind="envelope", seen=seen)
+
+
+def test_check_and_check_against_record_nothing_accept_and_record_delivered_do(guard: ReplayGuard) -> None:
+    e, f = b"\xee" * 32, b"\xff" * 32
+    assert guard.check(e, NOW, NOW, also=[f]).recorded is False
+    assert guard.check_against({}, e, NOW, NOW, also=[f]).recorded is False
+    assert guard.seen([e, f]) == {}
+    # Freshness is judged by all three, with or without a lookup.
+    for decide in (guard.accept, guard.check, functools.partial(guard.check_against, {})):
+        with pytest.raises(errors.StaleMessage):
+            decide(e, NOW - 40 * DAY, NOW)
+    assert guard.seen([e, f]) == {}
+    guard.record_delivered([(e, NOW, NOW, "signature", [f])])
+    for decide in (guard.accept, guard.check, functools.partial(guard.check_against, guard.seen([f]))):
+        with pytest.raises(errors.ReplayedMessage):
+            decide(f, None, NOW + MINUTE, kind="envelope")
+    fresh = guard.accept(b"\xdd" * 32, NOW, NOW)
+    assert fresh.recorded is True and set(guard.seen([b"\xdd" * 32])) == {"dd" * 32}

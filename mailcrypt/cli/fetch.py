@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
             max_age=datetime.timedelta(days=settings.replay.max_age_days),
             future_skew=datetime.timedelta(seconds=settings.replay.future_skew_seconds),
         )
-        processor = MessageProcessor(identities, guard=guard, trust_anchors=home.keys.chain.anchors)
+        processor = MessageProcessor(identities, guard=guard, trust_anchors=home.keys.trust_anchors)
         fetcher = Fetcher(
             settings,
             plans,

@@ -27,17 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["run", "users_add", "users_remove", "users_list", "init_proxy"]
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise errors.UsageError(f'--listen: expected HOST:PORT such as 127.0.0.1:10587, got "{value}"')
-    return host, int(port)
-
-
 def run(args: argparse.Namespace) -> None:
     from proxy import ProxyServer
 
@@ -53,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     aiosmtpd_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
     import asyncio
 
-    listen = _host_port(args.listen) if args.listen else None
+    listen = config.parse_host_port(args.listen, what="--listen") if args.listen else None
     server = ProxyServer(settings, listen=listen)
 
     def ready(host: str, port: int) -> None:

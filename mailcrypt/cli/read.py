@@ -28,7 +28,7 @@ from mailcrypt.cli.files import Output, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.envelope import Identity, envelope_digest, identity_from_key
-from mailcrypt.keydir import load_certificates, load_key_pair, load_pkcs12
+from mailcrypt.keydir import load_key_pair, load_pkcs12
 from mailcrypt.mime import content_type, decrypt_stream, sender_address, split_fields
 
 # Signatures, the replay store and harvesting are imported where they are
@@ -60,10 +60,9 @@ def _file_identities(args: argparse.Namespace) -> list[Identity]:
     return [identity_from_key(p.key, p.certificate) for p in pairs]
 
 
-def _anchors(home: Home | None) -> list[x509.Certificate]:
-    if home is None:
-        return []
-    return [c for p in home.settings.keys.trust_anchors for c in load_certificates(p)]
+def _anchors(home: Home | None) -> Sequence[x509.Certificate]:
+    # The key directory loaded them when the home was opened.
+    return () if home is None else home.keys.trust_anchors
 
 
 def _is_smime(infile: IO[bytes]) -> bool:
@@ -148,7 +147,7 @@ def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrap
         store, max_age=timedelta(days=replay.max_age_days), future_skew=timedelta(seconds=replay.future_skew_seconds)
     )
     try:
-        guard.check_unwrapped(unwrapped, now)
+        guard.accept_unwrapped(unwrapped, now)
         guard.prune(now)
     except BaseException:
         store.close()
@@ -191,7 +190,7 @@ def decrypt(args: argparse.Namespace) -> None:
                     keys=home.keys,
                     store=store,
                     now=now,
-                    trusted_only=bool(home.settings.keys.trust_anchors),
+                    trusted_only=bool(home.keys.trust_anchors),
                 ):
                     note(args, line)
         finally:

@@ -2,7 +2,8 @@
 
 ``home`` finds the home and reads the file; ``model`` holds the frozen
 settings types, ``parse`` the checks of each section, ``table`` the typed
-reader of TOML tables they share. The names below are the package's API;
+reader of TOML tables they share, ``secrets`` the one reader of files that
+hold secrets. The names below are the package's API;
 the modules are its private parts.
 """
 
@@ -24,7 +25,8 @@ from mailcrypt.config.home import (
     resolve_home,
     write_default_config,
 )
-from mailcrypt.config.parse import is_loopback
+from mailcrypt.config.parse import is_loopback, parse_host_port
+from mailcrypt.config.secrets import check_private, read_private, read_secret_line
 
 __all__ = [
     "HOME_ENV",
@@ -44,4 +46,8 @@ __all__ = [
     "parse_settings",
     "write_default_config",
     "is_loopback",
+    "parse_host_port",
+    "read_private",
+    "check_private",
+    "read_secret_line",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config.table import check_secret_file
+from mailcrypt.config.secrets import read_secret_line
 from mailcrypt.policy import PolicyTable
 
 __all__ = [
@@ -51,14 +51,7 @@ class SecretRef:
                 raise errors.ConfigError(f"{self.setting}: environment variable {self.env} is not set")
             return value.encode("utf-8")
         assert self.file is not None
-        check_secret_file(self.file, self.setting)
-        try:
-            line = self.file.read_bytes().split(b"\n", 1)[0].removesuffix(b"\r")
-        except OSError as exc:
-            raise errors.ConfigError(f"{self.setting}: {self.file}: {exc.strerror or exc}") from None
-        if not line:
-            raise errors.ConfigError(f"{self.setting}: {self.file} is empty (expected the password on its first line)")
-        return line
+        return read_secret_line(self.file, what=f"{self.setting}: password file")
 
 
 @dataclass(frozen=True)

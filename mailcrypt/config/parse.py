@@ -28,10 +28,11 @@ from mailcrypt.config.model import (
     Target,
     UpstreamSettings,
 )
-from mailcrypt.config.table import Table, check_secret_file, fail
+from mailcrypt.config.secrets import check_private
+from mailcrypt.config.table import Table, fail
 from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy
 
-__all__ = ["parse_settings"]
+__all__ = ["parse_settings", "parse_host_port", "is_loopback"]
 
 _UPSTREAM_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
@@ -71,7 +72,7 @@ def _keys(t: Table, home: Path) -> KeySettings:
     harvest = t.boolean("harvest", True)
     passphrase_file = t.path("passphrase_file", None)
     if passphrase_file is not None:
-        check_secret_file(passphrase_file, t.describe("passphrase_file"))
+        check_private(passphrase_file, what=f"{t.describe('passphrase_file')}: passphrase file")
     t.finish()
     assert directory is not None
     return KeySettings(directory, anchors, harvest, passphrase_file)
@@ -136,10 +137,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def parse_host_port(value: str, *, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` as (host, port), the host without brackets.
+
+    An IPv6 address must be in brackets (RFC 3986 §3.2.2): in ``::1:25`` no
+    one can tell where the address ends and the port begins. The port is a
+    decimal number from 0 (the system picks one) to 65535. ``what`` names
+    the setting or option for the message. Raises ``errors.ConfigError``
+    (a ``UsageError``) naming ``what`` and the value.
+    """
+    problem = errors.ConfigError(
+        f'{what}: expected "HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587", got {value!r}'
+    )
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise problem
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise problem from None
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or ":" in host or "[" in host or "]" in host:
+            raise problem
+    # str.isdigit alone would take other scripts' digits ("١٢"), which int() reads.
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+        raise problem
+    return host, int(port_text)
+
+
 def _proxy(t: Table) -> ProxySettings:
     listen = t.string("listen", "127.0.0.1:10587")
     assert listen is not None
-    host, port = _host_port(t, "listen", listen)
+    host, port = parse_host_port(listen, what=t.describe("listen"))
     auth = t.choice("auth", "required", ("required", "none"))
     assert auth is not None
     if auth == "none" and not is_loopback(host):
@@ -160,22 +192,6 @@ def _proxy(t: Table) -> ProxySettings:
     return ProxySettings(host, port, auth, size, tls_cert, tls_key, tls, users_file, failures)
 
 
-def _host_port(t: Table, key: str, value: str) -> tuple[str, int]:
-    expected = f'"HOST:PORT" such as "127.0.0.1:10587" or "[::1]:10587", got {value!r}'
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            fail(t, key, expected)
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = value.rpartition(":")
-        if not sep or ":" in host:
-            fail(t, key, expected)
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        fail(t, key, expected)
-    return host, int(port_text)
-
-
 def _secret(t: Table, *, required: bool) -> SecretRef | None:
     if "password" in t.keys():
         # DESIGN.md §5: passwords never sit in the configuration in plaintext.
@@ -192,7 +208,7 @@ def _secret(t: Table, *, required: bool) -> SecretRef | None:
             fail(t, "password_env", f"the name of an environment variable, got {env!r}")
         return SecretRef(t.describe("password_env"), env=env)
     if file is not None:
-        check_secret_file(file, t.describe("password_file"))
+        check_private(file, what=f"{t.describe('password_file')}: password file")
         return SecretRef(t.describe("password_file"), file=file)
     if required:
         fail(t, "password_env", "password_env or password_file: how to find the password for this account")

@@ -7,8 +7,7 @@ key nobody asked for, with a guess at what was meant. Each error is one
 Paths are resolved against the home.
 
 This module knows nothing about which settings exist; ``mailcrypt.config``
-does. It reads no secret: for secret files it only checks that they exist
-and that no other user can read them.
+does. It reads no secret (``secrets`` checks and reads secret files).
 """
 
 from __future__ import annotations
@@ -17,13 +16,12 @@ import datetime
 import difflib
 import os
 import re
-import stat
 from pathlib import Path
 from typing import NoReturn, overload
 
 from mailcrypt import errors
 
-__all__ = ["Table", "fail", "check_secret_file", "format_key"]
+__all__ = ["Table", "fail", "format_key"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MISSING = object()
@@ -65,29 +63,6 @@ Key = str | int | tuple[str | int, ...]
 def fail(table: Table, key: Key, expected: str) -> NoReturn:
     """Raise ``errors.ConfigError``: ``FILE: KEY: expected EXPECTED``."""
     raise errors.ConfigError(f"{table.describe(key)}: expected {expected}")
-
-
-def check_secret_file(path: Path, setting: str) -> None:
-    """Check that a secret file exists, is a file, and only its owner can read it.
-
-    ``setting`` names the configuration key for the message. The content is
-    not read.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise errors.ConfigError(f"{setting}: {path} does not exist (expected a file, mode 0600)") from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{setting}: {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise errors.ConfigError(f"{setting}: {path} is not a regular file (expected a file, mode 0600)")
-    if os.name == "posix" and st.st_mode & 0o077:
-        raise errors.ConfigError(
-            f"{setting}: {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"expected mode 0600: run chmod 600 {path}"
-        )
-    if not os.access(path, os.R_OK):
-        raise errors.ConfigError(f"{setting}: {path} is not readable (permission denied)")
 
 
 class Table:

@@ -20,7 +20,7 @@ The work is split in two so that it can be spread over processes:
 fields) and runs in worker processes for large folders; ``finish`` asks the
 replay guard in the process that owns the store. ``process`` does both.
 
-The replay guard is only asked here (``record=False``): the key is recorded
+The replay guard is only asked here (``check``, ``check_against``): the key is recorded
 by ``sync`` once the message is on disk (``Outcome.record``), so that a crash
 in between does not make the message look like a replay of itself when the
 run is repeated. Keys of messages delivered earlier in the same batch are
@@ -71,7 +71,7 @@ REASON_EXIT_CODES = {
 
 @dataclass(frozen=True)
 class ReplayRecord:
-    """What ``ReplayGuard.check_and_record`` needs to remember a delivered message."""
+    """What ``ReplayGuard.check`` asks about a message, and ``record_delivered`` remembers once it is delivered."""
 
     digest: bytes
     signing_time: datetime | None
@@ -283,15 +283,11 @@ class MessageProcessor:
                         digest=record.keys[0],
                         kind=record.kind,
                     )
-                self.guard.check_and_record(
-                    record.digest,
-                    record.signing_time,
-                    record.now,
-                    kind=record.kind,
-                    also=record.also,
-                    record=False,
-                    seen=seen,
-                )
+                facts = (record.digest, record.signing_time, record.now)
+                if seen is None:
+                    self.guard.check(*facts, kind=record.kind, also=record.also)
+                else:
+                    self.guard.check_against(seen, *facts, kind=record.kind, also=record.also)
             except errors.ReplayError as exc:
                 return self._quarantine(raw, _classify(exc), str(exc), source)
         return Outcome(

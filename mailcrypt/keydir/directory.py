@@ -93,13 +93,22 @@ class KeyDirectory:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyDirectory:
-        """The key directory of a loaded ``mailcrypt.config.Settings``."""
+        """The key directory of a loaded ``mailcrypt.config.Settings``.
+
+        The ``[keys] trust_anchors`` files are read here and nowhere else;
+        everyone else asks ``trust_anchors``.
+        """
         anchors = [c for p in settings.keys.trust_anchors for c in keyfiles.load_certificates(p)]
         return cls(settings.keys.directory, trust_anchors=anchors, policy=settings.policy)
 
     @property
     def path(self) -> Path:
         return self.layout.root
+
+    @property
+    def trust_anchors(self) -> tuple[x509.Certificate, ...]:
+        """The configured trust anchors, loaded once by ``from_settings``; empty when none are."""
+        return self.chain.anchors
 
     # ------------------------------------------------------------------ reading
 

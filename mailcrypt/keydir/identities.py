@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +35,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailcrypt import errors
+from mailcrypt.config import read_private
 from mailcrypt.envelope import Identity, identity_from_key
 from mailcrypt.keydir import keyfiles, keygen
 from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.keydir.storage import Layout, write_certificate
 from mailcrypt.pki import certificate_addresses, check_identity, date_problem, describe, fingerprint
 
-__all__ = ["LoadedIdentity", "store_identity", "load_identity", "read_pkcs12", "identity_notes", "key_is_encrypted"]
+__all__ = ["LoadedIdentity", "store_identity", "load_identity", "read_pkcs12", "identity_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,9 @@ class LoadedIdentity:
     key_path: Path
 
 
-def key_is_encrypted(path: Path) -> bool:
-    """True when the PEM key file is an encrypted PKCS#8 key (or a legacy encrypted PEM)."""
-    try:
-        head = path.read_bytes()[:4096]
-    except OSError:
-        return False
-    return b"ENCRYPTED" in head
+def _is_encrypted(key_pem: bytes) -> bool:
+    """True when the PEM key is an encrypted PKCS#8 key (or a legacy encrypted PEM)."""
+    return b"ENCRYPTED" in key_pem[:4096]
 
 
 def _same_key(key: PrivateKey, certificate: x509.Certificate) -> bool:
@@ -73,18 +69,12 @@ def _same_key(key: PrivateKey, certificate: x509.Certificate) -> bool:
     return key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki)
 
 
-def _check_private(path: Path) -> None:
-    if os.name != "posix":
-        return
+def _read_key(path: Path) -> bytes:
+    """The key file, read once through the one private-file reader (which refuses it if others can read it)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
+        return read_private(path, what="private key", limit=keyfiles.KEY_FILE_LIMIT)
+    except errors.MissingSecretFile:
         raise errors.ConfigError(f"private key {path} is missing (its certificate is in the key directory)") from None
-    if st.st_mode & 0o077:
-        raise errors.ConfigError(
-            f"private key {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"refusing to use it: run chmod 600 {path}"
-        )
 
 
 def store_identity(
@@ -136,12 +126,13 @@ def load_identity(
     passphrase or a key that does not match its certificate.
     """
     key_path = layout.identity_key(fp)
-    _check_private(key_path)
+    # One read: the bytes checked for privacy are the bytes parsed.
+    data = _read_key(key_path)
     secret = None
-    if key_is_encrypted(key_path):
+    if _is_encrypted(data):
         who = ", ".join(certificate_addresses(certificate)) or fp[:16]
         secret = passphrase.get(f"the private key of {who} ({key_path.name})")
-    key = keyfiles.load_private_key(key_path, passphrase=secret)
+    key = keyfiles.private_key_from(data, name=str(key_path), passphrase=secret)
     if not _same_key(key, certificate):
         raise errors.ConfigError(
             f"private key {key_path} does not belong to its certificate {layout.identity_cert(fp)}"

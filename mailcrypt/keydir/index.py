@@ -36,6 +36,7 @@ from mailcrypt import errors
 from mailcrypt.addresses import address_key
 from mailcrypt.keydir.storage import FINGERPRINT_RE, Layout, read_certificate
 from mailcrypt.pki import certificate_addresses, fingerprint, key_type
+from mailcrypt.state import open_database, transaction
 
 __all__ = ["CertificateEntry", "Index", "KINDS"]
 
@@ -184,13 +185,9 @@ class Index:
     # ------------------------------------------------------------------ connection
 
     def _open(self) -> sqlite3.Connection:
-        path = self.layout.index
-        try:
-            # Created 0600 before SQLite sees it: the index lists whom the user writes to.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
-            return sqlite3.connect(path, timeout=10, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise errors.ConfigError(f"key index {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        # A cache rebuilt from the files, opened per session: the default
+        # rollback journal is enough, and leaves no -wal/-shm files in keys/.
+        return open_database(self.layout.index, what="the key index", wal=False)
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -263,15 +260,10 @@ class Index:
         stale = [fp for fp, kind in indexed.items() if on_disk.get(fp) != kind]
         fresh = [(fp, kind) for fp, kind in on_disk.items() if indexed.get(fp) != kind]
         entries = [e for e in (self._parse(fp, kind) for fp, kind in fresh) if e is not None]
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             self._delete(db, stale)
             self._insert(db, entries)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('mtimes', ?)", (mtimes,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         if stale or entries:
             log.debug("key index: %d entries added, %d dropped", len(entries), len(stale))
 
@@ -327,23 +319,13 @@ class Index:
 
     def add(self, db: sqlite3.Connection, entries: Iterable[CertificateEntry]) -> None:
         """Record entries whose files have just been written (one transaction)."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             self._insert(db, entries)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def remove(self, db: sqlite3.Connection, fingerprints: Iterable[str]) -> None:
         """Forget entries whose files have just been removed (one transaction)."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             self._delete(db, fingerprints)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ queries
 

@@ -15,7 +15,6 @@ writes nothing.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +27,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailcrypt import errors
+from mailcrypt.config import read_private, read_secret_line
 from mailcrypt.pki import names_address
 
 __all__ = [
     "PASSPHRASE_ENV",
     "P12_PASSWORD_ENV",
     "KeyPair",
-    "read_secret_file",
     "passphrase_from",
     "load_certificates",
+    "KEY_FILE_LIMIT",
     "load_private_key",
+    "private_key_from",
     "load_key_pair",
     "load_pkcs12",
     "certificates_for",
@@ -47,6 +48,8 @@ __all__ = [
 PASSPHRASE_ENV = "MAILCRYPT_PASSPHRASE"
 #: Password of a PKCS#12 file.
 P12_PASSWORD_ENV = "MAILCRYPT_P12_PASSWORD"
+#: The largest private key file read; the largest RSA key in PEM is a few kilobytes.
+KEY_FILE_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,37 +72,6 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
         raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
 
 
-def _check_private(path: str | os.PathLike[str], what: str) -> None:
-    """Refuse a secret file that other users can read: its secret is already spent."""
-    if os.name != "posix":
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: no such file") from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
-    if stat.S_ISREG(mode) and mode & 0o077:
-        name = os.fspath(path)
-        raise errors.ConfigError(
-            f"{what} {name} is readable by other users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {name}"
-        )
-
-
-def read_secret_file(path: str | os.PathLike[str]) -> bytes:
-    """The passphrase in ``path``: its first line, without the line ending.
-
-    The file must not be readable by group or others, like a key file.
-    Raises ``errors.ConfigError`` if it cannot be read or is empty.
-    """
-    _check_private(path, "password file")
-    data = _read(path, "password file")
-    line = data.split(b"\n", 1)[0].removesuffix(b"\r")
-    if not line:
-        raise errors.ConfigError(f"password file {os.fspath(path)} is empty")
-    return line
-
-
 def passphrase_from(
     password_file: str | os.PathLike[str] | None, env_var: str, *, prompt: str | None = None
 ) -> bytes | None:
@@ -110,7 +82,8 @@ def passphrase_from(
     source at all.
     """
     if password_file is not None:
-        return read_secret_file(password_file)
+        # Like a key file, a password file must be private to its owner.
+        return read_secret_line(password_file, what="password file")
     value = os.environ.get(env_var)
     if value:
         return value.encode("utf-8")
@@ -152,9 +125,22 @@ def load_private_key(
     standard input is a terminal. Raises ``errors.ConfigError`` for every
     failure.
     """
-    name = os.fspath(path)
-    _check_private(path, "key file")
-    data = _read(path, "key file")
+    data = read_private(path, what="key file", limit=KEY_FILE_LIMIT)
+    return private_key_from(data, name=os.fspath(path), passphrase=passphrase, password_file=password_file)
+
+
+def private_key_from(
+    data: bytes,
+    *,
+    name: str,
+    passphrase: bytes | None = None,
+    password_file: str | os.PathLike[str] | None = None,
+) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    """The private key in ``data``, read from the file ``name`` by ``read_private``.
+
+    The passphrase is found as ``load_private_key`` finds it. Raises
+    ``errors.ConfigError`` for every failure, naming the file.
+    """
     is_pem = b"-----BEGIN" in data
     load = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
     try:

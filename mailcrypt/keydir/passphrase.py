@@ -2,7 +2,7 @@
 
 In this order (DESIGN.md §5): the environment variable
 ``MAILCRYPT_PASSPHRASE``; the file named by ``[keys] passphrase_file`` in the
-configuration, which must not be readable by group or others; a prompt
+configuration, which must be private to its owner (``config.read_private``); a prompt
 without echo, and only when standard input is a terminal, so that scripts
 and services never hang. The value is read once, kept in memory for the
 life of the ``PassphraseSource`` and never shown: not in ``repr``, not in
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from mailcrypt import errors
+from mailcrypt.config import read_secret_line
 
 if TYPE_CHECKING:
     from mailcrypt.config import Settings
@@ -119,28 +120,7 @@ class PassphraseSource:
     def _from_file(self, path: Path) -> bytes:
         # The file must be as private as a key file: a passphrase others can
         # read protects nothing.
-        if os.name == "posix":
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                raise errors.ConfigError(f"{self._setting}: passphrase file {path} does not exist") from None
-            except OSError as exc:
-                raise errors.ConfigError(f"{self._setting}: passphrase file {path}: {exc.strerror or exc}") from None
-            if st.st_mode & 0o077:
-                raise errors.ConfigError(
-                    f"{self._setting}: passphrase file {path} is readable by other users "
-                    f"(mode {st.st_mode & 0o7777:04o}); run: chmod 600 {path}"
-                )
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise errors.ConfigError(f"{self._setting}: passphrase file {path} does not exist") from None
-        except OSError as exc:
-            raise errors.ConfigError(f"{self._setting}: passphrase file {path}: {exc.strerror or exc}") from None
-        line = data.split(b"\n", 1)[0].removesuffix(b"\r")
-        if not line:
-            raise errors.ConfigError(f"{self._setting}: passphrase file {path} is empty (expected one line)")
-        return line
+        return read_secret_line(path, what=f"{self._setting}: passphrase file")
 
     def _find(self) -> tuple[bytes | None, str]:
         value = self._environ.get(PASSPHRASE_ENV)

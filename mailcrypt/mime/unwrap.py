@@ -115,7 +115,7 @@ class Unwrapped:
 
     @property
     def replay_key(self) -> tuple[bytes, datetime | None, str] | None:
-        """(digest, signing time, kind) for ``ReplayGuard.check_and_record``, or None.
+        """(digest, signing time, kind) for ``ReplayGuard.accept``, or None.
 
         The innermost signature is the author's and survives re-wrapping in
         a new envelope, so it is preferred; unsigned mail has only its

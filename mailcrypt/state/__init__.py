@@ -1,11 +1,13 @@
 """State: the one SQLite state store, the replay guard, and durable writes (DESIGN.md §4).
 
-- ``store``: the SQLite store (WAL), one connection helper;
+- ``database``: opening an SQLite file and its transactions (the store's and the key index's);
+- ``store``: the SQLite store (WAL);
 - ``replay``: the replay guard on the store (signature or envelope digests);
 - ``durable``: write-new, fsync, rename, and directory fsync.
 
 The names below are the package's API; the modules are its private parts.
 """
+from mailcrypt.state.database import open_database, transaction
 from mailcrypt.state.durable import fsync_dir
 from mailcrypt.state.replay import ReplayGuard
 from mailcrypt.state.store import Store
@@ -14,4 +16,6 @@ __all__ = [
     "ReplayGuard",
     "Store",
     "fsync_dir",
+    "open_database",
+    "transaction",
 ]

@@ -9,10 +9,13 @@ mail (``envelope.fingerprint.envelope_digest``); ``unwrap.Unwrapped`` gives
 both. Unsigned mail has no signing time, so only the cache protects it,
 and only for ``max_age`` after its first arrival.
 
-``check_and_record`` decides and records in one store transaction, so two
-processes receiving the same message accept it once. Entries whose signing
-time (or arrival) has left the window are pruned in the same transaction:
-a replay of them is refused as stale anyway.
+Three questions, one method each. ``accept`` decides and records in one
+store transaction, so two processes receiving the same message accept it
+once. ``check`` only decides (a read), for a caller that records with
+``record_delivered`` once the message is safely delivered; ``check_against``
+decides the same from a batch's ``seen()`` answer instead of a query per
+message. ``prune`` forgets entries whose signing time (or arrival) has left
+the window: a replay of them is refused as stale anyway.
 
 What it won't do: verify signatures, or decide what happens to flagged mail
 (the fetcher quarantines it, ``decrypt`` exits 5, ``--no-replay-check``
@@ -43,6 +46,10 @@ _SEEN_CHUNK = 500
 
 def _seconds(when: datetime) -> int:
     return int(when.timestamp())
+
+
+def _hex(key: bytes | str) -> str:
+    return key.hex() if isinstance(key, bytes) else str(key)
 
 
 def _datetime(seconds: int) -> datetime:
@@ -114,7 +121,44 @@ class ReplayGuard:
                 window=(earliest, latest),
             )
 
-    def check_and_record(
+    # ------------------------------------------------------------------ one message
+
+    def _prepare(
+        self, digest: bytes | str, signing_time: datetime | None, now: datetime, kind: str, also: Sequence[bytes | str]
+    ) -> tuple[list[str], datetime | None, datetime]:
+        """The message's keys as hex (its own first), its signing time and ``now``, checked."""
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}")
+        keys = [_hex(k) for k in (digest, *also)]
+        if not keys[0]:
+            raise ValueError("digest must not be empty")
+        signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
+        return keys, signed_at, _aware(now, "now")
+
+    def _judge(self, earliest: Row | None, signed_at: datetime | None, now: datetime, kind: str) -> None:
+        """Raise ``ReplayedMessage`` for the earliest cache entry of the keys, if any; else check freshness."""
+        if earliest is not None:
+            digest_seen, first, seen_kind = earliest
+            first_seen = _datetime(int(first))
+            raise ReplayedMessage(
+                f"replayed message: first accepted {first_seen:%Y-%m-%d %H:%M:%S} UTC",
+                first_seen=first_seen,
+                digest=str(digest_seen),
+                kind=str(seen_kind),
+            )
+        self.check_freshness(signed_at, now, kind=kind)
+
+    @staticmethod
+    def _earliest_query(keys: Sequence[str]) -> str:
+        # Entries past the window stay until prune(): a key still present is a replay
+        # (a stale signing time would be refused anyway), which errs on the safe side.
+        placeholders = ",".join("?" * len(keys))
+        return (
+            f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})"  # noqa: S608
+            " ORDER BY first_seen LIMIT 1"
+        )
+
+    def accept(
         self,
         digest: bytes | str,
         signing_time: datetime | None,
@@ -122,10 +166,8 @@ class ReplayGuard:
         *,
         kind: str = "signature",
         also: Sequence[bytes | str] = (),
-        record: bool = True,
-        seen: Mapping[str, tuple[int, str]] | None = None,
     ) -> Freshness:
-        """Accept a message once: raise if seen before or stale, else remember it.
+        """Accept a message once: raise if seen before or stale, else remember it, in one transaction.
 
         ``digest`` is the replay key, ``kind`` ``signature`` or ``envelope``.
         ``also`` are further keys of the same message (the other layers'
@@ -133,50 +175,12 @@ class ReplayGuard:
         layer does not make a copy look new. Raises ``ReplayedMessage`` (with
         ``first_seen``) when any key was accepted before, ``StaleMessage``
         when the signing time is outside the window; records nothing then.
-        With ``record=False`` it only checks; ``seen`` is then what ``seen()``
-        answered for a set of keys that includes this message's, so that a
-        batch of messages costs one query instead of one each.
+        The check and the record share one write transaction, so of two
+        processes accepting the same message one gets ``ReplayedMessage``.
         """
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}")
-        now = _aware(now, "now")
-        keys = [k.hex() if isinstance(k, bytes) else str(k) for k in (digest, *also)]
-        if not keys[0]:
-            raise ValueError("digest must not be empty")
-        signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
-        placeholders = ",".join("?" * len(keys))
-        # Entries past the window stay until prune(): a key still present is a replay
-        # (a stale signing time would be refused anyway), which errs on the safe side.
-        query = (
-            f"SELECT digest, first_seen, kind FROM replay_cache WHERE digest IN ({placeholders})"  # noqa: S608
-            " ORDER BY first_seen LIMIT 1"
-        )
-
-        def check(rows: list[Row]) -> None:
-            if rows:
-                digest_seen, first, seen_kind = rows[0]
-                first_seen = _datetime(int(first))
-                raise ReplayedMessage(
-                    f"replayed message: first accepted {first_seen:%Y-%m-%d %H:%M:%S} UTC",
-                    first_seen=first_seen,
-                    digest=str(digest_seen),
-                    kind=str(seen_kind),
-                )
-            self.check_freshness(signed_at, now, kind=kind)
-
-        if not record:
-            # Only a look: no write lock, no commit to wait for.
-            if seen is None:
-                check(self.store.read(query, tuple(keys)))
-            else:
-                # The query's answer, from the batch's: the earliest entry of any of the keys.
-                found = [(seen[k][0], k, seen[k][1]) for k in keys if k in seen]
-                check([(k, first, seen_kind) for first, k, seen_kind in sorted(found)[:1]])
-            return Freshness(keys[0], kind, signed_at, now, False)
-        if seen is not None:
-            raise ValueError("seen is only for record=False")
+        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
         with self.store.transaction() as conn:
-            check(conn.execute(query, keys).fetchall())
+            self._judge(conn.execute(self._earliest_query(keys), keys).fetchone(), signed_at, now, kind)
             stamp = _seconds(signed_at) if signed_at is not None else None
             conn.executemany(
                 "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
@@ -185,9 +189,53 @@ class ReplayGuard:
             )
         return Freshness(keys[0], kind, signed_at, now, True)
 
+    def check(
+        self,
+        digest: bytes | str,
+        signing_time: datetime | None,
+        now: datetime,
+        *,
+        kind: str = "signature",
+        also: Sequence[bytes | str] = (),
+    ) -> Freshness:
+        """Decide as ``accept`` does, and record nothing (``record_delivered`` records later).
+
+        Only a read: no write lock, no commit to wait for. Raises what
+        ``accept`` raises.
+        """
+        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
+        rows = self.store.read(self._earliest_query(keys), tuple(keys))
+        self._judge(rows[0] if rows else None, signed_at, now, kind)
+        return Freshness(keys[0], kind, signed_at, now, False)
+
+    def check_against(
+        self,
+        known: Mapping[str, tuple[int, str]],
+        digest: bytes | str,
+        signing_time: datetime | None,
+        now: datetime,
+        *,
+        kind: str = "signature",
+        also: Sequence[bytes | str] = (),
+    ) -> Freshness:
+        """Decide as ``check`` does, from ``known`` instead of a query; records nothing.
+
+        ``known`` is what ``seen()`` answered for a set of keys that includes
+        this message's, so that a batch of messages costs one query instead
+        of one each. Raises what ``accept`` raises.
+        """
+        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
+        # The query's answer, from the batch's: the earliest entry of any of the keys.
+        found = sorted((known[k][0], k, known[k][1]) for k in keys if k in known)
+        earliest = (found[0][1], found[0][0], found[0][2]) if found else None
+        self._judge(earliest, signed_at, now, kind)
+        return Freshness(keys[0], kind, signed_at, now, False)
+
+    # ------------------------------------------------------------------ batches
+
     def seen(self, keys: Iterable[bytes | str]) -> dict[str, tuple[int, str]]:
         """Those of ``keys`` accepted before: hex digest -> (first seen in Unix seconds, kind). Only reads."""
-        wanted = sorted({k.hex() if isinstance(k, bytes) else str(k) for k in keys})
+        wanted = sorted({_hex(k) for k in keys})
         found: dict[str, tuple[int, str]] = {}
         for i in range(0, len(wanted), _SEEN_CHUNK):
             chunk = tuple(wanted[i : i + _SEEN_CHUNK])
@@ -205,7 +253,7 @@ class ReplayGuard:
         """Remember messages already checked and delivered, in one transaction.
 
         Each entry is (digest, signing time, now, kind, other digests), as
-        given to ``check_and_record(..., record=False)`` before delivery.
+        given to ``check`` or ``check_against`` before delivery.
         Keys already present stay as they are: the rerun after a crash
         between delivery and this call finds its own earlier record.
         """
@@ -215,7 +263,7 @@ class ReplayGuard:
                 raise ValueError(f"kind must be one of {_KINDS}")
             stamp = _seconds(_aware(signing_time, "signing_time")) if signing_time is not None else None
             seen = _seconds(_aware(now, "now"))
-            rows += [(k.hex() if isinstance(k, bytes) else str(k), seen, stamp, kind) for k in (digest, *also)]
+            rows += [(_hex(k), seen, stamp, kind) for k in (digest, *also)]
         if not rows:
             return
         with self.store.transaction() as conn:
@@ -223,8 +271,8 @@ class ReplayGuard:
                 "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)", rows
             )
 
-    def check_unwrapped(self, unwrapped: Unwrapped, now: datetime, *, record: bool = True) -> Freshness | None:
-        """``check_and_record`` for an ``unwrap.Unwrapped``: its replay key plus every layer's digest.
+    def accept_unwrapped(self, unwrapped: Unwrapped, now: datetime) -> Freshness | None:
+        """``accept`` for an ``unwrap.Unwrapped``: its replay key plus every layer's digest.
 
         Returns None for a message without S/MIME layers (nothing to check).
         """
@@ -233,7 +281,7 @@ class ReplayGuard:
             return None
         digest, signing_time, kind = key
         others = [layer.digest for layer in unwrapped.layers if layer.digest != digest]
-        return self.check_and_record(digest, signing_time, now, kind=kind, also=others, record=record)
+        return self.accept(digest, signing_time, now, kind=kind, also=others)
 
     def prune(self, now: datetime) -> int:
         """Forget entries whose signing time (or arrival, if unsigned) left the window; return how many."""

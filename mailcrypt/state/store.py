@@ -1,6 +1,6 @@
 """The one state store of mailcrypt: an SQLite database in the home (DESIGN.md §4).
 
-``Store.open(path)`` opens (creating it, mode 0600) ``state.db`` in WAL mode,
+``Store.open(path)`` opens (creating it, mode 0600, through ``database``) ``state.db`` in WAL mode,
 so that a fetcher and a command line run can use it at the same time, and
 brings its schema to the current version inside a transaction. Tables:
 
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mailcrypt.errors import ConfigError
+from mailcrypt.state.database import open_database, transaction
 
 __all__ = ["Row", "Store", "SCHEMA_VERSION"]
 
@@ -71,11 +72,6 @@ _SCHEMA = (
     )""",
 )
 
-# Another process may hold the write lock for a moment (a fetch recording a
-# batch); wait this long before giving up with "database is locked".
-_BUSY_TIMEOUT_MS = 10_000
-
-
 class Store:
     """An open state store. Use ``Store.open``; close with ``close()`` or ``with``."""
 
@@ -88,24 +84,7 @@ class Store:
     def open(cls, path: str | os.PathLike[str]) -> Store:
         """Open or create the store at ``path``; raise ``ConfigError`` when it cannot be used."""
         path = Path(path)
-        try:
-            if not path.exists():
-                # Created 0600 before SQLite touches it: the store names correspondents.
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ConfigError(f"cannot create the state store {path}: {exc.strerror}") from None
-        try:
-            conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"journal mode {mode} instead of WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the state store {path}: {exc}") from None
+        conn = open_database(path, what="the state store", wal=True, foreign_keys=True)
         store = cls(conn, path)
         store._migrate()
         return store
@@ -129,14 +108,8 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic transaction, holding the write lock from its start (BEGIN IMMEDIATE)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, transaction(self._conn) as conn:
+            yield conn
 
     def read(self, sql: str, parameters: tuple[object, ...] = ()) -> list[Row]:
         """Rows of one read-only query (its own snapshot)."""
