@@ -5,16 +5,20 @@
   upstream server itself; ``LoginGuard`` slows down and stops guessing.
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. With recipient checks on,
-  the upstream transaction opens here.
+  the upstream transaction opens here. An address with a control character
+  is refused (``wire``).
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
 - The DATA command (``handle_DATA_COMMAND``) waits for the upstream
   server's answers; a refusal is the answer to DATA, before the body.
-- DATA groups, signs, encrypts and relays (``groups``, ``relay``) and
-  answers 250 only when every group is accepted upstream, in the outbox or
-  in the retry spool; temporary failures are 451, permanent ones the
-  server's 5xx.
+- DATA first checks what would go upstream in the clear (``wire``: the
+  header block always, the body when a plaintext copy goes out) and refuses
+  a message that breaks the line rules or whose header block is too large
+  with a 5xx, then groups, signs, encrypts and relays (``groups``,
+  ``relay``) and answers 250 only when every group is accepted upstream, in
+  the outbox or in the retry spool; temporary failures are 451, permanent
+  ones the server's 5xx.
 - ``handle_exception`` logs the details and answers a generic 451.
 
 What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
@@ -39,6 +43,7 @@ from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
 from proxy.late import LateGroups
 from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay
+from proxy.wire import check_address, check_message
 
 __all__ = ["ProxyHandler", "Login"]
 
@@ -199,6 +204,10 @@ class ProxyHandler:
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if self.login_required and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        try:
+            check_address("MAIL", address)
+        except Refused as exc:
+            return exc.reply
         await self._drop_probe(session)
         smtputf8 = "SMTPUTF8" in [o.upper() for o in options]
         try:
@@ -212,6 +221,10 @@ class ProxyHandler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        try:
+            check_address("RCPT", address)
+        except Refused as exc:
+            return exc.reply
         plans: dict[str, Plan] = envelope.mailcrypt_plans
         if any(a.lower() == address.lower() for a in plans):
             return "250 2.1.5 OK (already a recipient)"
@@ -255,22 +268,29 @@ class ProxyHandler:
         probe = getattr(session, "mailcrypt_probe", None)
         session.mailcrypt_probe = None
         message = envelope.content
+        mail_from = envelope.mail_from
+        plans: dict[str, Plan] = envelope.mailcrypt_plans
+        try:
+            # What goes upstream in the clear is checked before anything is made or sent.
+            check_message(message, plaintext=any(plans[a].certificate is None for a in envelope.rcpt_tos))
+        except Refused as exc:
+            await self.relay.abandon(probe)
+            log.warning("message from %s refused: %s", envelope.mail_from, exc.reply)
+            return exc.reply
         try:
             fields = header_fields(message)
-            sender = self.senders(envelope.mail_from, from_addresses(fields))
+            sender = self.senders(mail_from, from_addresses(fields))
             decisions: list[str] = []
-            groups = make_groups(
-                message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender, fields=fields, decisions=decisions
-            )
+            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
         except BaseException:
             await self.relay.abandon(probe)
             raise
         message_id = _message_id_hash(fields)
         login = self._login(session)
         smtputf8 = bool(envelope.smtp_utf8)
-        delivery = await self.relay.deliver(probe, envelope.mail_from, groups, login, smtputf8=smtputf8)
+        delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
         if delivery.late and self.late is not None:
-            await self.late.handle(delivery.late, envelope.mail_from, login, message_id)
+            await self.late.handle(delivery.late, mail_from, login, message_id)
         # One line a message: what was decided for each recipient, and the outcome.
         log.info(
             "message %s from %s in %d envelope(s): %s; %s",

@@ -314,3 +314,23 @@ def test_later_group_permanently_refused_bounces_to_the_sender(proxy, upstream: 
     assert b"multipart/report" in report and b"7c1f" not in report
     spool = proxy.settings.spool / "new"
     assert not spool.exists() or list(spool.iterdir()) == []
+
+
+# ------------------------------------------------------------------ permanent problems are 5xx
+
+
+def test_a_header_block_over_1_mib_is_refused_for_good_without_a_traceback(proxy, upstream: Upstream, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The same message would fail the same way every time: a 5xx, never "451 try again later"."""
+    folded = "".join(f"X-Filler-{i}: {'f' * 70}\r\n" for i in range(14_000))  # 1.1 MiB of well-formed fields
+    msg = message("bob@example.org").replace(b"\r\n\r\n", b"\r\n" + folded.encode() + b"\r\n", 1)
+    assert len(msg.partition(b"\r\n\r\n")[0]) > 1.1 * (1 << 20)
+    with proxy.client() as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(client, ["bob@example.org"], msg)
+        assert refused.value.smtp_code == 552 and b"5.3.4" in refused.value.smtp_error
+        assert b"header" in refused.value.smtp_error
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}  # The session goes on.
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+
