@@ -5,8 +5,9 @@
   upstream server itself; ``LoginGuard`` slows down and stops guessing.
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. With recipient checks on,
-  the upstream transaction opens here. An address with a control character
-  is refused (``wire``).
+  the upstream transaction opens here. The null reverse-path (``MAIL
+  FROM:<>``, of read receipts and vacation replies) is relayed as ``<>``;
+  an address with a control character is refused (``wire``).
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
@@ -56,6 +57,17 @@ class Login:
 
     login: str
     credentials: Credentials | None = field(default=None, repr=False)
+
+
+def reverse_path(mail_from: str) -> str:
+    """The sender as the relay and the spool know it: "" for the null reverse-path.
+
+    aiosmtpd gives ``MAIL FROM:<>`` as the address "<>" (and keeps it in the
+    envelope, where an empty sender would mean "no MAIL yet"); relayed as it
+    is, it became ``MAIL FROM:<<>>``, which servers refuse (RFC 5321 §4.1.2:
+    the reverse-path is "<" mailbox ">" or "<>").
+    """
+    return "" if mail_from == "<>" else mail_from
 
 
 def _message_id_hash(fields: list[Field]) -> str:
@@ -211,7 +223,9 @@ class ProxyHandler:
         await self._drop_probe(session)
         smtputf8 = "SMTPUTF8" in [o.upper() for o in options]
         try:
-            session.mailcrypt_probe = await self.relay.begin(address, self._login(session), smtputf8=smtputf8)
+            session.mailcrypt_probe = await self.relay.begin(
+                reverse_path(address), self._login(session), smtputf8=smtputf8
+            )
         except Refused as exc:
             log.warning("MAIL FROM %s: %s", address, exc.reply)
             return exc.reply
@@ -225,6 +239,8 @@ class ProxyHandler:
             check_address("RCPT", address)
         except Refused as exc:
             return exc.reply
+        if address == "<>":
+            return "501 5.5.2 Syntax error: <> is the null reverse-path, not a recipient (RFC 5321 section 4.1.1.3)"
         plans: dict[str, Plan] = envelope.mailcrypt_plans
         if any(a.lower() == address.lower() for a in plans):
             return "250 2.1.5 OK (already a recipient)"
@@ -268,7 +284,7 @@ class ProxyHandler:
         probe = getattr(session, "mailcrypt_probe", None)
         session.mailcrypt_probe = None
         message = envelope.content
-        mail_from = envelope.mail_from
+        mail_from = reverse_path(envelope.mail_from)
         plans: dict[str, Plan] = envelope.mailcrypt_plans
         try:
             # What goes upstream in the clear is checked before anything is made or sent.

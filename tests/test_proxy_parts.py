@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.client import _stuff
+from proxy.client import _path, _stuff
 from proxy.groups import ChainReader
 from proxy.outbox import Outbox
 from proxy.relay import Refused
@@ -132,3 +132,10 @@ def test_what_may_go_upstream_in_the_clear(message: bytes, plaintext: bool, code
         check_message(message, plaintext=plaintext)
     assert refused.value.reply.startswith(code) and refused.value.reply.isascii()
 
+
+def test_addresses_go_upstream_as_smtp_paths() -> None:
+    assert _path("a@example.org") == "<a@example.org>"
+    assert _path("") == _path("<>") == "<>"
+    for bad in ("a\r@example.org", "a\n@example.org", "a\0@example.org"):
+        with pytest.raises(ValueError):
+            _path(bad)
