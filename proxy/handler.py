@@ -19,7 +19,7 @@
   with a 5xx, then groups, signs, encrypts and relays (``groups``,
   ``relay``) and answers 250 only when every group is accepted upstream, in
   the outbox or in the retry spool; temporary failures are 451, permanent
-  ones the server's 5xx.
+  ones the server's 5xx, a message the MIME layer cannot take 554 5.6.0.
 - ``handle_exception`` logs the details and answers a generic 451.
 
 What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
@@ -43,7 +43,7 @@ from proxy.auth import LoginGuard, UserStore
 from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
 from proxy.late import LateGroups
-from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay
+from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay, client_text
 from proxy.wire import check_address, check_message
 
 __all__ = ["ProxyHandler", "Login"]
@@ -304,7 +304,14 @@ class ProxyHandler:
         message_id = _message_id_hash(fields)
         login = self._login(session)
         smtputf8 = bool(envelope.smtp_utf8)
-        delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
+        try:
+            delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
+        except errors.MessageError as exc:
+            # The MIME layer cannot take this message (the relay has closed any
+            # transaction it opened, and nothing was accepted): sending it
+            # again would fail the same way, so the refusal is permanent.
+            log.warning("message %s from %s cannot be sent: %s", message_id, envelope.mail_from, exc)
+            return f"554 5.6.0 {client_text(f'Message refused: {exc}')}"
         if delivery.late and self.late is not None:
             await self.late.handle(delivery.late, mail_from, login, message_id)
         # One line a message: what was decided for each recipient, and the outcome.

@@ -29,6 +29,8 @@ from proxy_kit import (
     start_proxy,
 )
 
+from mailcrypt import errors
+
 BODY = b"The plaintext marker 7c1f: nobody upstream may read this line.\r\n"
 
 
@@ -334,3 +336,22 @@ def test_a_header_block_over_1_mib_is_refused_for_good_without_a_traceback(proxy
     all_encrypted(upstream)
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
 
+
+def test_a_message_the_mime_layer_refuses_is_refused_for_good(proxy, upstream: Upstream, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A ``MessageError`` is about the message itself: 554 5.6.0 with its reason, and the transaction ends upstream."""
+    import proxy.groups as groups
+
+    def refuses(*args: object) -> bytes:
+        raise errors.MessageError("injected: the message is malformed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(groups, "_encrypt", refuses)
+        with proxy.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+    assert caught.value.smtp_code == 554 and caught.value.smtp_error.startswith(b"5.6.0 ")
+    assert b"malformed" in caught.value.smtp_error
+    assert upstream.attempts == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    assert len(upstream.wait_for(1)) == 1
