@@ -6,9 +6,9 @@ clear), says EHLO and logs in with AUTH PLAIN or LOGIN (RFC 4954). The
 commands return the server's ``Reply`` whatever its code; I/O failures —
 refused connection, timeout, connection lost, a 421 — raise
 ``UpstreamUnavailable``, and the connection is then closed and unusable.
-MAIL and RCPT are pipelined when the server offers PIPELINING (RFC 2920);
-a ``Transaction`` sends them in the background while recipients are still
-being named.
+MAIL and RCPT (the null sender as ``<>``) are pipelined when the server
+offers PIPELINING (RFC 2920); a ``Transaction`` sends them in the
+background while recipients are still being named.
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
 waiting for the socket to drain between pieces, so a large message is
 never copied whole into the transport's buffer. ``start_data`` sends DATA
@@ -85,6 +85,27 @@ class ServerConfig:
     tls_context: ssl.SSLContext | None
     timeout: float
     local_hostname: str = "localhost"
+
+
+def _path(address: str) -> str:
+    """``address`` as an SMTP path, "<>" for the null reverse-path (RFC 5321 §4.1.2).
+
+    A CR, LF or NUL would end the command line early (RFC 5321 §2.3.8): the
+    client's commands are checked before (``wire``); this is the last guard.
+    """
+    if address in ("", "<>"):
+        return "<>"
+    if "\r" in address or "\n" in address or "\0" in address:
+        raise ValueError("an address with a CR, LF or NUL cannot go into an SMTP command")
+    return f"<{address}>"
+
+
+def _mail(sender: str, options: Sequence[str]) -> bytes:
+    return f"MAIL FROM:{_path(sender)}{''.join(' ' + o for o in options)}".encode()
+
+
+def _rcpt(recipient: str) -> bytes:
+    return f"RCPT TO:{_path(recipient)}".encode()
 
 
 def _stuff(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
@@ -257,8 +278,8 @@ class Connection:
         self, sender: str, recipients: Sequence[str], *, options: Sequence[str] = ()
     ) -> tuple[Reply, list[Reply]]:
         """MAIL FROM and one RCPT TO per recipient, pipelined when the server allows it."""
-        mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}".encode()
-        rcpts = [f"RCPT TO:<{r}>".encode() for r in recipients]
+        mail = _mail(sender, options)
+        rcpts = [_rcpt(r) for r in recipients]
         if "pipelining" in self.extensions:
             await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail")
             mail_reply, *rcpt_replies = await self._replies(1 + len(rcpts), "mail")
@@ -269,12 +290,11 @@ class Connection:
         return mail_reply, [await self.command(line, "rcpt") for line in rcpts]
 
     async def rcpt(self, recipient: str) -> Reply:
-        return await self.command(f"RCPT TO:<{recipient}>".encode(), "rcpt")
+        return await self.command(_rcpt(recipient), "rcpt")
 
     def transaction(self, sender: str, *, options: Sequence[str] = ()) -> Transaction:
         """Start MAIL FROM now, in the background; add recipients as they come (see ``Transaction``)."""
-        mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}".encode()
-        return Transaction(self, mail)
+        return Transaction(self, _mail(sender, options))
 
     async def start_data(self) -> None:
         """Send DATA now; the next ``data`` reads its answer. Raises ``UpstreamUnavailable``.
@@ -359,7 +379,7 @@ class Transaction:
     def add(self, recipient: str) -> None:
         if self._closed:
             raise RuntimeError("the transaction's commands are finished")
-        self._lines.append(f"RCPT TO:<{recipient}>".encode())
+        self._lines.append(_rcpt(recipient))
         self._more.set()
 
     async def _run(self) -> None:

@@ -5,16 +5,21 @@
   upstream server itself; ``LoginGuard`` slows down and stops guessing.
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. With recipient checks on,
-  the upstream transaction opens here.
+  the upstream transaction opens here. The null reverse-path (``MAIL
+  FROM:<>``, of read receipts and vacation replies) is relayed as ``<>``;
+  an address with a control character is refused (``wire``).
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
 - The DATA command (``handle_DATA_COMMAND``) waits for the upstream
   server's answers; a refusal is the answer to DATA, before the body.
-- DATA groups, signs, encrypts and relays (``groups``, ``relay``) and
-  answers 250 only when every group is accepted upstream, in the outbox or
-  in the retry spool; temporary failures are 451, permanent ones the
-  server's 5xx.
+- DATA first checks what would go upstream in the clear (``wire``: the
+  header block always, the body when a plaintext copy goes out) and refuses
+  a message that breaks the line rules or whose header block is too large
+  with a 5xx, then groups, signs, encrypts and relays (``groups``,
+  ``relay``) and answers 250 only when every group is accepted upstream, in
+  the outbox or in the retry spool; temporary failures are 451, permanent
+  ones the server's 5xx, a message the MIME layer cannot take 554 5.6.0.
 - ``handle_exception`` logs the details and answers a generic 451.
 
 What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
@@ -40,7 +45,8 @@ from proxy.auth import LoginGuard, UserStore
 from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
 from proxy.late import LateGroups
-from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay
+from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay, client_text
+from proxy.wire import check_address, check_message
 
 __all__ = ["ProxyHandler", "Login"]
 
@@ -67,6 +73,17 @@ def _decode_initial_response(text: str) -> bytes | None:
         return base64.b64decode(text, validate=True)
     except ValueError:
         return None
+
+
+def reverse_path(mail_from: str) -> str:
+    """The sender as the relay and the spool know it: "" for the null reverse-path.
+
+    aiosmtpd gives ``MAIL FROM:<>`` as the address "<>" (and keeps it in the
+    envelope, where an empty sender would mean "no MAIL yet"); relayed as it
+    is, it became ``MAIL FROM:<<>>``, which servers refuse (RFC 5321 §4.1.2:
+    the reverse-path is "<" mailbox ">" or "<>").
+    """
+    return "" if mail_from == "<>" else mail_from
 
 
 def _message_id_hash(fields: list[Field]) -> str:
@@ -213,10 +230,16 @@ class ProxyHandler:
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if self.login_required and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        try:
+            check_address("MAIL", address)
+        except Refused as exc:
+            return exc.reply
         await self._drop_probe(session)
         smtputf8 = "SMTPUTF8" in [o.upper() for o in options]
         try:
-            session.mailcrypt_probe = await self.relay.begin(address, self._login(session), smtputf8=smtputf8)
+            session.mailcrypt_probe = await self.relay.begin(
+                reverse_path(address), self._login(session), smtputf8=smtputf8
+            )
         except Refused as exc:
             log.warning("MAIL FROM %s: %s", address, exc.reply)
             return exc.reply
@@ -226,6 +249,12 @@ class ProxyHandler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        try:
+            check_address("RCPT", address)
+        except Refused as exc:
+            return exc.reply
+        if address == "<>":
+            return "501 5.5.2 Syntax error: <> is the null reverse-path, not a recipient (RFC 5321 section 4.1.1.3)"
         plans: dict[str, Plan] = envelope.mailcrypt_plans
         # One recipient once (mailcrypt.addresses.recipient_key: IDNA form, any case).
         if any(recipient_key(a) == recipient_key(address) for a in plans):
@@ -270,22 +299,36 @@ class ProxyHandler:
         probe = getattr(session, "mailcrypt_probe", None)
         session.mailcrypt_probe = None
         message = envelope.content
+        mail_from = reverse_path(envelope.mail_from)
+        plans: dict[str, Plan] = envelope.mailcrypt_plans
+        try:
+            # What goes upstream in the clear is checked before anything is made or sent.
+            check_message(message, plaintext=any(plans[a].certificate is None for a in envelope.rcpt_tos))
+        except Refused as exc:
+            await self.relay.abandon(probe)
+            log.warning("message from %s refused: %s", envelope.mail_from, exc.reply)
+            return exc.reply
         try:
             fields = header_fields(message)
-            sender = self.senders(envelope.mail_from, from_addresses(fields))
+            sender = self.senders(mail_from, from_addresses(fields))
             decisions: list[str] = []
-            groups = make_groups(
-                message, envelope.rcpt_tos, envelope.mailcrypt_plans, sender, fields=fields, decisions=decisions
-            )
+            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
         except BaseException:
             await self.relay.abandon(probe)
             raise
         message_id = _message_id_hash(fields)
         login = self._login(session)
         smtputf8 = bool(envelope.smtp_utf8)
-        delivery = await self.relay.deliver(probe, envelope.mail_from, groups, login, smtputf8=smtputf8)
+        try:
+            delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
+        except errors.MessageError as exc:
+            # The MIME layer cannot take this message (the relay has closed any
+            # transaction it opened, and nothing was accepted): sending it
+            # again would fail the same way, so the refusal is permanent.
+            log.warning("message %s from %s cannot be sent: %s", message_id, envelope.mail_from, exc)
+            return f"554 5.6.0 {client_text(f'Message refused: {exc}')}"
         if delivery.late and self.late is not None:
-            await self.late.handle(delivery.late, envelope.mail_from, login, message_id)
+            await self.late.handle(delivery.late, mail_from, login, message_id)
         # One line a message: what was decided for each recipient, and the outcome.
         log.info(
             "message %s from %s in %d envelope(s): %s; %s",

@@ -412,4 +412,8 @@ class OutboxRelay:
             Outbox.discard(staged)
             log.error("outbox %s: cannot store the message: %s", self.outbox.path, exc)
             return Delivery(temporary(f"cannot store the message in the outbox ({exc.strerror or exc})"))
+        except BaseException:
+            # A group that cannot be made (the caller tells the client why): nothing stays in tmp/.
+            Outbox.discard(staged)
+            raise
         return Delivery("250 2.0.0 OK: in the outbox")

@@ -14,7 +14,9 @@ running transactions finish, pooled connections are closed.
 one keeps every line as a separate object (about three times the message
 in memory, and slow on a 25 MB message); this one reads large pieces into
 one buffer, finds the end with one search and undoes dot-stuffing only when
-a line starts with a dot. It remembers the addresses it parsed (aiosmtpd
+a line starts with a dot. It refuses every command whose argument holds a
+CR or NUL before aiosmtpd parses it (``wire.check_command``: such an
+address would end the proxy's own command line early upstream). It remembers the addresses it parsed (aiosmtpd
 parses each MAIL and RCPT argument with the e-mail header parser, 50 µs a
 time, and a client names the same few addresses over and over). It also
 tells the handler when a client goes away.
@@ -26,10 +28,12 @@ decide anything about a message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import ssl
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +48,10 @@ from proxy.groups import RecipientBook
 from proxy.handler import ProxyHandler
 from proxy.late import LateGroups
 from proxy.outbox import Outbox
-from proxy.relay import Credentials, OutboxRelay, Pool, UpstreamRelay
+from proxy.relay import Credentials, OutboxRelay, Pool, Refused, UpstreamRelay
 from proxy.senders import Senders
 from proxy.spool import INTERVALS, Spool, SpoolRunner
+from proxy.wire import check_command
 
 __all__ = ["ProxySMTP", "ProxyServer", "ProxyThread"]
 
@@ -60,7 +65,28 @@ _addresses: dict[tuple[str, int], tuple[str | None, str | None]] = {}
 
 
 class ProxySMTP(SMTP):
-    """aiosmtpd's SMTP with a one-buffer DATA reader and remembered addresses (see the module docstring)."""
+    """aiosmtpd's SMTP: a one-buffer DATA reader, checked commands, remembered addresses (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # aiosmtpd dispatches every command through this table: checking here
+        # covers every command, the ones added by later aiosmtpd versions too.
+        self._smtp_methods = {verb: self._checked(verb, method) for verb, method in self._smtp_methods.items()}
+
+    def _checked(
+        self, verb: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        # functools.wraps keeps the syntax attributes that HELP reads from the method.
+        @functools.wraps(method)
+        async def checked(arg: str | None) -> None:
+            try:
+                check_command(verb, arg)
+            except Refused as exc:
+                await self.push(exc.reply)
+                return
+            await method(arg)
+
+        return checked
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # The parse depends on the argument and on the local-part limit only,

@@ -5,7 +5,9 @@ Everything is real and on 127.0.0.1 with ephemeral ports (STYLE.md §6):
 records what it accepts and can answer 421/451/550 or stall, per recipient
 or per transaction; ``RawServer`` is a minimal SMTP peer for the faults
 aiosmtpd cannot make (421 at the greeting, a connection dropped in the
-middle of DATA). Homes are made with the library (``init_home``) and the
+middle of DATA); ``LooseServer`` and ``RawClient`` (from ``loose_peers``)
+are a server that ends lines at a bare CR or LF and an attacker's client
+for the smuggling tests. Homes are made with the library (``init_home``) and the
 proxy runs in-process (``ProxyThread``); certificates are made with
 ``keygen`` and written as PEM for ``openssl cms``.
 """
@@ -26,6 +28,9 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, AuthResult
 from cryptography.hazmat.primitives import serialization
+from loose_peers import LooseServer as LooseServer  # Re-exported: the tests import every peer from here.
+from loose_peers import LooseTransaction as LooseTransaction
+from loose_peers import RawClient as RawClient
 
 from mailcrypt import config
 from mailcrypt.keydir import KeyDirectory, init_home, keygen

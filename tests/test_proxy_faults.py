@@ -29,6 +29,8 @@ from proxy_kit import (
     start_proxy,
 )
 
+from mailcrypt import errors
+
 BODY = b"The plaintext marker 7c1f: nobody upstream may read this line.\r\n"
 
 
@@ -314,3 +316,42 @@ def test_later_group_permanently_refused_bounces_to_the_sender(proxy, upstream: 
     assert b"multipart/report" in report and b"7c1f" not in report
     spool = proxy.settings.spool / "new"
     assert not spool.exists() or list(spool.iterdir()) == []
+
+
+# ------------------------------------------------------------------ permanent problems are 5xx
+
+
+def test_a_header_block_over_1_mib_is_refused_for_good_without_a_traceback(proxy, upstream: Upstream, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The same message would fail the same way every time: a 5xx, never "451 try again later"."""
+    folded = "".join(f"X-Filler-{i}: {'f' * 70}\r\n" for i in range(14_000))  # 1.1 MiB of well-formed fields
+    msg = message("bob@example.org").replace(b"\r\n\r\n", b"\r\n" + folded.encode() + b"\r\n", 1)
+    assert len(msg.partition(b"\r\n\r\n")[0]) > 1.1 * (1 << 20)
+    with proxy.client() as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(client, ["bob@example.org"], msg)
+        assert refused.value.smtp_code == 552 and b"5.3.4" in refused.value.smtp_error
+        assert b"header" in refused.value.smtp_error
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}  # The session goes on.
+    assert len(upstream.wait_for(1)) == 1
+    all_encrypted(upstream)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+
+
+def test_a_message_the_mime_layer_refuses_is_refused_for_good(proxy, upstream: Upstream, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A ``MessageError`` is about the message itself: 554 5.6.0 with its reason, and the transaction ends upstream."""
+    import proxy.groups as groups
+
+    def refuses(*args: object) -> bytes:
+        raise errors.MessageError("injected: the message is malformed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(groups, "_encrypt", refuses)
+        with proxy.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
+            send(client, ["bob@example.org"], message("bob@example.org"))
+    assert caught.value.smtp_code == 554 and caught.value.smtp_error.startswith(b"5.6.0 ")
+    assert b"malformed" in caught.value.smtp_error
+    assert upstream.attempts == []
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    with proxy.client() as client:
+        assert send(client, ["bob@example.org"], message("bob@example.org")) == {}
+    assert len(upstream.wait_for(1)) == 1

@@ -334,3 +334,38 @@ def test_a_message_without_message_id_gets_one_inside_the_encryption(proxy, upst
     outside = re.search(pattern, outer_header(copy.data))
     inside = re.search(pattern, decrypt(copy.data, bob.key_path, bob.cert_path) or b"")
     assert outside and inside and outside.group(1) == inside.group(1)
+
+
+def test_the_null_sender_is_relayed_as_the_null_sender(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    """Read receipts and vacation replies come from ``MAIL FROM:<>`` (RFC 5321 §4.5.5); ``<<>>`` is refused upstream."""
+    bob = people["bob"]
+    for sender in ("<>", ""):  # smtplib writes both as MAIL FROM:<>
+        with proxy.client() as client:
+            assert client.sendmail(sender, [bob.address], message(bob.address)) == {}
+    received = upstream.wait_for(2)
+    # aiosmtpd keeps the null reverse-path as "<>"; "<<>>" would not parse at all.
+    assert [r.sender for r in received] == ["<>", "<>"]
+    assert all(inner_body(decrypt(r.data, bob.key_path, bob.cert_path) or b"") == BODY for r in received)
+
+
+def test_the_null_sender_goes_out_exactly_as_mail_from_null(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
+    """On the wire: the proxy's command is ``MAIL FROM:<>``, for the recipient check and for the message."""
+    from proxy_kit import LooseServer
+
+    bob = people["bob"]
+    loose = LooseServer().start()
+    try:
+        running = start_proxy(make_home(tmp_path / "home", upstream_port=loose.port, recipients=(bob,)))
+        try:
+            with running.client() as client:
+                assert client.mail("")[0] == 250
+                assert client.rcpt("<>")[0] == 501  # The null path is a sender only (RFC 5321 §4.1.1.3).
+                assert client.rset()[0] == 250
+                assert client.sendmail("", [bob.address], message(bob.address)) == {}
+        finally:
+            running.thread.stop()
+    finally:
+        loose.stop()
+    mails = [c for c in loose.commands if c.startswith(b"MAIL")]
+    assert mails and all(c == b"MAIL FROM:<>" or c.startswith(b"MAIL FROM:<> ") for c in mails), mails
+    assert [t.sender for t in loose.delivered] == [b"<>"]

@@ -1,4 +1,4 @@
-"""The proxy's parts on their own: spool, outbox, delivery report, chained reader, dot-stuffing."""
+"""The proxy's parts on their own: spool, outbox, delivery report, chained reader, dot-stuffing, wire checks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.client import _stuff
+from proxy.client import _path, _stuff
 from proxy.groups import ChainReader
 from proxy.outbox import Outbox
+from proxy.relay import Refused
 from proxy.spool import PermanentFailure, Spool, SpoolRunner, TemporaryFailure, delivery_report
+from proxy.wire import check_message
 
 
 def test_spool_refuses_plaintext(tmp_path: Path) -> None:
@@ -102,3 +104,38 @@ def test_chain_reader_reads_and_seeks_like_a_file() -> None:
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     assert bytes(_stuff(data)) == wire
+
+
+@pytest.mark.parametrize(
+    ("message", "plaintext", "code"),
+    [
+        (b"A: 1\r\nB: 2\r\n\r\nbody\r\n", True, None),
+        (b"A: 1\r\n\r\nbody\rmore\r\n", False, None),  # A body that goes only into the encryption.
+        (b"A: 1\r\n\r\nbody\rmore\r\n", True, "554 5.6.0 Message refused: a bare CR in the body"),
+        (b"A: 1\r\n\r\nbody\nmore\r\n", True, "554 5.6.0 Message refused: a bare LF in the body"),
+        (b"A: 1\r\n\r\nbody\0\r\n", True, "554 5.6.0 Message refused: a NUL in the body"),
+        (b"A: 1\r\r\n\r\nbody\r\n", False, "554 5.6.0 Message refused: a bare CR in the header"),
+        (b"A: 1\nB: 2\r\n\r\nbody\r\n", False, "554 5.6.0 Message refused: a bare LF in the header"),
+        (b"A: \0\r\n\r\nbody\r\n", False, "554 5.6.0 Message refused: a NUL in the header"),
+        (b"A: " + b"a" * 995 + b"\r\n\r\n" + b"b" * 998 + b"\r\n" + b"c" * 998, True, None),
+        (b"A: " + b"a" * 996 + b"\r\n\r\nbody\r\n", False, "500 5.5.6 Line too long: a header line"),
+        (b"A: 1\r\n\r\n" + b"b" * 998 + b"\r\n" + b"c" * 999, True, "500 5.5.6 Line too long: a body line"),
+        (b"A: 1\r\n\r\n" + b"b" * 5000 + b"\r\n", False, None),
+        (b"A: 1\r\n" * 200_000, False, "552 5.3.4 Message header too big"),
+    ],
+)
+def test_what_may_go_upstream_in_the_clear(message: bytes, plaintext: bool, code: str | None) -> None:
+    if code is None:
+        check_message(message, plaintext=plaintext)
+        return
+    with pytest.raises(Refused) as refused:
+        check_message(message, plaintext=plaintext)
+    assert refused.value.reply.startswith(code) and refused.value.reply.isascii()
+
+
+def test_addresses_go_upstream_as_smtp_paths() -> None:
+    assert _path("a@example.org") == "<a@example.org>"
+    assert _path("") == _path("<>") == "<>"
+    for bad in ("a\r@example.org", "a\n@example.org", "a\0@example.org"):
+        with pytest.raises(ValueError):
+            _path(bad)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proxy_kit import PASSWORD, SENDER, Person, Upstream, make_home, person, start_proxy
+from proxy_kit import PASSWORD, SENDER, LooseServer, Person, RawClient, Upstream, make_home, person, start_proxy
 
 from mailcrypt import config, errors
 from proxy.auth import LoginGuard, UserStore
@@ -225,3 +225,134 @@ def test_auth_plain_and_login_read_their_responses_alike(proxy) -> None:  # type
         client.ehlo()
         assert client.docmd("AUTH", "PLAIN") == (334, b"")
         assert client.docmd(plain)[0] == 235
+
+
+# ------------------------------------------------------------------ nothing smuggles (issue 14, finding 7)
+
+OPEN = '\n[policy.domains."open.example"]\npolicy = "opportunistic"\n'
+# What an attacker hides in a message: to a receiver that ends lines at a bare
+# CR (or LF), the data ends at "<CR>.<CR>" and a second transaction follows,
+# with clear text to a recipient who has no certificate.
+SMUGGLED = "{0}.{0}MAIL FROM:<ceo@bank.test>{0}RCPT TO:<victim@elsewhere.test>{0}DATA{0}wire the money{0}.{0}"
+BREAKS = {"bare CR": "\r", "bare LF": "\n", "NUL": "\0"}
+
+
+@pytest.fixture
+def loose():  # type: ignore[no-untyped-def]
+    server = LooseServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def loose_proxy(tmp_path: Path, loose: LooseServer, bob: Person):  # type: ignore[no-untyped-def]
+    running = start_proxy(make_home(tmp_path / "home", upstream_port=loose.port, recipients=(bob,), extra=OPEN))
+    yield running
+    running.thread.stop()
+
+
+def transaction(client: RawClient, recipient: str, message: bytes, sender: str = SENDER) -> bytes:
+    """MAIL, RCPT, DATA and the message, pipelined; the reply to the final dot (or the first refusal)."""
+    mail, rcpt, data = client.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode(), 3)
+    assert mail.startswith(b"250") and rcpt.startswith(b"250") and data.startswith(b"354"), (mail, rcpt, data)
+    return client.send(message + b"\r\n.\r\n")[0]
+
+
+def nothing_smuggled(loose: LooseServer) -> None:
+    """No second transaction, nothing for the victim: nothing upstream would read as the attacker's commands."""
+    assert b"victim" not in loose.raw and b"bank.test" not in loose.raw
+    assert all(b"bank.test" not in t.sender and not t.recipients[1:] for t in loose.transactions)
+    assert len(loose.delivered) <= 1
+
+
+def clean_on_the_wire(loose: LooseServer) -> None:
+    """What went upstream has CRLF line ends only, no NUL, and no line over 1,000 octets (RFC 5321 §4.5.3.1.6)."""
+    raw = bytes(loose.raw)
+    assert b"\0" not in raw and raw.count(b"\r") == raw.count(b"\n") == raw.count(b"\r\n")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize("kind", BREAKS)
+def test_a_header_field_with_a_bare_line_end_or_nul_is_refused(loose_proxy, loose: LooseServer, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """The outer header fields of an encrypted message go upstream in the clear."""
+    head = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nX-Note: hello{SMUGGLED.format(BREAKS[kind])}\r\nSubject: s\r\n"
+    with RawClient(loose_proxy.port) as client:
+        client.login(SENDER, PASSWORD)
+        reply = transaction(client, "bob@example.org", head.encode() + b"\r\nbody\r\n")
+        assert reply.startswith(b"554 5.6.0") and kind.encode() in reply, reply
+        # The session goes on, and a clean message goes through once.
+        assert transaction(client, "bob@example.org", MSG).startswith(b"250")
+    nothing_smuggled(loose)
+    assert len(loose.delivered) == 1
+    clean_on_the_wire(loose)
+
+
+@pytest.mark.parametrize("kind", BREAKS)
+def test_a_plaintext_copy_with_a_bare_line_end_or_nul_is_refused(loose_proxy, loose: LooseServer, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """The body of an opportunistic plaintext copy is not encrypted: the upstream reads every byte of it."""
+    head = f"From: <{SENDER}>\r\nTo: someone@open.example\r\nSubject: s\r\n\r\n"
+    body = f"hello{SMUGGLED.format(BREAKS[kind])}\r\nbye"
+    with RawClient(loose_proxy.port) as client:
+        client.login(SENDER, PASSWORD)
+        reply = transaction(client, "someone@open.example", (head + body).encode())
+        assert reply.startswith(b"554 5.6.0") and kind.encode() in reply, reply
+        assert transaction(client, "someone@open.example", (head + "hello\r\nbye").encode()).startswith(b"250")
+    nothing_smuggled(loose)
+    (copy,) = loose.delivered  # Signed, in the clear: the text lines are there as the client wrote them.
+    assert copy.lines[copy.lines.index(b"hello") + 1] == b"bye"
+    clean_on_the_wire(loose)
+
+
+def test_an_encrypted_body_may_hold_anything(loose_proxy, loose: LooseServer) -> None:  # type: ignore[no-untyped-def]
+    """Inside the encryption the upstream sees base64 only: bare line ends and long lines stay as they were."""
+    body = "hello" + SMUGGLED.format("\r") + "x" * 2000 + "\r\n"
+    with RawClient(loose_proxy.port) as client:
+        client.login(SENDER, PASSWORD)
+        message = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nSubject: s\r\n\r\n{body}".encode()
+        assert transaction(client, "bob@example.org", message).startswith(b"250")
+    nothing_smuggled(loose)
+    assert len(loose.delivered) == 1
+    clean_on_the_wire(loose)
+
+
+@pytest.mark.parametrize("where", ["MAIL", "RCPT"])
+@pytest.mark.parametrize("kind", ["bare CR", "NUL"])
+def test_an_address_with_a_bare_cr_or_nul_is_refused(loose_proxy, loose: LooseServer, where: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """A quoted local part may hold any character to the address parser; the upstream would read a line end."""
+    address = f'"a{BREAKS[kind]}RCPT TO:<victim@evil.test>"@example.org'.encode()
+    with RawClient(loose_proxy.port) as client:
+        client.login(SENDER, PASSWORD)
+        if where == "MAIL":
+            (reply,) = client.send(b"MAIL FROM:<" + address + b">\r\n")
+        else:
+            (mail, reply) = client.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<".encode() + address + b">\r\n", 2)
+            assert mail.startswith(b"250")
+        assert reply.startswith(b"501 5.5.2"), reply
+        client.send(b"RSET\r\n")
+        assert transaction(client, "bob@example.org", MSG).startswith(b"250")
+    assert b"victim" not in loose.raw and not any(b"victim" in c for c in loose.commands)
+    assert len(loose.delivered) == 1
+    clean_on_the_wire(loose)
+
+
+def test_a_command_with_a_bare_cr_is_refused(loose_proxy) -> None:  # type: ignore[no-untyped-def]
+    with RawClient(loose_proxy.port) as client:
+        (reply,) = client.send(b"EHLO attacker\rMAIL FROM:<ceo@bank.test>\r\n")
+        assert reply.startswith(b"501 5.5.2"), reply
+        client.login(SENDER, PASSWORD)  # The session goes on.
+
+
+def test_lines_over_1000_octets_are_refused_where_the_upstream_reads_them(loose_proxy, loose: LooseServer) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5321 §4.5.3.1.6: a text line is at most 1,000 octets with its CRLF; aiosmtpd's check is kept."""
+    long_header = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nX-Long: {'a' * 2001}\r\n\r\nbody\r\n".encode()
+    assert len(long_header.split(b"\r\n")[2]) == 2009
+    clear = f"From: <{SENDER}>\r\nTo: someone@open.example\r\n\r\nshort\r\n{'b' * 999}\r\n".encode()
+    with RawClient(loose_proxy.port) as client:
+        client.login(SENDER, PASSWORD)
+        assert transaction(client, "bob@example.org", long_header).startswith(b"500 5.5.6")
+        assert transaction(client, "someone@open.example", clear).startswith(b"500 5.5.6")
+        # 998 octets and the CRLF: the longest line allowed.
+        fits = clear.replace(b"b" * 999, b"b" * 998)
+        assert transaction(client, "someone@open.example", fits).startswith(b"250")
+    assert len(loose.delivered) == 1
+    clean_on_the_wire(loose)

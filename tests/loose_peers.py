@@ -1,0 +1,178 @@
+"""Raw peers for the smuggling tests: a server that ends lines too eagerly, and a client that sends anything.
+
+``LooseServer`` ends a line at CRLF, a bare CR or a bare LF, as the
+receivers that SMTP smuggling exploits do (the 2023 research: Postfix before
+``smtpd_forbid_bare_newline``, Exchange Online, Sendmail and others read a
+line end, and so "<LF>.<LF>" or "<CR>.<CR>" as the end of data, where a
+strict peer sees none). It keeps every byte it got, so a test can tell
+whether the proxy let anything through that such a server would read as a
+second transaction. ``RawClient`` is the attacker's side: it sends exactly
+the bytes it is given, on a raw socket. Both run on 127.0.0.1 with
+ephemeral ports (STYLE.md §6); ``proxy_kit`` exports them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+
+__all__ = ["LooseServer", "LooseTransaction", "RawClient"]
+
+# Any of CRLF, a bare CR or a bare LF ends a line for the loose server.
+_ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass
+class LooseTransaction:
+    """One transaction as the loose server read it: MAIL's and RCPT's arguments, the data lines."""
+
+    sender: bytes
+    recipients: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    delivered: bool = False
+
+
+@dataclass
+class _State:
+    transaction: LooseTransaction | None = None
+    in_data: bool = False
+
+
+class LooseServer:
+    """An SMTP server on a thread that ends a line at CRLF, a bare CR or a bare LF (see the module docstring).
+
+    ``raw`` holds every byte received, ``commands`` every command line as
+    this server read it, ``transactions`` every transaction begun with MAIL
+    (``delivered`` once its data ended and was answered 250). It offers
+    PIPELINING and 8BITMIME, answers every line as soon as it is read and
+    accepts everything.
+    """
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+        self.commands: list[bytes] = []
+        self.transactions: list[LooseTransaction] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> LooseServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    @property
+    def delivered(self) -> list[LooseTransaction]:
+        return [t for t in self.transactions if t.delivered]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self._talk(conn)
+                except OSError:
+                    pass
+
+    def _talk(self, conn: socket.socket) -> None:
+        conn.sendall(b"220 loose.test ESMTP\r\n")
+        buf = b""
+        state = _State()
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            self.raw += chunk
+            buf += chunk
+            while (end := _ANY_LINE_END.search(buf)) is not None:
+                if end.group() == b"\r" and end.end() == len(buf):
+                    break  # Maybe the first half of a CRLF: wait for the next byte.
+                line, buf = buf[: end.start()], buf[end.end() :]
+                reply = self._line(line, state)
+                if reply:
+                    conn.sendall(reply)
+                if reply.startswith(b"221"):
+                    return
+
+    def _line(self, line: bytes, state: _State) -> bytes:
+        transaction = state.transaction
+        if state.in_data:
+            assert transaction is not None
+            if line == b".":
+                state.in_data, state.transaction = False, None
+                transaction.delivered = True
+                return b"250 2.0.0 accepted\r\n"
+            transaction.lines.append(line[1:] if line.startswith(b".") else line)
+            return b""
+        self.commands.append(line)
+        verb = line[:4].upper()
+        if verb in (b"EHLO", b"HELO"):
+            return b"250-loose.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        if verb == b"QUIT":
+            return b"221 bye\r\n"
+        if verb == b"MAIL":
+            state.transaction = LooseTransaction(line[10:])
+            self.transactions.append(state.transaction)
+        elif verb in (b"RCPT", b"DATA") and transaction is None:
+            return b"503 5.5.1 need MAIL first\r\n"
+        elif verb == b"RCPT" and transaction is not None:
+            transaction.recipients.append(line[8:])
+        elif verb == b"DATA":
+            state.in_data = True
+            return b"354 go ahead\r\n"
+        elif verb == b"RSET":
+            state.transaction = None
+        elif verb != b"NOOP":
+            return b"500 5.5.1 unknown command\r\n"
+        return b"250 OK\r\n"
+
+
+class RawClient:
+    """An SMTP client on a raw socket: it sends exactly the bytes it is given."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self._replies = self.sock.makefile("rb")
+        self.greeting = self.read()
+
+    def read(self) -> bytes:
+        """The next reply, its lines joined."""
+        lines = [self._replies.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(self._replies.readline())
+        return b"".join(lines)
+
+    def send(self, data: bytes, replies: int = 1) -> list[bytes]:
+        """Send ``data`` as it is and read ``replies`` replies."""
+        self.sock.sendall(data)
+        return [self.read() for _ in range(replies)]
+
+    def login(self, user: str, password: str) -> None:
+        token = base64.b64encode(f"\0{user}\0{password}".encode())
+        ehlo, auth = self.send(b"EHLO attacker.test\r\nAUTH PLAIN " + token + b"\r\n", 2)
+        assert ehlo.startswith(b"250") and auth.startswith(b"235"), (ehlo, auth)
+
+    def close(self) -> None:
+        self._replies.close()
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
