@@ -63,7 +63,7 @@ PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature
 _MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
 _LINE_BYTES = 57
 # The header block is looked for in slices of this size, so that a large body is not copied to find it.
-_SLICE = 64 * 1024
+_SLICE = 16 * 1024
 
 Buffer = bytes | bytearray | memoryview
 
