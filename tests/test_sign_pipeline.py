@@ -179,3 +179,13 @@ def test_which_signatures_run_inline(home: Home) -> None:
     signer = Signer.from_identity(home.keys.identities(home.passphrase)[0])
     assert signs_inline(INLINE_LIMIT, signer) is isinstance(signer.key, ec.EllipticCurvePrivateKey)
     assert signs_inline(INLINE_LIMIT + 1, signer) is False
+
+
+def test_a_boundary_found_in_the_body_is_not_used(home: Home) -> None:
+    signer = Signer.from_identity(home.keys.identities(home.passphrase)[0])
+    draws = iter([b"\x00" * 12, b"\x01" * 12])
+    taken = b"----=_mailcrypt_" + b"00" * 12
+    message = MESSAGES["message-id, no content-type"] + b"--" + taken + b"\r\n"
+    signed = bytes(sign_message_parts(bytearray(message), signer, signing_time=WHEN, rng=lambda n: next(draws)))
+    assert b'boundary="----=_mailcrypt_' + b"01" * 12 + b'"' in signed
+    assert open_signed(signed) is not None

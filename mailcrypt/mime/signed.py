@@ -64,6 +64,8 @@ _MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
 _LINE_BYTES = 57
 # The header block is looked for in slices of this size, so that a large body is not copied to find it.
 _SLICE = 16 * 1024
+_BOUNDARY_PREFIX = b"----=_mailcrypt_"
+_OUR_BOUNDARY = re.compile(re.escape(_BOUNDARY_PREFIX) + rb"[0-9a-f]{24}")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -99,14 +101,15 @@ def split_message(message: bytes, error: type[Exception] = errors.CMSParseError)
 
 
 def _boundary(pieces: Sequence[Buffer], rng: Callable[[int], bytes]) -> bytes:
+    # RFC 2046 §5.1.1: the boundary must not occur in the part. One scan with
+    # a pattern compiled once collects the boundaries of ours the pieces hold
+    # (re reads any buffer, so nothing is joined or copied); a new one is
+    # drawn until it is not among them. A boundary holds no CR or LF and
+    # every piece but the last ends a line, so none spans two pieces.
+    taken = {m.group() for piece in pieces for m in _OUR_BOUNDARY.finditer(piece)}
     while True:
-        boundary = b"----=_mailcrypt_" + binascii.hexlify(rng(12))
-        # RFC 2046 §5.1.1: the boundary must not occur in the part. It holds no
-        # CR or LF and every piece but the last ends a line, so no occurrence
-        # spans two pieces; each is searched where it lies (re reads any
-        # buffer), without joining them.
-        pattern = re.compile(re.escape(boundary))
-        if not any(pattern.search(piece) for piece in pieces):
+        boundary = _BOUNDARY_PREFIX + binascii.hexlify(rng(12))
+        if boundary not in taken:
             return boundary
 
 
