@@ -16,11 +16,13 @@ and the sender; plaintext copies go one to the To/Cc recipients and one to
 each Bcc recipient. The Bcc field never leaves. Each envelope's profile is
 ``common_profile`` of its recipients and the sender (DESIGN.md §1). When
 the sender has an identity, the message is signed once (sign-then-encrypt,
-DESIGN.md §2) and that signed message goes into every envelope.
+DESIGN.md §2) and that signed message goes into every envelope. Signing and
+encrypting are the MIME layer's one pipeline (``mailcrypt.mime.pipeline``),
+the same as ``mailcrypt encrypt``'s; the message stays in the SMTP buffer.
 A large message is signed and encrypted in a worker thread, and so is every
-RSA signature (about a millisecond, run by OpenSSL without the GIL): the
-event loop keeps serving others. A small message is encrypted, and signed
-with an EC key, on the event loop, which is cheaper than the thread hop.
+RSA signature: the event loop keeps serving others. A small message is
+encrypted, and signed with an EC key, on the event loop, which is cheaper
+than the thread hop (``signs_inline``, ``encrypts_inline``).
 
 What it won't do: talk to servers (``relay``) or log anything of the
 content: the log names addresses, profiles and certificate fingerprints.
@@ -35,17 +37,28 @@ import io
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.mime import HEADER_LIMIT, Field, addresses_in, encrypt_stream, protect, split_fields
+from mailcrypt.mime import (
+    HEADER_LIMIT,
+    ChainReader,
+    Field,
+    SignedMessage,
+    addresses_in,
+    encrypt_stream,
+    encrypts_inline,
+    sendable_fields,
+    sign_message_parts,
+    signs_inline,
+    split_fields,
+)
 from mailcrypt.pki import fingerprint
 from mailcrypt.policy import PolicyTable, Profile, common_profile
 from proxy.relay import Group, Refused, client_text
@@ -53,18 +66,11 @@ from proxy.relay import Group, Refused, client_text
 if TYPE_CHECKING:
     from mailcrypt.envelope import Signer
 
-__all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "ChainReader"]
+__all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "sign_for_sender"]
 
 log = logging.getLogger(__name__)
 
 _CACHE_SECONDS = 300.0
-# Messages up to this size are encrypted on the event loop; larger ones in a worker thread.
-_INLINE = 256 * 1024
-_HIDDEN = ("bcc", "resent-bcc")
-
-
-def _crlf(raw: bytes) -> bytes:
-    return raw if raw.endswith(b"\r\n") else raw.rstrip(b"\r\n") + b"\r\n"
 
 
 @dataclass(frozen=True)
@@ -154,41 +160,6 @@ class SenderKeys:
     signer: Signer | None = None
 
 
-class ChainReader:
-    """A read-only, seekable file over several byte strings, without joining them."""
-
-    def __init__(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-        self._parts = [memoryview(p).cast("B") for p in parts if len(p)]
-        self._size = sum(len(p) for p in self._parts)
-        self._pos = 0
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        out = []
-        start = 0
-        for part in self._parts:
-            stop = start + len(part)
-            if stop > self._pos and start < end:
-                out.append(part[max(0, self._pos - start) : min(len(part), end - start)])
-            start = stop
-        self._pos = max(self._pos, end)
-        return b"".join(out)
-
-
 def _header_end(message: bytes | bytearray) -> int:
     """Where the body starts (after the empty line); the message length when there is none."""
     end = message.find(b"\r\n\r\n", 0, HEADER_LIMIT + 4)
@@ -203,39 +174,23 @@ def from_addresses(fields: Sequence[Field]) -> list[str]:
     return addresses_in(fields, ("from",))
 
 
-class _Signed:
-    """The message signed once for every envelope: outer fields, MIME-Version and the signed entity."""
+def sign_for_sender(
+    message: bytes | bytearray,
+    sender: SenderKeys,
+    *,
+    signing_time: datetime.datetime | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> SignedMessage | None:
+    """The signing integration point (DESIGN.md §2): the signed message, or None without an identity.
 
-    def __init__(self, message: bytes | bytearray, fields: list[Field], signer: Signer) -> None:
-        from mailcrypt.mime import message_id_field, sign_entity
-
-        if not any(f.name == "message-id" for f in fields):
-            # The serial number of DESIGN.md §2 travels signed and encrypted.
-            fields = [*fields, message_id_field(fields)]
-        body = memoryview(message)[_header_end(message) :]
-        # The entity is built inside the call so that it is freed as soon as it is signed.
-        self.signed = sign_entity(
-            b"".join((protect(fields), body)),
-            signer,
-            signing_time=datetime.datetime.now(datetime.UTC),
-        )
-        outer = b"".join(_crlf(f.raw) for f in fields if not f.is_mime() and f.name not in _HIDDEN)
-        self.head = outer + b"MIME-Version: 1.0\r\n"
-
-    def parts(self) -> list[bytes]:
-        return [self.head, self.signed]
-
-
-def sign_for_sender(message: bytes | bytearray, fields: list[Field], sender: SenderKeys) -> _Signed | None:
-    """The signing integration point (DESIGN.md §2): the signed message, or None without an identity."""
+    Signing is the MIME layer's one pipeline (``sign_message_parts``), the
+    same as ``mailcrypt encrypt``'s; the body stays in the SMTP buffer.
+    ``signing_time`` defaults to the moment of signing.
+    """
     if sender.signer is None:
         return None
-    return _Signed(message, fields, sender.signer)
-
-
-def _slow_signer(signer: object) -> bool:
-    """An RSA private-key operation takes about a millisecond; OpenSSL runs it without the GIL, in a thread."""
-    return isinstance(getattr(signer, "key", None), rsa.RSAPrivateKey)
+    when = signing_time if signing_time is not None else datetime.datetime.now(datetime.UTC)
+    return sign_message_parts(message, sender.signer, signing_time=when, rng=rng)
 
 
 def make_groups(
@@ -246,12 +201,15 @@ def make_groups(
     *,
     fields: list[Field] | None = None,
     decisions: list[str] | None = None,
+    signing_time: datetime.datetime | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
 ) -> list[Group]:
     """The groups for one message (see the module docstring), in no particular order.
 
     ``fields`` are ``header_fields(message)`` when the caller has them already.
     What was decided for each recipient (address, certificate fingerprint,
     profile, why) is appended to ``decisions`` for the caller's log line.
+    ``signing_time`` and ``rng`` go to ``sign_for_sender``.
     """
     if decisions is None:
         decisions = []
@@ -263,19 +221,18 @@ def make_groups(
     shared: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []
-    signed: list[_Signed | None] = []
+    signed: list[SignedMessage | None] = []
+    sign = functools.partial(sign_for_sender, message, sender, signing_time=signing_time, rng=rng)
 
     async def signed_parts() -> Sequence[bytes | bytearray | memoryview]:
         if not signed:
             if sender.signer is None:
                 signed.append(None)
-            elif len(message) <= _INLINE and not _slow_signer(sender.signer):
-                # An EC signature on a small message takes a tenth of a millisecond: cheaper than a thread hop.
-                signed.append(sign_for_sender(message, fields, sender))
+            elif signs_inline(len(message), sender.signer):
+                signed.append(sign())
             else:
-                loop = asyncio.get_running_loop()
-                signed.append(await loop.run_in_executor(None, sign_for_sender, message, fields, sender))
-        return signed[0].parts() if signed[0] is not None else [message]
+                signed.append(await asyncio.get_running_loop().run_in_executor(None, sign))
+        return signed[0].parts if signed[0] is not None else [message]
 
     def encrypted(plans_: list[Plan], kind: str) -> Group:
         certs = list(dict.fromkeys(p.certificate for p in plans_ if p.certificate is not None))
@@ -287,8 +244,7 @@ def make_groups(
 
         async def render() -> bytes:
             parts = await signed_parts()
-            if sum(len(p) for p in parts) <= _INLINE:
-                # A small message encrypts in a fraction of a millisecond: cheaper than a thread hop.
+            if encrypts_inline(sum(len(p) for p in parts)):
                 return _encrypt(parts, certs, profile)
             return await asyncio.get_running_loop().run_in_executor(None, _encrypt, parts, certs, profile)
 
@@ -298,8 +254,7 @@ def make_groups(
         async def render() -> bytes:
             parts = await signed_parts()
             if signed[0] is None:
-                head = b"".join(_crlf(f.raw) for f in fields if f.name not in _HIDDEN) + b"\r\n"
-                parts = [head, memoryview(message)[_header_end(message) :]]
+                parts = [sendable_fields(fields) + b"\r\n", memoryview(message)[_header_end(message) :]]
             return b"".join(parts)
 
         return Group(tuple(addresses), render, False, kind)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mailcrypt.mime import ChainReader
 from proxy.client import _path, _stuff
-from proxy.groups import ChainReader
 from proxy.outbox import Outbox
 from proxy.relay import Refused
 from proxy.spool import PermanentFailure, Spool, SpoolRunner, TemporaryFailure, delivery_report

@@ -5,15 +5,15 @@ from the home's key directory, plus the sender's own certificate. The
 profile is the one asked for, else the one the recipients' policy and
 announced capabilities give (DESIGN.md §1: ``modern`` only if every
 recipient can read it); the choice and its reason are reported with ``-v``.
-Everything cryptographic happens in ``mailcrypt.mime.enveloped`` and
-``mailcrypt.mime.signed``.
+Everything cryptographic happens in the MIME layer's one sign-then-encrypt
+pipeline (``mailcrypt.mime.pipeline``), which the SMTP proxy uses too.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import IO
 
@@ -25,7 +25,7 @@ from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.envelope import Identity
 from mailcrypt.keydir import certificates_for, load_certificates
-from mailcrypt.mime import encrypt_stream, recipient_addresses, sender_address
+from mailcrypt.mime import ChainReader, encrypt_stream, recipient_addresses, sender_address
 from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, common_profile
 
 __all__ = ["encrypt"]
@@ -68,11 +68,21 @@ def _signing_identity(home: Home, sender: str) -> Identity | None:
     return None
 
 
-def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender: str | None) -> IO[bytes] | None:
+def _sign(
+    args: argparse.Namespace,
+    infile: IO[bytes],
+    home: Home | None,
+    sender: str | None,
+    *,
+    signing_time: datetime | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> ChainReader | None:
     """The message signed by the sender (DESIGN.md §2: sign, then encrypt), or None when not signing.
 
     ``--sign`` demands an identity; by default a message is signed whenever
-    the home holds one for the sender; ``--no-sign`` never signs.
+    the home holds one for the sender; ``--no-sign`` never signs. Signing is
+    the MIME layer's one pipeline (``sign_message_parts``), the proxy's too;
+    ``signing_time`` (default now) and ``rng`` go to it.
     """
     if args.sign is False:
         return None
@@ -87,12 +97,13 @@ def _sign(args: argparse.Namespace, infile: IO[bytes], home: Home | None, sender
         note(args, f"not signing: no identity for {sender}")
         return None
     from mailcrypt.envelope import Signer
-    from mailcrypt.mime import sign_message
+    from mailcrypt.mime import sign_message_parts
 
     signer = Signer.from_identity(identity)
-    signed = sign_message(infile.read(), signer, signing_time=datetime.now(UTC))
-    note(args, f"signed as {identity.label} (SHA-256, signingTime now)")
-    return io.BytesIO(signed)
+    when = signing_time if signing_time is not None else datetime.now(UTC)
+    signed = sign_message_parts(infile.read(), signer, signing_time=when, rng=rng)
+    note(args, f"signed as {identity.label} (SHA-256, signingTime {'now' if signing_time is None else when})")
+    return ChainReader(signed.parts)
 
 
 def encrypt(args: argparse.Namespace) -> None:

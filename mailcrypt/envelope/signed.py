@@ -50,6 +50,9 @@ __all__ = ["Signer", "SignatureInfo", "sign", "verify"]
 
 _CHUNK = 1 << 20
 
+#: What ``sign`` takes as content or as one piece of it.
+Buffer = bytes | bytearray | memoryview
+
 
 @dataclass(frozen=True)
 class Signer:
@@ -126,7 +129,7 @@ def _time(when: datetime) -> core.UTCTime | core.GeneralizedTime:
 
 
 def sign(
-    content: bytes,
+    content: Buffer | Sequence[Buffer],
     signer: Signer,
     *,
     signing_time: datetime,
@@ -135,8 +138,12 @@ def sign(
 ) -> bytes:
     """Sign ``content`` (a canonical MIME entity); return a DER ContentInfo with SignedData.
 
-    ``detached`` leaves the content out (``multipart/signed``); otherwise it
-    is encapsulated. Raises ``TypeError``/``ValueError`` for wrong arguments.
+    ``content`` is one byte string or a sequence of pieces that together
+    make the entity: a caller holding a large body in a buffer of its own
+    signs it as it is, without first joining it to the header (MIME layer,
+    ``mime.signed``). ``detached`` leaves the content out
+    (``multipart/signed``); otherwise it is encapsulated. Raises
+    ``TypeError``/``ValueError`` for wrong arguments.
 
     The parts that are the same for every message of a signer (its
     identifier, certificates, algorithms) and the fixed attributes are
@@ -145,13 +152,14 @@ def sign(
     framed around them (``codec.der_header``). Building the whole structure
     with asn1crypto cost as much as the RSA-3072 signature.
     """
-    if not isinstance(content, (bytes, bytearray, memoryview)):
-        raise TypeError("content must be bytes")
+    pieces = _pieces(content)
     if not isinstance(signer, Signer):
         raise TypeError("signer must be a mailcrypt.envelope.signed.Signer")
-    content = bytes(content)
     fixed = signer._encoded
-    digest = hashlib.new(signer.digest, content).digest()
+    hasher = hashlib.new(signer.digest)
+    for piece in pieces:
+        hasher.update(piece)
+    digest = hasher.digest()
     attrs = [
         signed_der.CONTENT_TYPE_ATTR,
         signed_der.attribute(signed_der.SIGNING_TIME, _time(signing_time).dump()),
@@ -173,8 +181,8 @@ def sign(
         core.OctetString(signature).dump(),
     )
     # The content, when encapsulated, is the one large piece: only the last join copies it.
-    octets = der_header(UNIVERSAL, False, signed_der.OCTET_STRING, len(content))
-    inner = [] if detached else signed_der.frame(CONTEXT, 0, octets, content)
+    octets = der_header(UNIVERSAL, False, signed_der.OCTET_STRING, sum(len(p) for p in pieces))
+    inner = [] if detached else signed_der.frame(CONTEXT, 0, octets, *pieces)
     signed_data = signed_der.frame(
         UNIVERSAL,
         signed_der.SEQUENCE,
@@ -188,6 +196,22 @@ def sign(
         UNIVERSAL, signed_der.SEQUENCE, signed_der.SIGNED_DATA_OID, *signed_der.frame(CONTEXT, 0, *signed_data)
     )
     return b"".join(content_info)
+
+
+def _pieces(content: object) -> list[Buffer]:
+    """``content`` as byte pieces (memoryviews as bytes, so that ``len`` counts bytes); else ``TypeError``."""
+    items = [content] if isinstance(content, (bytes, bytearray, memoryview)) else content
+    if not isinstance(items, (list, tuple)):
+        raise TypeError("content must be bytes or a sequence of bytes")
+    pieces: list[Buffer] = []
+    for item in items:
+        if isinstance(item, memoryview):
+            pieces.append(item.cast("B"))
+        elif isinstance(item, (bytes, bytearray)):
+            pieces.append(item)
+        else:
+            raise TypeError("content must be bytes or a sequence of bytes")
+    return pieces
 
 
 # -------------------------------------------------------------------------- verify

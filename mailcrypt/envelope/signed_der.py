@@ -42,12 +42,12 @@ SIGNING_TIME = cms.CMSAttributeType("signing_time").dump()
 MESSAGE_DIGEST = cms.CMSAttributeType("message_digest").dump()
 
 
-def frame(cls: int, tag: int, *parts: bytes) -> list[bytes]:
+def frame(cls: int, tag: int, *parts: bytes | bytearray | memoryview) -> list[bytes | bytearray | memoryview]:
     """A constructed element around ``parts`` (complete encodings), as pieces to join once."""
     return [der_header(cls, True, tag, sum(len(p) for p in parts)), *parts]
 
 
-def set_of(members: Sequence[bytes]) -> list[bytes]:
+def set_of(members: Sequence[bytes]) -> list[bytes | bytearray | memoryview]:
     """A DER SET OF: the members ordered by their encodings (X.690 §11.6), as asn1crypto does."""
     return frame(UNIVERSAL, SET, *sorted(members))
 

@@ -2,8 +2,9 @@
 
 - ``enveloped``: encrypt a message (header protection, CRLF canonicalisation)
   and decrypt an ``application/pkcs7-mime`` one, streamed;
-- ``signed``: multipart/signed and signed-data messages, the one
-  sign-then-encrypt pipeline;
+- ``signed``: multipart/signed and signed-data messages, made and read;
+- ``pipeline``: the one sign-then-encrypt pipeline of outgoing mail
+  (``sign_message_parts``, then ``encrypt_stream`` over ``ChainReader``);
 - ``unwrap``: nested signed/enveloped layers in any order, verified;
 - ``headers``: header fields, protected headers (RFC 9788), addresses.
 
@@ -25,28 +26,37 @@ from mailcrypt.mime.headers import (
     content_type,
     protect,
     read_header_block,
+    sendable_fields,
     split_fields,
 )
-from mailcrypt.mime.signed import message_id_field, sign_entity, sign_message
+from mailcrypt.mime.pipeline import INLINE_LIMIT, ChainReader, encrypts_inline, signs_inline
+from mailcrypt.mime.signed import SignedMessage, message_id_field, sign_entity, sign_message, sign_message_parts
 from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
 
 __all__ = [
+    "ChainReader",
     "Field",
     "HEADER_LIMIT",
+    "INLINE_LIMIT",
     "Layer",
+    "SignedMessage",
     "Unwrapped",
     "addresses_in",
     "content_type",
     "decrypt_stream",
     "encrypt_message",
     "encrypt_stream",
+    "encrypts_inline",
     "message_id_field",
     "protect",
     "read_header_block",
     "recipient_addresses",
+    "sendable_fields",
     "sender_address",
     "sign_entity",
     "sign_message",
+    "sign_message_parts",
+    "signs_inline",
     "split_fields",
     "unwrap_message",
 ]

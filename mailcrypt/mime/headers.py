@@ -34,6 +34,7 @@ __all__ = [
     "read_header_block",
     "content_type",
     "protect",
+    "sendable_fields",
     "outer_fields",
     "restore",
     "recipient_addresses",
@@ -241,6 +242,16 @@ def protect(fields: list[Field]) -> bytes:
         out.append(ADDED_CONTENT_TYPE)
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def sendable_fields(fields: Sequence[Field], *, mime: bool = True) -> bytes:
+    """The fields that may leave the sender, in order, with CRLF line ends.
+
+    Every field but Bcc (RFC 5322 §3.6.3: it never leaves); without
+    Content-* and MIME-Version when ``mime`` is False, for the header of a
+    signed message around its signed entity.
+    """
+    return b"".join(_crlf(f.raw) for f in fields if f.name not in _HIDDEN and (mime or not f.is_mime()))
 
 
 def outer_fields(fields: list[Field]) -> bytes:

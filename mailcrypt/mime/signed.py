@@ -5,11 +5,15 @@ Signing (RFC 8551 §3.5) turns a canonical MIME entity into either
 (§3.5.3: the entity unchanged as the first part, a detached SignedData as
 ``smime.p7s`` in base64, 76-character CRLF lines) or
 ``application/pkcs7-mime; smime-type=signed-data`` (§3.5.2: the entity
-encapsulated). ``sign_message`` does this for a whole RFC 5322 message: the
-header fields travel inside the signed part as protected headers
-(``protected-headers="v1"``, DESIGN.md §3), a Message-ID is added when the
-message has none, and the outer header keeps every non-MIME field, so that
-``smime.encrypt_message`` can then encrypt the result (sign-then-encrypt).
+encapsulated). ``sign_message_parts`` does this for a whole RFC 5322
+message, the first step of the one sign-then-encrypt pipeline
+(``pipeline.py``): the canonical (CRLF) header fields travel inside the
+signed part as protected headers (``protected-headers="v1"``, DESIGN.md
+§3), Bcc never; a Message-ID is added when the message has none; the outer
+header keeps every field but Content-*, MIME-Version and Bcc, so that
+``encrypt_stream`` can then encrypt the result. A body already canonical
+is signed where it lies, as a view, never copied. ``sign_message`` is the
+same, joined into one byte string.
 
 Reading: ``parse_signed`` recognises both forms at the top of an entity and
 returns the SignedData and the exact signed bytes; ``open_signed`` verifies
@@ -26,7 +30,7 @@ from __future__ import annotations
 import binascii
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,8 +43,11 @@ from mailcrypt.mime import headers as mh
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = [
+    "SignedMessage",
     "sign_entity",
     "sign_message",
+    "sign_message_parts",
+    "message_id_field",
     "canonical",
     "split_message",
     "SignedParts",
@@ -55,11 +62,23 @@ PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature
 # RFC 8551 §3.5.3.2: micalg names.
 _MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
 _LINE_BYTES = 57
+# The header block is looked for in slices of this size, so that a large body is not copied to find it.
+_SLICE = 16 * 1024
+_BOUNDARY_PREFIX = b"----=_mailcrypt_"
+_OUR_BOUNDARY = re.compile(re.escape(_BOUNDARY_PREFIX) + rb"[0-9a-f]{24}")
+
+Buffer = bytes | bytearray | memoryview
 
 
 def _b64_lines(data: bytes) -> bytes:
     # RFC 2045 §6.8: at most 76 characters a line; 57 bytes make exactly 76.
     return b"".join(pybase64.b64encode(data[i : i + _LINE_BYTES]) + b"\r\n" for i in range(0, len(data), _LINE_BYTES))
+
+
+def _is_canonical(header: bytes, sep: bytes, rest: bytes) -> bool:
+    # With no header block, the first line decides (as in ``enveloped.encrypt_stream``).
+    sample = header + sep if header or sep else rest[: rest.find(b"\n") + 1]
+    return b"\n" not in sample.replace(b"\r\n", b"")
 
 
 def canonical(message: bytes) -> bytes:
@@ -70,8 +89,7 @@ def canonical(message: bytes) -> bytes:
     binary part may hold a bare LF); otherwise every bare LF becomes CRLF.
     """
     header, sep, rest = mh.read_header_block(iter((message,)), errors.CMSParseError)
-    sample = header + sep if header or sep else rest[: rest.find(b"\n") + 1]
-    if b"\n" not in sample.replace(b"\r\n", b""):
+    if _is_canonical(header, sep, rest):
         return message
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -82,11 +100,59 @@ def split_message(message: bytes, error: type[Exception] = errors.CMSParseError)
     return mh.split_fields(header), header, rest
 
 
-def _boundary(entity: bytes, rng: Callable[[int], bytes]) -> bytes:
+def _boundary(pieces: Sequence[Buffer], rng: Callable[[int], bytes]) -> bytes:
+    # RFC 2046 §5.1.1: the boundary must not occur in the part. One scan with
+    # a pattern compiled once collects the boundaries of ours the pieces hold
+    # (re reads any buffer, so nothing is joined or copied); a new one is
+    # drawn until it is not among them. A boundary holds no CR or LF and
+    # every piece but the last ends a line, so none spans two pieces.
+    taken = {m.group() for piece in pieces for m in _OUR_BOUNDARY.finditer(piece)}
     while True:
-        boundary = b"----=_mailcrypt_" + binascii.hexlify(rng(12))
-        if boundary not in entity:
+        boundary = _BOUNDARY_PREFIX + binascii.hexlify(rng(12))
+        if boundary not in taken:
             return boundary
+
+
+def _signed_entity(
+    pieces: Sequence[Buffer],
+    signer: Signer,
+    *,
+    signing_time: datetime,
+    detached: bool,
+    capabilities: Iterable[str],
+    rng: Callable[[int], bytes],
+) -> list[Buffer]:
+    """The entity made of ``pieces``, signed, as pieces: a detached signature keeps ``pieces`` as they are."""
+    der = sign(pieces, signer, signing_time=signing_time, detached=detached, capabilities=capabilities)
+    if not detached:
+        return [
+            b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
+            b"\r\n" + _b64_lines(der)
+        ]
+    boundary = _boundary(pieces, rng)
+    micalg = _MICALG[signer.digest].encode()
+    opening = (
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
+        b" micalg=" + micalg + b'; boundary="' + boundary + b'"\r\n'
+        b"\r\n"
+        b"This is a cryptographically signed message in MIME format.\r\n"
+        b"\r\n--" + boundary + b"\r\n"
+    )
+    closing = b"".join(
+        (
+            b"\r\n--" + boundary + b"\r\n"
+            b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+            b"Content-Description: S/MIME Cryptographic Signature\r\n"
+            b"\r\n",
+            _b64_lines(der),
+            b"\r\n--" + boundary + b"--\r\n",
+        )
+    )
+    return [opening, *pieces, closing]
 
 
 def sign_entity(
@@ -105,33 +171,9 @@ def sign_entity(
     """
     if not isinstance(entity, (bytes, bytearray)):
         raise TypeError("entity must be bytes")
-    entity = bytes(entity)
-    der = sign(entity, signer, signing_time=signing_time, detached=detached, capabilities=capabilities)
-    if not detached:
-        return (
-            b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
-            b"Content-Transfer-Encoding: base64\r\n"
-            b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
-            b"\r\n" + _b64_lines(der)
-        )
-    boundary = _boundary(entity, rng)
-    micalg = _MICALG[signer.digest].encode()
     return b"".join(
-        (
-            b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
-            b" micalg=" + micalg + b'; boundary="' + boundary + b'"\r\n'
-            b"\r\n"
-            b"This is a cryptographically signed message in MIME format.\r\n"
-            b"\r\n--" + boundary + b"\r\n",
-            entity,
-            b"\r\n--" + boundary + b"\r\n"
-            b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
-            b"Content-Transfer-Encoding: base64\r\n"
-            b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
-            b"Content-Description: S/MIME Cryptographic Signature\r\n"
-            b"\r\n",
-            _b64_lines(der),
-            b"\r\n--" + boundary + b"--\r\n",
+        _signed_entity(
+            [entity], signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
         )
     )
 
@@ -148,8 +190,88 @@ def _message_id(fields: list[mh.Field], rng: Callable[[int], bytes]) -> bytes:
     return b"Message-ID: <" + binascii.hexlify(rng(16)) + b"@" + domain.encode("ascii") + b">\r\n"
 
 
+@dataclass(frozen=True)
+class SignedMessage:
+    """A message signed for sending: its pieces, in order, to join or to read as one file.
+
+    For a detached signature the message body is one of the pieces, a view
+    of the buffer the message came in rather than a copy; that buffer must
+    not change while the signed message is in use. ``parts`` go to
+    ``ChainReader`` (and so to ``encrypt_stream``) as they are.
+    """
+
+    parts: tuple[Buffer, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _slices(view: memoryview) -> Iterator[bytes]:
+    # Pieces for ``read_header_block``: only those up to the end of the header block are read (and copied).
+    for start in range(0, len(view), _SLICE):
+        yield bytes(view[start : start + _SLICE])
+
+
+def _split_view(view: memoryview) -> tuple[bytes, bytes, bytes, memoryview]:
+    """(header block, separator, the bytes read past it, body as a view of ``view``)."""
+    header, sep, rest = mh.read_header_block(_slices(view), errors.CMSParseError)
+    return header, sep, rest, view[len(header) + len(sep) :]
+
+
+def sign_message_parts(
+    message: Buffer,
+    signer: Signer,
+    *,
+    signing_time: datetime,
+    detached: bool = True,
+    capabilities: Iterable[str] = OUR_CAPABILITIES,
+    rng: Callable[[int], bytes] = os.urandom,
+) -> SignedMessage:
+    """Sign an RFC 5322 message for sending: the first step of sign-then-encrypt (DESIGN.md §2).
+
+    The one way mailcrypt signs a message, for ``mailcrypt encrypt`` and the
+    proxy alike. What is signed is canonical (CRLF line ends, RFC 8551
+    §3.1.1; see ``canonical``): the message's header fields, all but Bcc,
+    as protected headers, then its body. A fresh ``Message-ID`` is added
+    when there is none, so the serial number of DESIGN.md §2 is signed
+    (and, once encrypted, hidden). The outer header keeps every field but
+    Content-*, MIME-Version and Bcc, so the result can be sent as it is or
+    encrypted (``encrypt_stream`` over ``ChainReader(parts)``).
+
+    A canonical message in a ``bytearray`` or ``memoryview`` is neither
+    copied nor joined: the body is hashed and handed on where it lies. Only
+    a message with bare LF line ends is copied, once, to make it canonical.
+    ``rng`` makes the Message-ID and the multipart boundary; ``signing_time``
+    is the signingTime attribute. Raises ``CMSParseError`` for a header
+    block over ``mime_headers.HEADER_LIMIT``.
+    """
+    if not isinstance(message, (bytes, bytearray, memoryview)):
+        raise TypeError("message must be bytes")
+    view = memoryview(message).cast("B")
+    header, sep, rest, body = _split_view(view)
+    if not _is_canonical(header, sep, rest):
+        view = memoryview(canonical(bytes(view)))
+        header, sep, rest, body = _split_view(view)
+    fields = mh.split_fields(header)
+    if not any(f.name == "message-id" for f in fields):
+        fields.append(message_id_field(fields, rng))
+    entity = _signed_entity(
+        [mh.protect(fields), body],
+        signer,
+        signing_time=signing_time,
+        detached=detached,
+        capabilities=capabilities,
+        rng=rng,
+    )
+    return SignedMessage((mh.sendable_fields(fields, mime=False) + b"MIME-Version: 1.0\r\n", *entity))
+
+
 def sign_message(
-    message: bytes,
+    message: Buffer,
     signer: Signer,
     *,
     signing_time: datetime,
@@ -157,27 +279,12 @@ def sign_message(
     capabilities: Iterable[str] = OUR_CAPABILITIES,
     rng: Callable[[int], bytes] = os.urandom,
 ) -> bytes:
-    """Sign an RFC 5322 message; return the signed message (for ``smime.encrypt_message``).
-
-    The signed part holds the message's header fields (all but Bcc) as
-    protected headers and its body; a fresh ``Message-ID`` is added when
-    there is none, so the serial number of DESIGN.md §2 is signed (and,
-    once encrypted, hidden). Raises ``CMSParseError`` for a header block
-    over ``mime_headers.HEADER_LIMIT``.
-    """
-    if not isinstance(message, (bytes, bytearray)):
-        raise TypeError("message must be bytes")
-    fields, _header, body = split_message(canonical(bytes(message)))
-    if not any(f.name == "message-id" for f in fields):
-        fields.append(message_id_field(fields, rng))
-    entity = mh.protect(fields) + body
-    signed = sign_entity(
-        entity, signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
+    """``sign_message_parts`` joined: the signed message as one byte string."""
+    return bytes(
+        sign_message_parts(
+            message, signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
+        )
     )
-    outer = b"".join(
-        f.raw if f.raw.endswith(b"\r\n") else f.raw.rstrip(b"\r\n") + b"\r\n" for f in fields if not f.is_mime()
-    )
-    return outer + b"MIME-Version: 1.0\r\n" + signed
 
 
 # ---------------------------------------------------------------------------- read
