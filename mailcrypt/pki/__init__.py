@@ -12,6 +12,7 @@ are its API; the modules are its private parts.
 """
 from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
+from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
 from mailcrypt.pki.validate import (
     ChainVerifier,
     check_identity,
@@ -36,6 +37,8 @@ __all__ = [
     "key_type",
     "names_address",
     "recipient_problem",
+    "RevocationChecker",
+    "RevocationStatus",
     "usage_problem",
     "validate_chain",
 ]

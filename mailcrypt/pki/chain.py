@@ -48,6 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
 from mailcrypt.pki.nameconstraints import NameConstraintState, UnsupportedConstraint
+from mailcrypt.pki.revocation import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["ChainResult", "CHECKS", "NOT_CHECKED", "validate_chain"]
@@ -285,6 +286,23 @@ class _Search:
             )
 
 
+def _check_revocation(path: list[x509.Certificate], now: datetime, revocation: RevocationChecker | None) -> list[str]:
+    """Raise _Fail for a revoked certificate (or a blocking unknown); the notes of non-blocking answers."""
+    if revocation is None:
+        return []
+    notes = []
+    for cert, issuer in zip(path[:-1], path[1:], strict=True):
+        answer = revocation.status(cert, issuer, now=now)
+        if answer.state == "revoked":
+            detail = f"{answer.source}: {answer.reason}" if answer.reason else answer.source
+            raise _Fail("invalid", f"{_subject(cert)} is revoked ({detail})")
+        if answer.blocking:
+            raise _Fail("invalid", f"revocation of {_subject(cert)} cannot be checked: {answer.reason}")
+        if answer.state == "unavailable":
+            notes.append(f"revocation of {_subject(cert)} not checked: {answer.reason}")
+    return notes
+
+
 def validate_chain(
     certificate: x509.Certificate,
     *,
@@ -292,13 +310,16 @@ def validate_chain(
     anchors: Sequence[x509.Certificate],
     now: datetime,
     policy: Policy = DEFAULT_POLICY,
+    revocation: RevocationChecker | None = None,
 ) -> ChainResult:
     """Check that ``certificate`` chains to one of ``anchors`` at ``now``.
 
     ``intermediates`` are untrusted helpers (the certificates a message
-    carries). Returns a ``ChainResult``; never raises for a bad chain. The
-    first path that passes every check wins; otherwise an ``unsupported``
-    path is reported before an ``invalid`` one.
+    carries). ``revocation``, when given, is asked about every certificate of
+    a path that passed the other checks (see ``pki.revocation``). Returns a
+    ``ChainResult``; never raises for a bad chain. The first path that passes
+    every check wins; otherwise an ``unsupported`` path is reported before an
+    ``invalid`` one.
     """
     if not isinstance(certificate, x509.Certificate):
         raise TypeError("certificate must be a cryptography x509.Certificate")
@@ -313,10 +334,11 @@ def validate_chain(
     for path in itertools.chain(starts, search.paths(certificate, [certificate])):
         try:
             _check_path(path, now)
+            notes = _check_revocation(path, now, revocation)
         except _Fail as refused:
             outcomes.append((refused, path))
             continue
-        return ChainResult("valid", f"chains to {_subject(path[-1])}", tuple(path))
+        return ChainResult("valid", "; ".join([f"chains to {_subject(path[-1])}", *notes]), tuple(path))
     for wanted in ("unsupported", "invalid"):
         for failure, path in outcomes:
             if failure.status == wanted:
