@@ -1,7 +1,9 @@
 """The MIME layer: RFC 5322 messages to S/MIME messages and back (DESIGN.md §4).
 
-- ``enveloped``: encrypt a message (header protection, CRLF canonicalisation)
-  and decrypt an ``application/pkcs7-mime`` one, streamed;
+- ``enveloped``: encrypt a message (header protection, CRLF canonicalisation),
+  streamed, and decrypt an ``application/pkcs7-mime`` one to bytes;
+- ``plaintext``: decrypt a large message into a file that nobody sees
+  before its integrity and signatures are checked (``decrypt_file``);
 - ``signed``: multipart/signed and signed-data messages, the one
   sign-then-encrypt pipeline;
 - ``unwrap``: nested signed/enveloped layers in any order, verified;
@@ -12,7 +14,6 @@ directory, the fetcher or the proxy. The names below are its API; the
 modules are its private parts.
 """
 from mailcrypt.mime.enveloped import (
-    decrypt_stream,
     encrypt_message,
     encrypt_stream,
     recipient_addresses,
@@ -27,6 +28,7 @@ from mailcrypt.mime.headers import (
     read_header_block,
     split_fields,
 )
+from mailcrypt.mime.plaintext import Plaintext, Verification, decrypt_file
 from mailcrypt.mime.signed import message_id_field, sign_entity, sign_message
 from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
 
@@ -34,10 +36,12 @@ __all__ = [
     "Field",
     "HEADER_LIMIT",
     "Layer",
+    "Plaintext",
     "Unwrapped",
+    "Verification",
     "addresses_in",
     "content_type",
-    "decrypt_stream",
+    "decrypt_file",
     "encrypt_message",
     "encrypt_stream",
     "message_id_field",
