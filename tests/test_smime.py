@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from mailcrypt import errors
 from mailcrypt.envelope import decrypt, encrypt
-from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import decrypt_file
+from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import headers as mh
 from mailcrypt.policy import COMPATIBLE, MODERN, Profile
 
