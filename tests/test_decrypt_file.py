@@ -134,3 +134,11 @@ def test_signed_only_needs_verify(ec_p256: KeyPair, work: Path) -> None:
     with pytest.raises(errors.BadSignature):
         decrypt_file(io.BytesIO(tampered), [], destination=work / "again.eml", verify=Verification(now=NOW))
     assert sorted(os.listdir(work)) == ["out.eml", "unrelated.txt"]
+
+
+def test_a_dropped_plaintext_takes_its_file_with_it(rsa2048: KeyPair, work: Path) -> None:
+    data = encrypt_message(message(), [rsa2048.cert])
+    plain = decrypt_file(io.BytesIO(data), [rsa2048.identity], destination=work / "out.eml")
+    assert len(os.listdir(work)) == 2
+    del plain  # No with block, no publish: CPython collects it here.
+    assert sorted(os.listdir(work)) == ["unrelated.txt"]

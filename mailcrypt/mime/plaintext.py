@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,11 +101,15 @@ class Plaintext:
         self._published = False
         if destination is None:
             self.file: IO[bytes] = tempfile.TemporaryFile()
-            return
-        directory = os.path.dirname(os.path.abspath(destination))
-        # mkstemp makes the file 0600 and opens it O_EXCL: nobody else can have it open.
-        fd, self._tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(destination)}.", suffix=".tmp")
-        self.file = os.fdopen(fd, "w+b")
+        else:
+            directory = os.path.dirname(os.path.abspath(destination))
+            # mkstemp makes the file 0600 and opens it O_EXCL: nobody else can have it open.
+            fd, self._tmp_name = tempfile.mkstemp(
+                dir=directory, prefix=f".{os.path.basename(destination)}.", suffix=".tmp"
+            )
+            self.file = os.fdopen(fd, "w+b")
+        # A Plaintext dropped without ``discard`` (no ``with`` block) still takes its file with it.
+        self._cleanup = weakref.finalize(self, _remove, self.file, self._tmp_name)
 
     def publish(self, stream: BinaryWriter | None = None) -> None:
         """Make the message visible: rename it onto the destination, or copy it to ``stream`` (no destination).
@@ -133,23 +138,28 @@ class Plaintext:
             self.file.close()
             os.replace(self._tmp_name, self.destination)
             self._tmp_name = None
+            self._cleanup.detach()
         self._published = True
 
     def discard(self) -> None:
         """Close and remove the temporary file (nothing happens to a published destination)."""
         self.file.close()
-        if self._tmp_name is not None:
-            try:
-                os.unlink(self._tmp_name)
-            except FileNotFoundError:
-                pass
-            self._tmp_name = None
+        self._cleanup()
 
     def __enter__(self) -> Plaintext:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.discard()
+
+
+def _remove(file: IO[bytes], name: str | None) -> None:
+    file.close()
+    if name is not None:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
 
 
 def decrypt_file(
