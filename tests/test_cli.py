@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -412,6 +413,46 @@ def test_failures_leave_no_output(tmp_path: Path, ids: dict[str, Ident]) -> None
         assert_error(proc, code)
         assert (work / "out.eml").read_bytes() == b"previous content\n"
         assert sorted(os.listdir(work)) == ["in.p7m", "out.eml"], name
+
+
+def _large_tampered(ids: dict[str, Ident]) -> dict[str, tuple[bytes, int]]:
+    """A 3 MB AES-GCM message with a flipped tag, and AES-CBC with valid padding around a broken signature.
+
+    Both decrypt in many chunks before the check that fails: plaintext exists
+    in the command's temporary file and must never reach the output.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from tamper import cbc_with_bad_signature, tampered_gcm
+
+    from mailcrypt.envelope.signed import Signer
+    from mailcrypt.mime import sign_message
+
+    bob = ids["bob"]
+    cert = x509.load_pem_x509_certificate(bob.cert.read_bytes())
+    key = load_pem_private_key(bob.key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    big = MESSAGE + BODY_LINE * (3_000_000 // len(BODY_LINE))
+    signed = sign_message(big, Signer(key, cert), signing_time=datetime.now(UTC))
+    return {
+        "large tampered gcm": (tampered_gcm(big, cert), 4),
+        "cbc bad inner signature": (cbc_with_bad_signature(signed, cert), 5),
+    }
+
+
+def test_large_tampered_messages_leave_no_output(tmp_path: Path, ids: dict[str, Ident]) -> None:
+    bob = ids["bob"]
+    for name, (data, code) in _large_tampered(ids).items():
+        work = tmp_path / name.replace(" ", "-")
+        work.mkdir()
+        (work / "in.p7m").write_bytes(data)
+        proc = run("decrypt", *bob.decrypt_args(), "in.p7m", cwd=work)
+        assert_error(proc, code)  # exit code, and not one byte on stdout
+        proc = run("decrypt", *bob.decrypt_args(), "in.p7m", "-o", "out.eml", cwd=work)
+        assert_error(proc, code)
+        # Neither the output nor the temporary file it would have been renamed from.
+        assert sorted(os.listdir(work)) == ["in.p7m"], name
 
 
 def test_encrypt_failure_leaves_existing_output(tmp_path: Path, ids: dict[str, Ident], msg: Path) -> None:

@@ -164,6 +164,37 @@ def test_replay_is_quarantined(tmp_path, imap_user, rsa2048, ec_p256) -> None:  
     assert status(by_uid(home / "mail")[4][1]).startswith("quarantined; replay")
 
 
+def test_tampered_mail_leaves_no_plaintext_anywhere(tmp_path, imap_user, rsa2048, ec_p256) -> None:  # type: ignore[no-untyped-def]
+    """A flipped GCM tag, and CBC with valid padding around a broken signature: quarantined as the server has them.
+
+    Neither leaves a file in any tmp/, and the words of their plaintext are
+    nowhere under the home: not in the Maildir, not in the state store.
+    """
+    from tamper import cbc_with_bad_signature, tampered_gcm
+
+    secret = "never-to-be-seen-7f3a"
+    body = "".join(f"{i:06d} {secret}\r\n" for i in range(20_000))
+    home = make_home(tmp_path / "home", imap_user, [rsa2048])
+    signer = Signer(ec_p256.key, ec_p256.cert)
+    gcm = tampered_gcm(plain("tampered gcm", body), rsa2048.cert)
+    cbc = cbc_with_bad_signature(smime_signed.sign_message(plain("cbc", body), signer, signing_time=NOW), rsa2048.cert)
+    imap_user.append([gcm, cbc])
+    before = imap_user.messages()
+
+    result = run_cli(home, imap_user)
+    assert result.returncode == 5, result.stderr  # bad-signature (5) outranks integrity (4)
+    delivered = by_uid(home / "mail")
+    assert delivered[1][0] == ".Quarantine" and status(delivered[1][1]).startswith("quarantined; integrity")
+    assert delivered[2][0] == ".Quarantine" and status(delivered[2][1]).startswith("quarantined; bad-signature")
+    for uid in (1, 2):
+        assert strip_status(delivered[uid][1]) == before[uid][0], "quarantined mail must be the server's copy"
+    assert [p for p in (home / "mail").rglob("tmp/*")] == []
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert imap_user.messages() == before
+
+
 def test_stale_signed_mail_is_quarantined(tmp_path, imap_user, rsa2048, ec_p256) -> None:  # type: ignore[no-untyped-def]
     home = make_home(tmp_path / "home", imap_user, [rsa2048])
     signer = Signer(ec_p256.key, ec_p256.cert)

@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import subprocess
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from mailcrypt import errors
 from mailcrypt.envelope import decrypt, encrypt
+from mailcrypt.mime import decrypt_file
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import headers as mh
 from mailcrypt.policy import COMPATIBLE, MODERN, Profile
@@ -185,10 +187,10 @@ def test_streams_match_the_bytes_functions(rsa2048: KeyPair) -> None:
         assert len(out.getvalue()) == len(expected)
         assert _header_block(out.getvalue()) == _header_block(expected)
         assert smime.decrypt_message(out.getvalue(), [party.identity])[0] == _without_bcc(message)
-    out = io.BytesIO()
-    info = smime.decrypt_stream(Pipe(expected), out, [party.identity])
-    assert out.getvalue() == _without_bcc(message)
-    assert info.recipient_count == 1
+    with decrypt_file(Pipe(expected), [party.identity]) as plain:
+        assert plain.file.read() == _without_bcc(message)
+        info = plain.unwrapped.layers[0].envelope
+        assert info is not None and info.recipient_count == 1
 
 
 def test_stream_starting_mid_file(ec_p256: KeyPair) -> None:
@@ -478,7 +480,7 @@ def test_garbage_inside_real_base64(rsa2048: KeyPair) -> None:
         smime.decrypt_message(encrypted[:cut] + b"*" + encrypted[cut + 1 :], [party.identity])
 
 
-def test_flipped_gcm_tag_fails_streaming_decrypt(rsa2048: KeyPair) -> None:
+def test_flipped_gcm_tag_fails_streaming_decrypt(rsa2048: KeyPair, tmp_path: Path) -> None:
     party = rsa2048
     encrypted = smime.encrypt_message(_multipart(os.urandom(400_000)), [party.cert], profile=MODERN)
     head = encrypted.split(b"\r\n\r\n", 1)[0]
@@ -486,9 +488,9 @@ def test_flipped_gcm_tag_fails_streaming_decrypt(rsa2048: KeyPair) -> None:
     assert der[-18:-16] == b"\x04\x10"  # RFC 5083 §2.1: the mac OCTET STRING comes last.
     der[-1] ^= 0x01
     tampered = head + b"\r\n\r\n" + _b64(bytes(der))
-    out = io.BytesIO()
     with pytest.raises(errors.DecryptionFailed):
-        smime.decrypt_stream(io.BytesIO(tampered), out, [party.identity])
+        decrypt_file(io.BytesIO(tampered), [party.identity], destination=tmp_path / "out.eml")
+    assert os.listdir(tmp_path) == []
     with pytest.raises(errors.DecryptionFailed):
         smime.decrypt_message(tampered, [party.identity])
 
@@ -518,7 +520,9 @@ def test_argument_types(rsa2048: KeyPair) -> None:
     with pytest.raises(TypeError):
         smime.decrypt_message(PLAIN, party.identity)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        smime.decrypt_stream(io.BytesIO(PLAIN), io.StringIO(), [party.identity])  # type: ignore[arg-type]
+        decrypt_file(io.StringIO("x"), [party.identity])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        decrypt_file(io.BytesIO(PLAIN), [party.identity], verify=True)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         smime.recipient_addresses("To: a@b")  # type: ignore[arg-type]
 
@@ -593,15 +597,23 @@ class _Recorder(io.BytesIO):
         return super().write(data)
 
 
-def test_both_directions_stream(ec_p256: KeyPair) -> None:
+def test_both_directions_stream(ec_p256: KeyPair, tmp_path: Path) -> None:
     party = ec_p256
     message = _multipart(os.urandom(6 << 20))
+    destination = tmp_path / "out.eml"
     for original in (message, message.replace(b"\r\n", b"\n")):
         source, sink = _Recorder(original), _Recorder()
         smime.encrypt_stream(source, sink, [party.cert], profile=MODERN)
         assert source.largest_read <= 1 << 20 and sink.largest_write <= 1 << 20
         encrypted = _Recorder(sink.getvalue())
-        plain = _Recorder()
-        smime.decrypt_stream(encrypted, plain, [party.identity])
-        assert encrypted.largest_read <= 1 << 20 and plain.largest_write <= 1 << 20
-        assert plain.getvalue() == _without_bcc(message)
+        # Decryption holds the envelope's DER once and never the plaintext: that goes to the file.
+        tracemalloc.start()
+        try:
+            with decrypt_file(encrypted, [party.identity], destination=destination) as plain:
+                plain.publish()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert encrypted.largest_read <= 1 << 20
+        assert peak < len(message) * 1.5, peak
+        assert destination.read_bytes() == _without_bcc(message)

@@ -2,7 +2,9 @@
 
 Output is written to a 0600 temporary file and moved into place (or copied
 to stdout) once the whole command has succeeded, so a failure never leaves
-partial plaintext or ciphertext behind. Nothing here knows about mail.
+partial ciphertext or key material behind. Decrypted mail does not pass
+through here: ``mailcrypt.mime.decrypt_file`` owns its file from the first
+byte of plaintext. Nothing here knows about mail.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import IO
 
 from mailcrypt import errors
 
-__all__ = ["CHUNK", "open_input", "Output", "read_headers"]
+__all__ = ["CHUNK", "check_output_directory", "open_input", "Output", "read_headers"]
 
 CHUNK = 1 << 20
 
@@ -53,6 +55,13 @@ def read_headers(infile: IO[bytes], limit: int = 1 << 20) -> bytes:
     return b"".join(lines)
 
 
+def check_output_directory(path: str) -> None:
+    """Raise ``ConfigError`` (exit 2) before any work when the directory that is to hold ``path`` does not exist."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise errors.ConfigError(f"output {path}: directory {directory} does not exist")
+
+
 class Output:
     """Where a command writes: a 0600 temporary file, committed only on success.
 
@@ -70,9 +79,8 @@ class Output:
         if self.path is None:
             self.file = tempfile.TemporaryFile()
             return self
+        check_output_directory(self.path)
         directory = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(directory):
-            raise errors.ConfigError(f"output {self.path}: directory {directory} does not exist")
         fd, self._tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
         self.file = os.fdopen(fd, "w+b")
         return self

@@ -1,14 +1,16 @@
 """``mailcrypt decrypt`` and ``mailcrypt verify``: open, check, remember.
 
-``decrypt`` removes every S/MIME layer: the outer envelope is decrypted as
-a stream (a 25 MB message is never held whole), and whatever is inside it,
-a signature or another envelope, is removed in memory by
-``mailcrypt.mime.unwrap``. Signatures are verified (a bad one is exit 5), the
-replay guard of DESIGN.md §2 accepts each message once inside the freshness
-window (exit 5 otherwise, with when it was first seen; ``--no-replay-check``
-re-reads an old message on purpose), and the signer's certificate and
-capabilities are harvested into the key directory when the configuration
-allows. The output is published only when all of that succeeded.
+``decrypt`` removes every S/MIME layer through ``mailcrypt.mime.decrypt_file``:
+the outer envelope is decrypted as a stream (a 25 MB message is never held
+whole) into a private temporary file, and whatever is inside it, a signature
+or another envelope, is removed and verified in memory (a bad signature is
+exit 5). The replay guard of DESIGN.md §2 then accepts each message once
+inside the freshness window (exit 5 otherwise, with when it was first seen;
+``--no-replay-check`` re-reads an old message on purpose), and the signer's
+certificate and capabilities are harvested into the key directory when the
+configuration allows. Only when all of that succeeded is the message
+published: renamed onto ``-o OUT`` or copied to standard output. On any
+failure nothing is created and nothing is printed.
 
 ``verify`` checks signatures and certificate chains only: it neither
 decrypts nor touches the replay cache.
@@ -17,31 +19,29 @@ decrypts nor touches the replay cache.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 
 from mailcrypt import errors
-from mailcrypt.cli.files import Output, open_input, read_headers
+from mailcrypt.cli.files import check_output_directory, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note
-from mailcrypt.envelope import Identity, envelope_digest, identity_from_key
+from mailcrypt.envelope import Identity, identity_from_key
 from mailcrypt.keydir import load_key_pair, load_pkcs12
-from mailcrypt.mime import content_type, decrypt_stream, sender_address, split_fields
+from mailcrypt.mime import Verification, decrypt_file, sender_address
 
-# Signatures, the replay store and harvesting are imported where they are
-# needed: a large encrypted message read with key files and no home needs
-# none of them, and their import time counts in every such run.
+# The replay store and harvesting are imported where they are needed: a
+# large encrypted message read with key files and no home needs neither,
+# and their import time counts in every such run.
 if TYPE_CHECKING:
     from mailcrypt.mime import Unwrapped
     from mailcrypt.state import Store
 
 __all__ = ["decrypt", "verify"]
-
-_SMIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime", "multipart/signed")
-
 
 def _file_identities(args: argparse.Namespace) -> list[Identity]:
     """The identities named by --p12 and --key/--cert, in command-line order."""
@@ -63,72 +63,6 @@ def _file_identities(args: argparse.Namespace) -> list[Identity]:
 def _anchors(home: Home | None) -> Sequence[x509.Certificate]:
     # The key directory loaded them when the home was opened.
     return () if home is None else home.keys.trust_anchors
-
-
-def _is_smime(infile: IO[bytes]) -> bool:
-    """Whether the message in ``infile`` (rewound afterwards) has an S/MIME layer at its top."""
-    ctype, params = content_type(split_fields(read_headers(infile)))
-    if ctype == "multipart/signed":
-        return params.get("protocol", "").lower() in ("application/pkcs7-signature", "application/x-pkcs7-signature")
-    return ctype in _SMIME_TYPES
-
-
-def _unwrap(
-    message: bytes, identities: Sequence[Identity], anchors: Sequence[x509.Certificate], now: datetime
-) -> Unwrapped:
-    from mailcrypt.mime import unwrap_message
-
-    return unwrap_message(message, identities, now=now, trust_anchors=anchors)
-
-
-def _read(
-    args: argparse.Namespace,
-    infile: IO[bytes],
-    out: Output,
-    identities: Sequence[Identity],
-    anchors: Sequence[x509.Certificate],
-    now: datetime,
-    *,
-    replay_key: bool,
-) -> Unwrapped:
-    """Remove every layer of the message in ``infile``; the final message ends up in ``out.file``.
-
-    The outer envelope streams into ``out.file``; if what it held is S/MIME
-    again, that is read back and unwrapped in memory. A message whose top
-    is not an envelope (signed only) is unwrapped in memory from the start.
-    The outer envelope's digest (a hash over all its ciphertext) is taken
-    only when ``replay_key`` says the replay guard will use it.
-    """
-    assert out.file is not None
-    digests: list[bytes] = []
-    try:
-        info = decrypt_stream(
-            infile,
-            out.file,
-            identities,
-            on_envelope=(lambda der: digests.append(envelope_digest(der))) if replay_key else None,
-        )
-    except errors.NotEncryptedError:
-        infile.seek(0)
-        if not _is_smime(infile):
-            raise
-        unwrapped = _unwrap(infile.read(), identities, anchors, now)
-        out.file.seek(0)
-        out.file.truncate()
-        out.file.write(unwrapped.message)
-        return unwrapped
-    from mailcrypt.mime import Layer, Unwrapped
-
-    outer = Layer("enveloped", info.content_type, digests[0] if digests else b"", envelope=info)
-    out.file.seek(0)
-    if not _is_smime(out.file):
-        out.file.seek(0, 2)
-        return Unwrapped(b"", (outer,))
-    inner = _unwrap(out.file.read(), identities, anchors, now)
-    out.file.seek(0)
-    out.file.truncate()
-    out.file.write(inner.message)
-    return Unwrapped(b"", (outer, *inner.layers))
 
 
 def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrapped, now: datetime) -> Store | None:
@@ -164,9 +98,22 @@ def decrypt(args: argparse.Namespace) -> None:
         identities = home.keys.identities(home.passphrase)
         note(args, f"trying {len(identities)} identit{'y' if len(identities) == 1 else 'ies'} from {home.keys.path}")
     now = datetime.now(UTC)
-    with open_input(args.input) as infile, Output(args.output) as out:
-        checked = home is not None and not args.no_replay_check
-        unwrapped = _read(args, infile, out, identities, _anchors(home), now, replay_key=checked)
+    destination = None if args.output in (None, "-") else args.output
+    if destination is not None:
+        check_output_directory(destination)
+    # The replay guard needs the outer envelope's digest (a hash over all its ciphertext) only when it runs.
+    checked = home is not None and not args.no_replay_check
+    with (
+        open_input(args.input) as infile,
+        decrypt_file(
+            infile,
+            identities,
+            destination=destination,
+            verify=Verification(now=now, trust_anchors=_anchors(home)),
+            replay_digest=checked,
+        ) as plaintext,
+    ):
+        unwrapped = plaintext.unwrapped
         for layer in unwrapped.layers:
             info = layer.envelope
             if info is not None:
@@ -181,9 +128,7 @@ def decrypt(args: argparse.Namespace) -> None:
             if store is not None and home is not None and home.settings.keys.harvest:
                 from mailcrypt.keydir import harvest
 
-                assert out.file is not None
-                out.file.seek(0)
-                sender = sender_address(read_headers(out.file))
+                sender = sender_address(read_headers(plaintext.file))
                 for line in harvest(
                     unwrapped,
                     sender=sender,
@@ -196,7 +141,7 @@ def decrypt(args: argparse.Namespace) -> None:
         finally:
             if store is not None:
                 store.close()
-        out.commit()
+        plaintext.publish(None if destination is not None else sys.stdout.buffer)
 
 
 def verify(args: argparse.Namespace) -> None:

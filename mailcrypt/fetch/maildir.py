@@ -128,13 +128,19 @@ class MaildirFolder:
         # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            fault("written")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                fault("written")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # A failed write (disk full, an interrupt) leaves no partial message in tmp/
+            # until the next run; only a crash can, and the next run removes that.
+            os.unlink(tmp)
+            raise
         fault("fsynced")
         final = os.path.join(self._new, stem)
         os.rename(tmp, final)

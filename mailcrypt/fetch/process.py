@@ -9,7 +9,10 @@ the replay guard whether the message is fresh and new, and writes status
 header fields on top (``X-Mailcrypt-Status``, the key used, the cipher, the
 signer and signing time, a warning for unauthenticated CBC content that is
 not signed). Decrypted HTML of such unsigned CBC mail has its remote content
-removed (``efail``).
+removed (``efail``). ``unwrap_message`` returns the message as bytes and
+only once every GCM tag, CBC padding and signature has been checked, so no
+unverified plaintext reaches a sink: a failure is quarantined as the server's
+copy and the plaintext is never written.
 
 What goes to quarantine, unchanged below one status field: a replay or a
 stale message, mail no identity can open, broken envelopes and bad

@@ -1,7 +1,9 @@
 """The MIME layer: RFC 5322 messages to S/MIME messages and back (DESIGN.md §4).
 
-- ``enveloped``: encrypt a message (header protection, CRLF canonicalisation)
-  and decrypt an ``application/pkcs7-mime`` one, streamed;
+- ``enveloped``: encrypt a message (header protection, CRLF canonicalisation),
+  streamed, and decrypt an ``application/pkcs7-mime`` one to bytes;
+- ``plaintext``: decrypt a large message into a file that nobody sees
+  before its integrity and signatures are checked (``decrypt_file``);
 - ``signed``: multipart/signed and signed-data messages, made and read;
 - ``pipeline``: the one sign-then-encrypt pipeline of outgoing mail
   (``sign_message_parts``, then ``encrypt_stream`` over ``ChainReader``);
@@ -13,7 +15,6 @@ directory, the fetcher or the proxy. The names below are its API; the
 modules are its private parts.
 """
 from mailcrypt.mime.enveloped import (
-    decrypt_stream,
     encrypt_message,
     encrypt_stream,
     recipient_addresses,
@@ -30,6 +31,7 @@ from mailcrypt.mime.headers import (
     split_fields,
 )
 from mailcrypt.mime.pipeline import INLINE_LIMIT, ChainReader, encrypts_inline, signs_inline
+from mailcrypt.mime.plaintext import Plaintext, Verification, decrypt_file
 from mailcrypt.mime.signed import SignedMessage, message_id_field, sign_entity, sign_message, sign_message_parts
 from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
 
@@ -39,11 +41,13 @@ __all__ = [
     "HEADER_LIMIT",
     "INLINE_LIMIT",
     "Layer",
+    "Plaintext",
     "SignedMessage",
     "Unwrapped",
+    "Verification",
     "addresses_in",
     "content_type",
-    "decrypt_stream",
+    "decrypt_file",
     "encrypt_message",
     "encrypt_stream",
     "encrypts_inline",

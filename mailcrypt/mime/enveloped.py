@@ -9,12 +9,12 @@ shows ``Subject: [...]`` and never carries Bcc. Decryption reverses this:
 the protected header block is authoritative, and only fields added in
 transit (Received, ...) are taken from the outside.
 
-Both directions stream. Encryption reads the input twice when it can seek
-(once to learn the canonical length that DER needs up front, once to
-encrypt) and otherwise holds the input once. Decryption holds the DER once
-and writes the plaintext as it is decrypted, so its output is
-unauthenticated until ``decrypt_stream`` returns: the caller must write to
-a temporary file and commit it only then (see ``decrypt_stream``).
+Encryption streams: it reads the input twice when it can seek (once to
+learn the canonical length that DER needs up front, once to encrypt) and
+otherwise holds the input once. Decryption here returns bytes, and only once
+the GCM tag or CBC padding has been checked; decrypting a large message into
+a file, where plaintext exists before its integrity is known, is
+``mailcrypt.mime.plaintext.decrypt_file``, which owns that file.
 
 What it won't do (yet): sign or verify (multipart/signed and SignedData are
 a later issue), parse nested signed or enveloped parts, or look up keys.
@@ -43,7 +43,6 @@ __all__ = [
     "encrypt_message",
     "decrypt_message",
     "encrypt_stream",
-    "decrypt_stream",
     "decrypt_envelope",
     "recipient_addresses",
     "sender_address",
@@ -64,7 +63,7 @@ _WHITESPACE = b" \t\r\n"
 
 
 class BinaryReader(Protocol):
-    """A binary file as ``decrypt_stream`` reads it."""
+    """A binary file as ``decrypt_file`` reads it."""
 
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -270,49 +269,45 @@ def decrypt_message(
 ) -> tuple[bytes, EnvelopeInfo]:
     """Decrypt an S/MIME message; return the RFC 5322 message and what opened it.
 
-    Raises what ``decrypt_stream`` raises; no plaintext is returned then.
+    Raises ``NotEncryptedError`` when the message is not ``application/pkcs7-mime``
+    enveloped data, ``CMSParseError`` for a malformed body or inner header
+    block, and from the envelope core ``NoMatchingIdentity``,
+    ``DecryptionFailed``, ``UnsupportedAlgorithm`` and ``PolicyViolation``;
+    no plaintext is returned then.
     """
     _check_bytes(message, "message")
-    out = io.BytesIO()
-    info = decrypt_stream(io.BytesIO(message), out, identities, policy=policy)
-    return out.getvalue(), info
-
-
-def decrypt_stream(
-    infile: BinaryReader,
-    outfile: BinaryWriter,
-    identities: Sequence[Identity],
-    *,
-    policy: Policy = DEFAULT_POLICY,
-    on_envelope: Callable[[memoryview], None] | None = None,
-) -> EnvelopeInfo:
-    """Decrypt the S/MIME message in ``infile``, writing the message to ``outfile``.
-
-    The plaintext is written while it is decrypted, and its integrity (GCM
-    tag, CBC padding) is known only at the end: when this raises, whatever
-    reached ``outfile`` must be thrown away. Write to a temporary file and
-    commit it only after this returns.
-
-    ``on_envelope``, if given, sees the envelope's DER before it is opened
-    (the replay guard takes its digest there without a second decoding).
-
-    Raises ``NotEncryptedError`` when the message is not ``application/pkcs7-mime``
-    enveloped data (before anything is written to ``outfile``), ``CMSParseError`` for a malformed body or inner header
-    block, and from the envelope core ``NoMatchingIdentity``,
-    ``DecryptionFailed``, ``UnsupportedAlgorithm`` and ``PolicyViolation``.
-    """
-    _check_file(infile, "read", "infile")
-    _check_file(outfile, "write", "outfile")
     _check_sequence(identities, "identities")
     _check_options(None, policy)
-    chunks = _read_chunks(infile, _CHUNK)
-    header, _, rest = mh.read_header_block(chunks, errors.NotEncryptedError)
+    header, _, rest = mh.read_header_block(iter((bytes(message),)), errors.NotEncryptedError)
     outer = mh.split_fields(_lf_to_crlf_bytes(header))
     encoding = _smime_transfer_encoding(outer)
-    der = _decode_body(itertools.chain((rest,), chunks), encoding)
-    if on_envelope is not None:
-        on_envelope(memoryview(der))
-    return _open_into(outer, der, identities, policy, outfile.write)
+    pieces: list[bytes] = []
+    # Collected and joined once, and handed out only after the last piece passed the check.
+    # The body goes to the decoder in pieces, as from a file: one piece would be copied whole.
+    body = (rest[i : i + _CHUNK] for i in range(0, len(rest), _CHUNK))
+    info = _open_body(outer, body, encoding, identities, policy, pieces.append)
+    return b"".join(pieces), info
+
+
+def _open_body(
+    outer: list[mh.Field],
+    chunks: Iterator[bytes],
+    encoding: str,
+    identities: Sequence[Identity],
+    policy: Policy,
+    write: Callable[[bytes], object],
+    on_open: Callable[[OpenEnvelope], None] | None = None,
+) -> EnvelopeInfo:
+    """Decode the body of an enveloped S/MIME message and decrypt it into ``write``.
+
+    Private to the MIME layer (``plaintext`` imports it): what reaches
+    ``write`` is unauthenticated until this returns, so only callers that
+    hold it back until then may use it (``decrypt_message`` collects it,
+    ``plaintext.decrypt_file`` writes a file nobody else sees). The DER is
+    held only while this runs.
+    """
+    der = _decode_body(chunks, encoding)
+    return _open_into(outer, der, identities, policy, write, on_open)
 
 
 def decrypt_envelope(
