@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,17 +141,14 @@ def assert_plaintext(output: bytes) -> None:
 # ---------------------------------------------------------------- startup and usage
 
 
-def test_help_starts_fast(tmp_path: Path) -> None:
-    # The real target is 150 ms (measured in the benchmark); a test only guards against regressions.
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    # How fast it starts is measured by benchmarks/startup.py (target 150 ms), not asserted here.
     for command in ([str(SCRIPT)], MAILCRYPT):
-        started = time.monotonic()
         proc = run("--help", cwd=tmp_path, command=command)
-        elapsed = time.monotonic() - started
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith(b"usage: mailcrypt")
         for word in (b"encrypt", b"decrypt", b"keys", b"exit status"):
             assert word in proc.stdout
-        assert elapsed < 1.0
 
 
 def test_cli_module_imports_nothing_heavy(tmp_path: Path) -> None:
