@@ -153,7 +153,8 @@ def make_keypair(test_ca: CertificateAuthority, pki_dir: Path) -> MakeKeyPair:
     ``make_keypair(name, key)`` gives the usual S/MIME certificate (e-mail
     SAN, keyUsage keyEncipherment for RSA or keyAgreement for EC, EKU
     emailProtection, SKI). ``key_usage`` overrides the keyUsage extension
-    (``None`` leaves it out); ``ski=False`` leaves out the SKI and
+    (``"signing"``: digitalSignature only, a signer's certificate; ``None``
+    leaves it out); ``ski=False`` leaves out the SKI and
     ``ski=b"..."`` writes that value instead of the RFC 5280 method-1 hash.
     """
     made: set[str] = set()
@@ -184,6 +185,8 @@ def make_keypair(test_ca: CertificateAuthority, pki_dir: Path) -> MakeKeyPair:
         if key_usage == "default":
             is_rsa = isinstance(key, rsa.RSAPrivateKey)
             key_usage = _key_usage(encipherment=is_rsa, agreement=not is_rsa)
+        elif key_usage == "signing":
+            key_usage = _key_usage(encipherment=False, agreement=False, signature=True)
         if key_usage is not None:
             builder = builder.add_extension(key_usage, critical=True)
         if isinstance(ski, bytes):

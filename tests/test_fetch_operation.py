@@ -14,8 +14,7 @@ import textwrap
 import time
 
 import pytest
-from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
-from test_fetch_messages import plain
+from fetch_helpers import ROOT, by_uid, env_for, make_home, plain, run_cli, status
 
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
