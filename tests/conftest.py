@@ -10,6 +10,8 @@ temporary directory, so ``openssl cms`` can use the same keys.
 from __future__ import annotations
 
 import datetime
+import os
+import secrets
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,10 +22,58 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import settings as hypothesis_settings
 
 from mailcrypt.envelope import Identity, identity_from_key
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+# ------------------------------------------------------------------ hypothesis: reproducible, and random in CI
+
+# The property tests (test_bad_input.py) run derandomised by default: the same
+# examples every run, so a failure is the same on every machine. .ci/run runs them
+# once more with MAILCRYPT_HYPOTHESIS=random, new examples each time, under a seed
+# printed at the start and the end of the run (pytest_report_header,
+# pytest_terminal_summary) so that a failure can be run again with
+# --hypothesis-seed. Settings objects made at import take their defaults from
+# the profile loaded here, before any test module is imported.
+HYPOTHESIS_ENV = "MAILCRYPT_HYPOTHESIS"
+hypothesis_settings.register_profile("derandomized", derandomize=True, database=None)
+hypothesis_settings.register_profile("random", derandomize=False, database=None, print_blob=True)
+_HYPOTHESIS_PROFILE = os.environ.get(HYPOTHESIS_ENV) or "derandomized"
+if _HYPOTHESIS_PROFILE not in ("derandomized", "random"):
+    raise pytest.UsageError(f"{HYPOTHESIS_ENV}={_HYPOTHESIS_PROFILE!r}: use derandomized (the default) or random")
+hypothesis_settings.load_profile(_HYPOTHESIS_PROFILE)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """In the random profile, pick the run's seed unless --hypothesis-seed names one.
+
+    It runs before hypothesis' own pytest_configure, which reads the option
+    and seeds every property test with it.
+    """
+    if _HYPOTHESIS_PROFILE == "random" and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(secrets.randbits(32))
+
+
+def _hypothesis_line(config: pytest.Config) -> str:
+    seed = config.getoption("hypothesis_seed", None)
+    if _HYPOTHESIS_PROFILE != "random":
+        return f"hypothesis: profile derandomized (set {HYPOTHESIS_ENV}=random for new examples)"
+    return (
+        f"hypothesis: profile random, seed {seed} "
+        f"(again: {HYPOTHESIS_ENV}=random pytest --hypothesis-seed={seed} ...)"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _hypothesis_line(config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if _HYPOTHESIS_PROFILE == "random":
+        terminalreporter.write_line(_hypothesis_line(config))
 
 _NOW = datetime.datetime.now(datetime.UTC)
 _NOT_BEFORE = _NOW - datetime.timedelta(days=1)
@@ -153,7 +203,8 @@ def make_keypair(test_ca: CertificateAuthority, pki_dir: Path) -> MakeKeyPair:
     ``make_keypair(name, key)`` gives the usual S/MIME certificate (e-mail
     SAN, keyUsage keyEncipherment for RSA or keyAgreement for EC, EKU
     emailProtection, SKI). ``key_usage`` overrides the keyUsage extension
-    (``None`` leaves it out); ``ski=False`` leaves out the SKI and
+    (``"signing"``: digitalSignature only, a signer's certificate; ``None``
+    leaves it out); ``ski=False`` leaves out the SKI and
     ``ski=b"..."`` writes that value instead of the RFC 5280 method-1 hash.
     """
     made: set[str] = set()
@@ -184,6 +235,8 @@ def make_keypair(test_ca: CertificateAuthority, pki_dir: Path) -> MakeKeyPair:
         if key_usage == "default":
             is_rsa = isinstance(key, rsa.RSAPrivateKey)
             key_usage = _key_usage(encipherment=is_rsa, agreement=not is_rsa)
+        elif key_usage == "signing":
+            key_usage = _key_usage(encipherment=False, agreement=False, signature=True)
         if key_usage is not None:
             builder = builder.add_extension(key_usage, critical=True)
         if isinstance(ski, bytes):

@@ -165,12 +165,13 @@ class Dovecot:
             raise RuntimeError(f"the test Dovecot has only {_POOL} users")
         return ImapUser(self, f"user{n}", _password(n))
 
-    def kill_sessions(self, user: ImapUser) -> int:
-        """SIGKILL this server's IMAP processes serving ``user`` (a dropped connection); return how many.
+    def _sessions(self, user: ImapUser) -> list[tuple[int, str]]:
+        """(PID, process title) of this server's IMAP processes serving ``user``.
 
-        Only processes of this server's own process group are looked at, by PID.
+        Only processes of this server's own process group are looked at, by PID;
+        their titles name the user and the command running (verbose_proctitle).
         """
-        killed = 0
+        sessions = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -182,9 +183,33 @@ class Dovecot:
             except (OSError, ProcessLookupError):
                 continue
             if title.startswith("dovecot/imap ") and f"[{user.name} " in title:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        return killed
+                sessions.append((pid, title))
+        return sessions
+
+    def kill_sessions(self, user: ImapUser) -> int:
+        """SIGKILL this server's IMAP processes serving ``user`` (a dropped connection); return how many."""
+        sessions = self._sessions(user)
+        for pid, _title in sessions:
+            os.kill(pid, signal.SIGKILL)
+        return len(sessions)
+
+    def wait_for_idle(
+        self, user: ImapUser, *, client: subprocess.Popen[str] | None = None, timeout: float = 60
+    ) -> None:
+        """Return once a session of ``user`` is waiting in IDLE (RFC 2177); fail after ``timeout`` seconds.
+
+        The server's own process title says so (``[user1 127.0.0.1 IDLE]``):
+        from then on, mail appended is announced to that session. When the
+        ``client`` process that should get there exits first, fail at once.
+        """
+        deadline = time.monotonic() + timeout
+        while not any(title.rstrip().endswith(" IDLE]") for _pid, title in self._sessions(user)):
+            if client is not None and client.poll() is not None:
+                raise AssertionError(f"the client exited ({client.returncode}) before it waited in IDLE")
+            if time.monotonic() > deadline:
+                titles = [title for _pid, title in self._sessions(user)]
+                raise AssertionError(f"no session of {user.name} in IDLE after {timeout:.0f} s: {titles}")
+            time.sleep(0.02)
 
     def tls_context(self) -> ssl.SSLContext:
         """A client context trusting the server's self-signed certificate."""
@@ -247,7 +272,8 @@ def _config(base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: in
         "first_valid_gid = 0",
         # A throwaway server: durability is the client's business here, not the server's.
         "mail_fsync = never",
-        # Process titles name the user, so a test can cut one user's sessions (kill_sessions).
+        # Process titles name the user and the command running, so a test can cut one user's
+        # sessions (kill_sessions) and see one wait in IDLE (wait_for_idle).
         "verbose_proctitle = yes",
         "service imap-login {",
         "  inet_listener imap {",

@@ -1,4 +1,4 @@
-"""Helpers of the fetcher's tests: a home wired to the test Dovecot, and reading the Maildir.
+"""Helpers of the fetcher's tests: a home wired to the test Dovecot, plain messages, reading the Maildir.
 
 ``make_home`` writes a mailcrypt home whose ``[[accounts]]`` entry points at
 a user of the session's Dovecot (plain IMAP on loopback, or TLS trusting the
@@ -69,6 +69,15 @@ def run_cli(home: Path, user, *args: str, timeout: float = 120) -> subprocess.Co
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def plain(subject: str, body: str = "hello", *, ctype: str = "text/plain") -> bytes:
+    """A plain RFC 5322 message to me@example.test whose Message-ID is made from ``subject``."""
+    return (
+        f"From: Sender <sender@example.test>\r\nTo: me@example.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.test>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {ctype}; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
 
 
 def maildir_files(root: Path) -> dict[str, list[Path]]:

@@ -17,10 +17,13 @@ What is guaranteed differs by content type, and the tests say so:
   reach the padding are caught: always through the previous block, almost
   always in the last block.
 
-Two property tests (hypothesis, derandomized) mutate valid envelopes: one
-at the byte level, one on the parsed ASN.1 tree with every length
-re-encoded, so that mutations get past the outer length check into the
-RecipientInfos, the algorithm parameters, the key unwrap and the decryptor.
+Property tests (hypothesis) mutate valid envelopes: at the byte level, one
+octet XORed into an authenticated envelope, and on the parsed ASN.1 tree
+with every length re-encoded, so that mutations get past the outer length
+check into the RecipientInfos, the algorithm parameters, the key unwrap and
+the decryptor. They run derandomized (the same examples every run); .ci/run
+runs them once more with new examples under a printed seed
+(tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -789,11 +792,10 @@ def apply_mutations(data: bytes, ops: list[tuple]) -> bytes:
     return bytes(out)
 
 
+# Derandomised or random, and the example database, come from the profile (tests/conftest.py).
 PROPERTY_SETTINGS = settings(
     max_examples=400,
     deadline=None,
-    derandomize=True,
-    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 

@@ -18,8 +18,7 @@ import sys
 import textwrap
 
 import pytest
-from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
-from test_fetch_messages import plain
+from fetch_helpers import ROOT, by_uid, env_for, make_home, plain, run_cli, status
 
 from mailcrypt.fetch import STEPS
 from mailcrypt.mime import enveloped as smime

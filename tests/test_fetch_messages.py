@@ -16,7 +16,7 @@ import datetime
 from pathlib import Path
 
 import pytest
-from fetch_helpers import by_uid, make_home, run_cli, status, strip_status
+from fetch_helpers import by_uid, make_home, plain, run_cli, status, strip_status
 
 from mailcrypt.envelope.signed import Signer
 from mailcrypt.mime import enveloped as smime
@@ -24,14 +24,6 @@ from mailcrypt.mime import signed as smime_signed
 from mailcrypt.policy import COMPATIBLE, MODERN
 
 NOW = datetime.datetime.now(datetime.UTC)
-
-
-def plain(subject: str, body: str = "hello", *, ctype: str = "text/plain") -> bytes:
-    return (
-        f"From: Sender <sender@example.test>\r\nTo: me@example.test\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{subject.replace(' ', '.')}@example.test>\r\nMIME-Version: 1.0\r\n"
-        f"Content-Type: {ctype}; charset=utf-8\r\n\r\n{body}\r\n"
-    ).encode()
 
 
 def openssl_encrypted(openssl, tmp: Path, subject: str, cipher: str, cert: Path, *keyopts: str) -> bytes:  # type: ignore[no-untyped-def]

@@ -14,8 +14,7 @@ import textwrap
 import time
 
 import pytest
-from fetch_helpers import ROOT, by_uid, env_for, make_home, run_cli, status
-from test_fetch_messages import plain
+from fetch_helpers import ROOT, by_uid, env_for, make_home, plain, run_cli, status
 
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
@@ -23,7 +22,27 @@ from mailcrypt.fetch.sync import batches
 from mailcrypt.mime import enveloped as smime
 
 
-def test_watch_delivers_new_mail_within_seconds(tmp_path, imap_user, rsa2048) -> None:  # type: ignore[no-untyped-def]
+def _wait_for_uid(home, uid: int, proc: subprocess.Popen[str], *, timeout: float, why: str) -> None:  # type: ignore[no-untyped-def]
+    """Return once UID ``uid`` is in the home's Maildir; fail with ``why`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while uid not in by_uid(home / "mail"):
+        assert proc.poll() is None, f"the watcher exited ({proc.returncode}) before UID {uid} arrived"
+        assert time.monotonic() < deadline, f"UID {uid} not delivered after {timeout:.0f} s: {why}"
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=30)
+
+
+def test_watch_delivers_new_mail_when_the_server_announces_it(tmp_path, imap_user, dovecot, rsa2048) -> None:  # type: ignore[no-untyped-def]
+    """Mail appended while the watcher waits in IDLE is delivered on the server's announcement.
+
+    The watcher re-syncs on its own only when IDLE times out (every 60 s,
+    ``Fetcher.watch``'s ``poll_seconds``), so delivery within 30 s of the
+    APPEND can only come from the announcement.
+    """
     home = make_home(tmp_path / "home", imap_user, [rsa2048])
     imap_user.append(plain("before"))
     proc = subprocess.Popen(
@@ -31,48 +50,38 @@ def test_watch_delivers_new_mail_within_seconds(tmp_path, imap_user, rsa2048) ->
         env=env_for(imap_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while 1 not in by_uid(home / "mail") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert 1 in by_uid(home / "mail"), "the first sync did not deliver"
-        time.sleep(0.5)  # Let it settle into IDLE.
-        sent = time.monotonic()
+        dovecot.wait_for_idle(imap_user, client=proc)
+        assert 1 in by_uid(home / "mail"), "the first sync did not deliver before waiting in IDLE"
         imap_user.append(smime.encrypt_message(plain("while watching"), [rsa2048.cert]))
-        while 2 not in by_uid(home / "mail") and time.monotonic() < sent + 15:
-            time.sleep(0.05)
-        latency = time.monotonic() - sent
-        assert 2 in by_uid(home / "mail"), "new mail was not delivered during --watch"
-        assert latency < 5, f"new mail took {latency:.1f} s"
+        _wait_for_uid(home, 2, proc, timeout=30, why="IDLE did not announce the new mail")
         assert status(by_uid(home / "mail")[2][1]).startswith("decrypted")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = _stop(proc)
     assert proc.returncode == 0, err
     assert "fetched" in out  # the summary of the whole watch session
     assert "\r" not in err  # no progress bar when stderr is not a terminal
 
 
 def test_watch_reconnects_after_the_connection_drops(tmp_path, imap_user, dovecot) -> None:  # type: ignore[no-untyped-def]
-    """Kill the server's IMAP process for this user: the watcher reconnects with backoff."""
+    """Kill the server's IMAP process for this user while the watcher waits in IDLE: it says so,
+    reconnects with backoff and delivers what arrived meanwhile."""
     home = make_home(tmp_path / "home", imap_user)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailcrypt", "--home", str(home), "fetch", "--watch"],
         env=env_for(imap_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
-        time.sleep(1.5)
-        if dovecot.kill_sessions(imap_user) == 0:
-            pytest.fail(f"no IMAP session of {imap_user.name} to cut: {dovecot.log[-500:]}")
+        dovecot.wait_for_idle(imap_user, client=proc)
+        assert dovecot.kill_sessions(imap_user) == 1, f"expected the watcher's one session: {dovecot.log[-500:]}"
         imap_user.append(plain("after the drop"))
-        deadline = time.monotonic() + 20
-        while 1 not in by_uid(home / "mail") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        delivered = 1 in by_uid(home / "mail")
+        _wait_for_uid(home, 1, proc, timeout=30, why="the watcher did not reconnect")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    assert delivered, err
-    assert "reconnecting" in err or proc.returncode == 0
+        _out, err = _stop(proc)
+    assert proc.returncode == 0, err
+    # The first failure waits the shortest backoff; the one line names the account and what failed.
+    reconnects = [line for line in err.splitlines() if line.endswith("; reconnecting in 1 s")]
+    assert len(reconnects) == 1, err
+    assert reconnects[0].startswith("account test: ") and "IDLE failed" in reconnects[0], err
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
@@ -99,9 +108,17 @@ def test_uidvalidity_change_stops_with_the_way_out(tmp_path, imap_user) -> None:
     assert run_cli(home, imap_user).returncode == 0
     client = imap_user.client()
     try:
-        client.delete_folder("Work")
-        time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock.
-        client.create_folder("Work")
+        before = client.folder_status("Work", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+        # Dovecot derives UIDVALIDITY from the clock: a folder made again within the same
+        # second may keep it, so make it again until the server has renumbered it.
+        deadline = time.monotonic() + 10
+        while True:
+            client.delete_folder("Work")
+            client.create_folder("Work")
+            if client.folder_status("Work", ["UIDVALIDITY"])[b"UIDVALIDITY"] != before:
+                break
+            assert time.monotonic() < deadline, "Dovecot kept the UIDVALIDITY of a folder made again"
+            time.sleep(0.05)
         client.append("Work", plain("three"))
     finally:
         client.logout()

@@ -9,12 +9,40 @@ end to end in ``test_fetch_messages`` (a folder past ``parallel_from``).
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from mailcrypt import errors
 from mailcrypt.fetch.process import Prepared
 from mailcrypt.fetch.workers import Workers
+
+T = TypeVar("T")
+
+# Far below the suite's 300 s timeout, far above what these take (well under a second).
+_HANG_SECONDS = 30.0
+
+
+def _returns_within(seconds: float, what: str, call: Callable[[], T]) -> T:
+    """``call()``, run in a thread; a clear failure when it has not returned after ``seconds`` (a hang)."""
+    returned: list[T] = []
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            returned.append(call())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread below.
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, name=f"test: {what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{what} has not returned after {seconds:.0f} s: it hangs"
+    if raised:
+        raise raised[0]
+    return returned[0]
 
 
 def _echo(raw: bytes, *, source: str) -> Prepared:
@@ -45,7 +73,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
     try:
         results = workers.submit([(b"ok", "a")] * 30 + [(b"die", "b")] + [(b"ok", "c")] * 30)
         with pytest.raises(errors.FetchError, match="stopped unexpectedly"):
-            list(results)
+            _returns_within(_HANG_SECONDS, "reading the results past a dead worker", lambda: list(results))
     finally:
         workers.close()
 
@@ -54,4 +82,4 @@ def test_closing_with_results_nobody_read_returns() -> None:
     workers = Workers(2, _echo)
     # More than a pipe holds in each direction: workers and senders are blocked when it closes.
     workers.submit([(b"x" * 200_000, "big")] * 40)
-    workers.close()
+    _returns_within(_HANG_SECONDS, "Workers.close with results nobody read", workers.close)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import smtplib
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -172,10 +171,10 @@ def test_user_store_hashes_with_scrypt(tmp_path: Path) -> None:
     line = (tmp_path / "proxy" / "users").read_text()
     assert line.startswith("alice:scrypt$16384$8$1$") and "a long password" not in line
     assert (tmp_path / "proxy" / "users").stat().st_mode & 0o777 == 0o600
-    started = time.perf_counter()
+    # The cost is pinned by the parameters above; what a login costs in time is printed by
+    # benchmarks/proxy.py (connecting and logging in are timed apart there).
     assert store.verify("alice", b"a long password")
     assert not store.verify("alice", b"wrong") and not store.verify("mallory", b"a long password")
-    assert time.perf_counter() - started < 5
     with pytest.raises(errors.UsageError):
         store.add("alice", b"another password")
     store.remove("alice")

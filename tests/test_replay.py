@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_signed import SIGNING_USAGE
 
 from mailcrypt import errors
 from mailcrypt.envelope.signed import Signer
@@ -245,7 +244,7 @@ def test_every_layer_key_is_remembered(guard: ReplayGuard) -> None:
 
 @pytest.fixture(scope="module")
 def signer(make_keypair) -> Signer:  # type: ignore[no-untyped-def]
-    pair = make_keypair("replay-signer", ec.generate_private_key(ec.SECP256R1()), key_usage=SIGNING_USAGE)
+    pair = make_keypair("replay-signer", ec.generate_private_key(ec.SECP256R1()), key_usage="signing")
     return Signer(pair.key, pair.cert)
 
 

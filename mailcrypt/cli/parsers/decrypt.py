@@ -1,0 +1,86 @@
+"""``mailcrypt decrypt``: its arguments; the handler is ``mailcrypt.cli.read.decrypt``."""
+
+from __future__ import annotations
+
+import argparse
+
+from mailcrypt.cli.parsers.common import add_command
+
+# Not typing.TYPE_CHECKING: importing typing would cost every start (see mailcrypt.cli).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+__all__ = ["register"]
+
+
+class _Ordered(argparse.Action):
+    """Append (option, value) to one shared list, keeping the command-line order.
+
+    ``decrypt`` tries identities in the order the user named them, across
+    ``--p12`` and ``--key``/``--cert``.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((option_string, values))
+        setattr(namespace, self.dest, items)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``decrypt`` to the ``mailcrypt`` command."""
+    dec = add_command(
+        commands,
+        "decrypt",
+        "read:decrypt",
+        "decrypt an S/MIME message, verify its signatures",
+        "Decrypt an S/MIME message with the identities named, tried in the order given; without any, "
+        "with every identity in the home's key directory (old ones after renewal too). Signatures inside "
+        "are verified; with a home, each message is accepted once and only inside the freshness window "
+        "(replay protection), and signers' certificates are harvested into the key directory.",
+    )
+    dec.add_argument(
+        "--p12",
+        metavar="FILE",
+        dest="sources",
+        action=_Ordered,
+        help="identity from a PKCS#12 file "
+        "(repeatable); password from --password-file, $MAILCRYPT_P12_PASSWORD or a prompt",
+    )
+    dec.add_argument(
+        "--key",
+        metavar="KEY",
+        dest="sources",
+        action=_Ordered,
+        help="private key file, PEM or DER, "
+        "mode 0600 (repeatable, each with a --cert); passphrase from --password-file, "
+        "$MAILCRYPT_PASSPHRASE or a prompt",
+    )
+    dec.add_argument(
+        "--cert",
+        metavar="CERT",
+        dest="sources",
+        action=_Ordered,
+        help="certificate file for a --key (the n-th --cert belongs to the n-th --key)",
+    )
+    dec.add_argument(
+        "--password-file",
+        metavar="F",
+        help="file whose first line is the password of the --p12 files and encrypted --key files (mode 0600)",
+    )
+    dec.add_argument(
+        "--no-replay-check",
+        action="store_true",
+        help="read an old or already seen message on "
+        "purpose: skip the replay and freshness check (signatures are still verified)",
+    )
+    dec.add_argument("input", nargs="?", metavar="IN", help="S/MIME message file (default: stdin)")
+    dec.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout); written only on success")
+    dec.set_defaults(sources=[])
