@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mailcrypt import errors
 from mailcrypt.envelope import decrypt, encrypt
-from mailcrypt.mime import decrypt_file
+from mailcrypt.mime import decrypt_file, transfer
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import headers as mh
 from mailcrypt.policy import COMPATIBLE, MODERN, Profile
@@ -264,7 +264,7 @@ def test_no_subject_means_no_placeholder(rsa2048: KeyPair) -> None:
 def test_base64_lines_for_every_length() -> None:
     for n in list(range(0, 200)) + [57 * 1024 - 1, 57 * 1024, 57 * 1024 + 1, 57 * 3000 + 5]:
         data = os.urandom(n)
-        encoder = smime._Base64Lines()
+        encoder = transfer.Base64Lines()
         out = b"".join(encoder.feed(data[: n // 3]) + encoder.feed(data[n // 3 :]) + encoder.finish())
         assert out == base64.encodebytes(data).replace(b"\n", b"\r\n")
 
@@ -272,7 +272,7 @@ def test_base64_lines_for_every_length() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0, max_value=3000), max_size=6))
 def test_base64_lines_any_split(data: bytes, cuts: list[int]) -> None:
-    encoder = smime._Base64Lines()
+    encoder = transfer.Base64Lines()
     out = []
     for piece in _split(data, cuts):
         out += encoder.feed(piece)
@@ -290,7 +290,7 @@ def test_base64_lines_any_split(data: bytes, cuts: list[int]) -> None:
 def test_base64_decoder_any_split(data: bytes, cuts: list[int], eol: bytes, width: int) -> None:
     text = base64.b64encode(data)
     text = eol.join(text[i : i + width] for i in range(0, len(text), width)) + eol
-    decoder = smime._Base64Decoder()
+    decoder = transfer.Base64Decoder()
     for piece in _split(text, cuts):
         decoder.feed(piece)
     assert decoder.finish() == data

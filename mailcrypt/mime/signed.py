@@ -40,6 +40,7 @@ from cryptography import x509
 from mailcrypt import errors
 from mailcrypt.envelope import OUR_CAPABILITIES, SignatureInfo, Signer, content_type_of, read_element, sign, verify
 from mailcrypt.mime import headers as mh
+from mailcrypt.mime.transfer import encode_lines
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = [
@@ -61,18 +62,12 @@ PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
 PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 # RFC 8551 §3.5.3.2: micalg names.
 _MICALG = {"sha256": "sha-256", "sha384": "sha-384", "sha512": "sha-512"}
-_LINE_BYTES = 57
 # The header block is looked for in slices of this size, so that a large body is not copied to find it.
 _SLICE = 16 * 1024
 _BOUNDARY_PREFIX = b"----=_mailcrypt_"
 _OUR_BOUNDARY = re.compile(re.escape(_BOUNDARY_PREFIX) + rb"[0-9a-f]{24}")
 
 Buffer = bytes | bytearray | memoryview
-
-
-def _b64_lines(data: bytes) -> bytes:
-    # RFC 2045 §6.8: at most 76 characters a line; 57 bytes make exactly 76.
-    return b"".join(pybase64.b64encode(data[i : i + _LINE_BYTES]) + b"\r\n" for i in range(0, len(data), _LINE_BYTES))
 
 
 def _is_canonical(header: bytes, sep: bytes, rest: bytes) -> bool:
@@ -129,7 +124,7 @@ def _signed_entity(
             b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
             b"Content-Transfer-Encoding: base64\r\n"
             b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
-            b"\r\n" + _b64_lines(der)
+            b"\r\n" + encode_lines(der)
         ]
     boundary = _boundary(pieces, rng)
     micalg = _MICALG[signer.digest].encode()
@@ -148,7 +143,7 @@ def _signed_entity(
             b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
             b"Content-Description: S/MIME Cryptographic Signature\r\n"
             b"\r\n",
-            _b64_lines(der),
+            encode_lines(der),
             b"\r\n--" + boundary + b"--\r\n",
         )
     )
