@@ -82,8 +82,8 @@ def run_sink() -> None:
 def run_plain(upstream_port: int) -> None:
     from aiosmtpd.smtp import SMTP
 
-    from proxy.client import ServerConfig
     from proxy.pool import Pool
+    from proxy.smtp import ServerConfig
 
     pool = Pool(ServerConfig("127.0.0.1", upstream_port, "none", None, 60.0))
 

@@ -27,98 +27,12 @@ import base64
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
-__all__ = ["Reply", "ServerConfig", "Connection", "Transaction", "UpstreamUnavailable", "LoginRefused"]
+from proxy.smtp import LoginRefused, Reply, ServerConfig, UpstreamUnavailable, mail_command, rcpt_command, stuff
+
+__all__ = ["Connection", "Transaction"]
 
 _PIECE = 1 << 18
-
-
-class Reply(NamedTuple):
-    """One SMTP reply: the code and the text of its lines joined by newlines."""
-
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {' '.join(self.text.split())}"
-
-
-class UpstreamUnavailable(Exception):
-    """The server cannot be reached or went away: a temporary failure.
-
-    ``stage`` says where (connect, greeting, tls, auth, mail, rcpt, data);
-    ``reply`` is the server's reply when it gave one (a 421 or a 4xx while
-    connecting).
-    """
-
-    def __init__(self, message: str, *, stage: str, reply: Reply | None = None) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.reply = reply
-
-
-class LoginRefused(Exception):
-    """The server refused the login (a 5xx answer to AUTH); ``reply`` is its answer."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How to reach one server: ``security`` is ``tls``, ``starttls`` or ``none``."""
-
-    host: str
-    port: int
-    security: str
-    tls_context: ssl.SSLContext | None
-    timeout: float
-    local_hostname: str = "localhost"
-
-
-def _path(address: str) -> str:
-    """``address`` as an SMTP path, "<>" for the null reverse-path (RFC 5321 §4.1.2).
-
-    A CR, LF or NUL would end the command line early (RFC 5321 §2.3.8): the
-    client's commands are checked before (``wire``); this is the last guard.
-    """
-    if address in ("", "<>"):
-        return "<>"
-    if "\r" in address or "\n" in address or "\0" in address:
-        raise ValueError("an address with a CR, LF or NUL cannot go into an SMTP command")
-    return f"<{address}>"
-
-
-def _mail(sender: str, options: Sequence[str]) -> bytes:
-    return f"MAIL FROM:{_path(sender)}{''.join(' ' + o for o in options)}".encode()
-
-
-def _rcpt(recipient: str) -> bytes:
-    return f"RCPT TO:{_path(recipient)}".encode()
-
-
-def _stuff(data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
-    """Dot-stuffing (RFC 5321 §4.5.2): a line that starts with "." gets another one in front.
-
-    Base64 lines never start with a dot, so an encrypted message goes through
-    uncopied; only a message with such a line is copied once.
-    """
-    view = memoryview(data)
-    if view[:1] != b"." and b"\n." not in data:
-        return data
-    stuffed = bytes(view).replace(b"\n.", b"\n..")
-    return b"." + stuffed if stuffed[:1] == b"." else stuffed
 
 
 class Connection:
@@ -278,8 +192,8 @@ class Connection:
         self, sender: str, recipients: Sequence[str], *, options: Sequence[str] = ()
     ) -> tuple[Reply, list[Reply]]:
         """MAIL FROM and one RCPT TO per recipient, pipelined when the server allows it."""
-        mail = _mail(sender, options)
-        rcpts = [_rcpt(r) for r in recipients]
+        mail = mail_command(sender, options)
+        rcpts = [rcpt_command(r) for r in recipients]
         if "pipelining" in self.extensions:
             await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail")
             mail_reply, *rcpt_replies = await self._replies(1 + len(rcpts), "mail")
@@ -290,11 +204,11 @@ class Connection:
         return mail_reply, [await self.command(line, "rcpt") for line in rcpts]
 
     async def rcpt(self, recipient: str) -> Reply:
-        return await self.command(_rcpt(recipient), "rcpt")
+        return await self.command(rcpt_command(recipient), "rcpt")
 
     def transaction(self, sender: str, *, options: Sequence[str] = ()) -> Transaction:
         """Start MAIL FROM now, in the background; add recipients as they come (see ``Transaction``)."""
-        return Transaction(self, _mail(sender, options))
+        return Transaction(self, mail_command(sender, options))
 
     async def start_data(self) -> None:
         """Send DATA now; the next ``data`` reads its answer. Raises ``UpstreamUnavailable``.
@@ -315,7 +229,7 @@ class Connection:
         reply = await self._reply("data")
         if reply.code != 354:
             return reply
-        body = memoryview(_stuff(message))
+        body = memoryview(stuff(message))
         ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
         if len(body) <= _PIECE:
             # One write for a small message: every write to a loopback peer costs a system call and a wakeup.
@@ -379,7 +293,7 @@ class Transaction:
     def add(self, recipient: str) -> None:
         if self._closed:
             raise RuntimeError("the transaction's commands are finished")
-        self._lines.append(_rcpt(recipient))
+        self._lines.append(rcpt_command(recipient))
         self._more.set()
 
     async def _run(self) -> None:

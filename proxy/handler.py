@@ -42,10 +42,11 @@ from mailcrypt import errors
 from mailcrypt.addresses import recipient_key
 from mailcrypt.mime import Field
 from proxy.auth import LoginGuard, UserStore
-from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
 from proxy.late import LateGroups
-from proxy.relay import Credentials, OutboxRelay, Probe, Refused, UpstreamRelay, client_text
+from proxy.outbox import OutboxRelay
+from proxy.relay import Credentials, Probe, Refused, UpstreamRelay, client_text
+from proxy.smtp import LoginRefused, UpstreamUnavailable
 from proxy.wire import check_address, check_message
 
 __all__ = ["ProxyHandler", "Login"]

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from cryptography import x509
 
 from mailcrypt.mime import encrypt_message
-from proxy.client import LoginRefused, UpstreamUnavailable
 from proxy.relay import Credentials, Late, UpstreamRelay
+from proxy.smtp import LoginRefused, UpstreamUnavailable
 from proxy.spool import PermanentFailure, Spool, TemporaryFailure, delivery_report
 
 __all__ = ["LateGroups"]

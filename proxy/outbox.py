@@ -7,6 +7,7 @@ envelopes (one per Bcc recipient) lands whole or not at all: ``stage``
 writes each copy into ``tmp/`` and syncs it; ``commit`` renames them all
 into ``new/`` and syncs the directory; ``discard`` removes staged copies
 after a failure. A reader never sees a half-written file (Maildir).
+``OutboxRelay`` is the relay the proxy uses in this mode.
 
 Each stored copy starts with ``Return-Path`` and ``X-Envelope-To`` fields
 naming its SMTP envelope, which a real server would keep outside the message.
@@ -18,7 +19,9 @@ policy allowed, exactly as they would go to a server).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import os
 import socket
 import time
@@ -27,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailcrypt.state import fsync_dir
+from proxy.relay import Credentials, Delivery, Group, temporary
 
-__all__ = ["Outbox", "Staged"]
+__all__ = ["Outbox", "OutboxRelay", "Staged"]
+
+log = logging.getLogger(__name__)
 
 _counter = itertools.count()
 
@@ -88,3 +94,43 @@ class Outbox:
         """Remove staged copies that will not be committed."""
         for item in staged:
             item.tmp.unlink(missing_ok=True)
+
+
+class OutboxRelay:
+    """The embedded default: every group into the outbox Maildir, all or none."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.check_recipients = False
+
+    async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> None:
+        return None
+
+    def check(self, probe: object, recipient: str) -> None:
+        return None
+
+    async def open(self, probe: object, recipients: Sequence[str]) -> None:
+        return None
+
+    async def abandon(self, probe: object) -> None:
+        return None
+
+    async def deliver(
+        self, probe: object, sender: str, groups: Sequence[Group], login: Credentials | None, *, smtputf8: bool
+    ) -> Delivery:
+        loop = asyncio.get_running_loop()
+        staged: list[Staged] = []
+        try:
+            for group in groups:
+                message = await group.render()
+                staged.append(await loop.run_in_executor(None, self.outbox.stage, sender, group.recipients, message))
+            await loop.run_in_executor(None, self.outbox.commit, staged)
+        except OSError as exc:
+            Outbox.discard(staged)
+            log.error("outbox %s: cannot store the message: %s", self.outbox.path, exc)
+            return Delivery(temporary(f"cannot store the message in the outbox ({exc.strerror or exc})"))
+        except BaseException:
+            # A group that cannot be made (the caller tells the client why): nothing stays in tmp/.
+            Outbox.discard(staged)
+            raise
+        return Delivery("250 2.0.0 OK: in the outbox")

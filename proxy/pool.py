@@ -15,7 +15,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from proxy.client import Connection, ServerConfig
+from proxy.client import Connection
+from proxy.smtp import ServerConfig
 
 __all__ = ["Credentials", "Pool"]
 

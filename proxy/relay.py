@@ -28,7 +28,8 @@ Exactly once, nothing lost (issue: the SMTP proxy, item 5):
   Plaintext never touches the disk: the plaintext copies are sent first, so
   only a second plaintext copy can fail late, and that one is bounced
   (the sender learns which recipient did not get it) instead of spooled.
-- The outbox stages every group in ``tmp/`` and commits them together.
+- The outbox (``outbox.OutboxRelay``) stages every group in ``tmp/`` and
+  commits them together.
 
 Pooled connections are reused; one that went stale while idle is replaced
 before anything of the message was sent on it.
@@ -39,14 +40,13 @@ to the mail client (``handler`` does).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from proxy.client import Connection, LoginRefused, Reply, Transaction, UpstreamUnavailable
-from proxy.outbox import Outbox, Staged
+from proxy.client import Connection, Transaction
 from proxy.pool import Credentials, Pool
+from proxy.smtp import LoginRefused, Reply, UpstreamUnavailable
 
 __all__ = [
     "Credentials",
@@ -56,7 +56,6 @@ __all__ = [
     "Late",
     "Delivery",
     "UpstreamRelay",
-    "OutboxRelay",
     "Refused",
     "client_text",
 ]
@@ -374,46 +373,3 @@ class _Outcome:
         rest = tuple(addrs)
         if rest:
             self.refused.append((rest, reason, False))
-
-
-# ---------------------------------------------------------------------- the outbox
-
-
-class OutboxRelay:
-    """The embedded default: every group into the outbox Maildir, all or none."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-        self.check_recipients = False
-
-    async def begin(self, sender: str, login: Credentials | None, *, smtputf8: bool) -> None:
-        return None
-
-    def check(self, probe: object, recipient: str) -> None:
-        return None
-
-    async def open(self, probe: object, recipients: Sequence[str]) -> None:
-        return None
-
-    async def abandon(self, probe: object) -> None:
-        return None
-
-    async def deliver(
-        self, probe: object, sender: str, groups: Sequence[Group], login: Credentials | None, *, smtputf8: bool
-    ) -> Delivery:
-        loop = asyncio.get_running_loop()
-        staged: list[Staged] = []
-        try:
-            for group in groups:
-                message = await group.render()
-                staged.append(await loop.run_in_executor(None, self.outbox.stage, sender, group.recipients, message))
-            await loop.run_in_executor(None, self.outbox.commit, staged)
-        except OSError as exc:
-            Outbox.discard(staged)
-            log.error("outbox %s: cannot store the message: %s", self.outbox.path, exc)
-            return Delivery(temporary(f"cannot store the message in the outbox ({exc.strerror or exc})"))
-        except BaseException:
-            # A group that cannot be made (the caller tells the client why): nothing stays in tmp/.
-            Outbox.discard(staged)
-            raise
-        return Delivery("250 2.0.0 OK: in the outbox")

@@ -43,13 +43,13 @@ from mailcrypt import errors
 from mailcrypt.config import Settings, is_loopback
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
 from proxy.auth import LoginGuard, UserStore
-from proxy.client import ServerConfig
 from proxy.groups import RecipientBook
 from proxy.handler import ProxyHandler
 from proxy.late import LateGroups
-from proxy.outbox import Outbox
-from proxy.relay import Credentials, OutboxRelay, Pool, Refused, UpstreamRelay
+from proxy.outbox import Outbox, OutboxRelay
+from proxy.relay import Credentials, Pool, Refused, UpstreamRelay
 from proxy.senders import Senders
+from proxy.smtp import ServerConfig
 from proxy.spool import INTERVALS, Spool, SpoolRunner
 from proxy.wire import check_command
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mailcrypt.mime import ChainReader
-from proxy.client import _path, _stuff
 from proxy.outbox import Outbox
 from proxy.relay import Refused
+from proxy.smtp import path, stuff
 from proxy.spool import PermanentFailure, Spool, SpoolRunner, TemporaryFailure, delivery_report
 from proxy.wire import check_message
 
@@ -103,7 +103,7 @@ def test_chain_reader_reads_and_seeks_like_a_file() -> None:
     ],
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
-    assert bytes(_stuff(data)) == wire
+    assert bytes(stuff(data)) == wire
 
 
 @pytest.mark.parametrize(
@@ -134,8 +134,8 @@ def test_what_may_go_upstream_in_the_clear(message: bytes, plaintext: bool, code
 
 
 def test_addresses_go_upstream_as_smtp_paths() -> None:
-    assert _path("a@example.org") == "<a@example.org>"
-    assert _path("") == _path("<>") == "<>"
+    assert path("a@example.org") == "<a@example.org>"
+    assert path("") == path("<>") == "<>"
     for bad in ("a\r@example.org", "a\n@example.org", "a\0@example.org"):
         with pytest.raises(ValueError):
-            _path(bad)
+            path(bad)
