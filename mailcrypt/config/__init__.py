@@ -7,9 +7,8 @@ hold secrets. The names below are the package's API;
 the modules are its private parts.
 """
 
-from mailcrypt.config.home import (
-    CONFIG_NAME,
-    HOME_ENV,
+from mailcrypt.config.home import CONFIG_NAME, HOME_ENV, default_home, load_settings, resolve_home, write_default_config
+from mailcrypt.config.model import (
     AccountSettings,
     IdentitySettings,
     KeySettings,
@@ -19,13 +18,8 @@ from mailcrypt.config.home import (
     Settings,
     Target,
     UpstreamSettings,
-    default_home,
-    load_settings,
-    parse_settings,
-    resolve_home,
-    write_default_config,
 )
-from mailcrypt.config.parse import is_loopback, parse_host_port
+from mailcrypt.config.parse import is_loopback, parse_host_port, parse_settings
 from mailcrypt.config.secrets import check_private, read_private, read_secret_line
 
 __all__ = [

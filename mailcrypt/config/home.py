@@ -28,37 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.config.model import (
-    AccountSettings,
-    IdentitySettings,
-    KeySettings,
-    ProxySettings,
-    ReplaySettings,
-    SecretRef,
-    Settings,
-    Target,
-    UpstreamSettings,
-)
+from mailcrypt.config.model import Settings
 from mailcrypt.config.parse import parse_settings
 
-__all__ = [
-    "HOME_ENV",
-    "CONFIG_NAME",
-    "default_home",
-    "resolve_home",
-    "SecretRef",
-    "IdentitySettings",
-    "KeySettings",
-    "ProxySettings",
-    "UpstreamSettings",
-    "ReplaySettings",
-    "Target",
-    "AccountSettings",
-    "Settings",
-    "load_settings",
-    "parse_settings",
-    "write_default_config",
-]
+__all__ = ["HOME_ENV", "CONFIG_NAME", "default_home", "resolve_home", "load_settings", "write_default_config"]
 
 HOME_ENV = "MAILCRYPT_HOME"
 CONFIG_NAME = "config.toml"

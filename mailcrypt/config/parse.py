@@ -17,17 +17,7 @@ from pathlib import Path
 
 from mailcrypt import errors
 from mailcrypt.addresses import domain_key
-from mailcrypt.config.model import (
-    AccountSettings,
-    IdentitySettings,
-    KeySettings,
-    ProxySettings,
-    ReplaySettings,
-    SecretRef,
-    Settings,
-    Target,
-    UpstreamSettings,
-)
+from mailcrypt.config import model
 from mailcrypt.config.secrets import check_private
 from mailcrypt.config.table import Table, fail
 from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy
@@ -38,7 +28,7 @@ _UPSTREAM_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 _IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 
 
-def parse_settings(document: Mapping[str, object], *, home: Path, config_file: Path) -> Settings:
+def parse_settings(document: Mapping[str, object], *, home: Path, config_file: Path) -> model.Settings:
     """Check a parsed TOML document and build the settings (see ``load_settings``)."""
     root = Table(dict(document), (), config_file, home)
     identity = _identity(root.table("identity"))
@@ -55,16 +45,16 @@ def parse_settings(document: Mapping[str, object], *, home: Path, config_file: P
             f'{config_file}: upstream.login: "client" needs proxy.auth = "required" (the login to relay with '
             "is the one the mail client gives the proxy)"
         )
-    return Settings(home, config_file, identity, keys, policy, proxy, upstream, replay, accounts)
+    return model.Settings(home, config_file, identity, keys, policy, proxy, upstream, replay, accounts)
 
 
-def _identity(t: Table) -> IdentitySettings:
+def _identity(t: Table) -> model.IdentitySettings:
     address = t.address("address", None)
     t.finish()
-    return IdentitySettings(address)
+    return model.IdentitySettings(address)
 
 
-def _keys(t: Table, home: Path) -> KeySettings:
+def _keys(t: Table, home: Path) -> model.KeySettings:
     directory = t.path("directory", "keys")
     anchors = tuple(t.path_list("trust_anchors"))
     for i, anchor in enumerate(anchors):
@@ -75,7 +65,7 @@ def _keys(t: Table, home: Path) -> KeySettings:
         check_private(passphrase_file, what=f"{t.describe('passphrase_file')}: passphrase file")
     t.finish()
     assert directory is not None
-    return KeySettings(directory, anchors, harvest, passphrase_file)
+    return model.KeySettings(directory, anchors, harvest, passphrase_file)
 
 
 def _recipient_policy(t: Table, *, gateway_allowed: bool) -> RecipientPolicy:
@@ -168,7 +158,7 @@ def parse_host_port(value: str, *, what: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _proxy(t: Table) -> ProxySettings:
+def _proxy(t: Table) -> model.ProxySettings:
     listen = t.string("listen", "127.0.0.1:10587")
     assert listen is not None
     host, port = parse_host_port(listen, what=t.describe("listen"))
@@ -189,10 +179,10 @@ def _proxy(t: Table) -> ProxySettings:
     failures = t.integer("max_auth_failures", 5, low=1, high=1000)
     t.finish()
     assert size is not None and tls_cert is not None and tls_key is not None and tls is not None
-    return ProxySettings(host, port, auth, size, tls_cert, tls_key, tls, users_file, failures)
+    return model.ProxySettings(host, port, auth, size, tls_cert, tls_key, tls, users_file, failures)
 
 
-def _secret(t: Table, *, required: bool) -> SecretRef | None:
+def _secret(t: Table, *, required: bool) -> model.SecretRef | None:
     if "password" in t.keys():
         # DESIGN.md §5: passwords never sit in the configuration in plaintext.
         raise errors.ConfigError(
@@ -206,10 +196,10 @@ def _secret(t: Table, *, required: bool) -> SecretRef | None:
     if env is not None:
         if not env or not env.replace("_", "").isalnum():
             fail(t, "password_env", f"the name of an environment variable, got {env!r}")
-        return SecretRef(t.describe("password_env"), env=env)
+        return model.SecretRef(t.describe("password_env"), env=env)
     if file is not None:
         check_private(file, what=f"{t.describe('password_file')}: password file")
-        return SecretRef(t.describe("password_file"), file=file)
+        return model.SecretRef(t.describe("password_file"), file=file)
     if required:
         fail(t, "password_env", "password_env or password_file: how to find the password for this account")
     return None
@@ -234,7 +224,7 @@ def _server(t: Table, ports: Mapping[str, int], choices: tuple[str, ...]) -> tup
     return host, port, security
 
 
-def _upstream(t: Table) -> UpstreamSettings:
+def _upstream(t: Table) -> model.UpstreamSettings:
     host, port, security = _server(t, _UPSTREAM_PORTS, ("starttls", "tls", "none"))
     login = t.choice("login", "configured", ("configured", "client"))
     username = t.string("username", None)
@@ -257,21 +247,21 @@ def _upstream(t: Table) -> UpstreamSettings:
     retry_hours = t.integer("retry_hours", 120, low=1, high=24 * 30)
     t.finish()
     assert login is not None
-    return UpstreamSettings(
+    return model.UpstreamSettings(
         host, port, security, username, password, tls_verify, ca_file, timeout, check, retry_hours, login
     )
 
 
-def _replay(t: Table) -> ReplaySettings:
+def _replay(t: Table) -> model.ReplaySettings:
     max_age = t.integer("max_age_days", 30, low=1, high=36500)
     skew = t.integer("future_skew_seconds", 300, low=0, high=86400)
     t.finish()
     assert max_age is not None and skew is not None
-    return ReplaySettings(max_age, skew)
+    return model.ReplaySettings(max_age, skew)
 
 
-def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
-    out: list[AccountSettings] = []
+def _accounts(root: Table, home: Path) -> tuple[model.AccountSettings, ...]:
+    out: list[model.AccountSettings] = []
     for t in root.table_list("accounts"):
         name = t.string("name", None, required=True)
         assert name is not None
@@ -309,7 +299,7 @@ def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
         if target.kind == "imap" and target.folder in folders:
             fail(t, "target", f"a folder that is not also fetched, and {target.folder!r} is in folders")
         out.append(
-            AccountSettings(
+            model.AccountSettings(
                 name,
                 host,
                 port,
@@ -327,11 +317,11 @@ def _accounts(root: Table, home: Path) -> tuple[AccountSettings, ...]:
     return tuple(out)
 
 
-def _target(t: Table, value: str, home: Path) -> Target:
+def _target(t: Table, value: str, home: Path) -> model.Target:
     kind, sep, rest = value.partition(":")
     if sep and kind == "maildir" and rest:
-        return Target("maildir", path=home / Path(rest).expanduser())
+        return model.Target("maildir", path=home / Path(rest).expanduser())
     if sep and kind == "imap" and rest:
-        return Target("imap", folder=rest)
+        return model.Target("imap", folder=rest)
     fail(t, "target", f'"maildir:PATH" or "imap:FOLDER", got {value!r}')
     raise AssertionError("unreachable")

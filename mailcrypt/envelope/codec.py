@@ -21,7 +21,9 @@ Every malformation raises ``CMSParseError``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from asn1crypto import core
 
 from mailcrypt.errors import CMSParseError
 
@@ -204,3 +206,47 @@ def der_header(cls: int, constructed: bool, tag: int, length: int) -> bytes:
         return identifier + bytes([length])
     body = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return identifier + bytes([0x80 | len(body)]) + body
+
+
+# ------------------------------------------------------------------ memos and OIDs
+
+#: Parsers remember what they decoded from short, recurring byte strings (OIDs,
+#: names, fixed parts) in small memos; hostile input must not fill the memory.
+MEMO_LIMIT = 256
+MEMO_KEY_BYTES = 4096
+_OID_TAG = 6
+_oids: dict[bytes, str] = {}
+
+
+def memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
+    """Whether ``key`` may be remembered in ``memo``: short keys only, and a full memo starts over."""
+    if len(key) > MEMO_KEY_BYTES:
+        return False
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    return True
+
+
+def read_oid(buf: memoryview, tlv: TLV, what: str) -> str:
+    """The dotted form of the OBJECT IDENTIFIER ``tlv``; ``CMSParseError`` naming ``what`` when malformed."""
+    if not tlv.is_(UNIVERSAL, _OID_TAG) or tlv.constructed:
+        raise CMSParseError(f"malformed {what}: expected an OBJECT IDENTIFIER")
+    raw = bytes(buf[tlv.start : tlv.end])
+    dotted = _oids.get(raw)
+    if dotted is None:
+        contents = raw[tlv.value_start - tlv.start :]
+        # X.690 §8.19.2: every subidentifier ends with an octet below 0x80 and
+        # starts with no 0x80 padding; asn1crypto does not check either.
+        if (
+            not contents
+            or contents[-1] & 0x80
+            or any(a & 0x80 == 0 and b == 0x80 for a, b in zip(b"\0" + contents, contents, strict=False))
+        ):
+            raise CMSParseError(f"malformed OBJECT IDENTIFIER in {what}")
+        try:
+            dotted = str(core.ObjectIdentifier.load(raw, strict=True).dotted)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            raise CMSParseError(f"malformed OBJECT IDENTIFIER in {what}") from exc
+        if memo_room(_oids, raw):
+            _oids[raw] = dotted
+    return dotted

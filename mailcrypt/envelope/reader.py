@@ -16,12 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, core
 
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_DATA, OID_ENVELOPED_DATA, OID_SIGNED_DATA
-from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, check_depth, children, octet_chunks, read_element
+from mailcrypt.envelope.codec import (
+    CONTEXT,
+    TLV,
+    UNIVERSAL,
+    check_depth,
+    children,
+    memo_room,
+    octet_chunks,
+    read_element,
+    read_oid,
+)
 from mailcrypt.envelope.content import ContentDecryptor
 from mailcrypt.envelope.fingerprint import located_digest
 from mailcrypt.envelope.keys import Identity, describe_recipient_id
@@ -100,30 +109,12 @@ def _load(
 # and decoding them with asn1crypto cost a fetch a noticeable part of the RSA
 # operation per message (the RecipientInfos have theirs in ``stanza_der``).
 # Bounded by clearing.
-_MEMO_LIMIT = 256
-_MEMO_KEY_BYTES = 4096
-_oids: dict[bytes, str] = {}
 _algorithms: dict[bytes, str] = {}
-
-
-def _memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
-    """Whether ``key`` may be remembered in ``memo`` (short keys only: hostile input must not fill the memory)."""
-    if len(key) > _MEMO_KEY_BYTES:
-        return False
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    return True
 
 
 def _oid(buf: memoryview, tlv: TLV, what: str) -> str:
     """The dotted form of the OBJECT IDENTIFIER ``tlv`` (``CMSParseError`` when malformed)."""
-    raw = bytes(buf[tlv.start : tlv.end])
-    dotted = _oids.get(raw)
-    if dotted is None:
-        dotted = _load(cms.ContentType, buf, tlv, what).dotted
-        if _memo_room(_oids, raw):
-            _oids[raw] = dotted
-    return dotted
+    return read_oid(buf, tlv, what)
 
 
 def _content_algorithm(buf: memoryview, tlv: TLV) -> tuple[str, bytes]:
@@ -147,7 +138,7 @@ def _content_algorithm(buf: memoryview, tlv: TLV) -> tuple[str, bytes]:
         oid = str(algorithm["algorithm"].dotted)
     except _ASN1_ERRORS as exc:
         raise CMSParseError("malformed content-encryption algorithm") from exc
-    if key is not None and _memo_room(_algorithms, key):
+    if key is not None and memo_room(_algorithms, key):
         _algorithms[key] = oid
     return oid, parameters
 

@@ -24,7 +24,6 @@ beyond their kind. Every malformation raises ``CMSParseError``.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
@@ -36,8 +35,10 @@ from mailcrypt.envelope.codec import (
     check_depth,
     children,
     der_header,
+    memo_room,
     octet_chunks,
     read_element,
+    read_oid,
 )
 from mailcrypt.envelope.stanza import (
     Algorithm,
@@ -71,19 +72,8 @@ _ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, Attr
 # next message (decoding them with asn1crypto cost a fetch more than a tenth
 # of the RSA operation per message). Bounded by clearing, and only short keys:
 # hostile input must not fill the memory.
-_MEMO_LIMIT = 256
-_MEMO_KEY_BYTES = 4096
-_oids: dict[bytes, str] = {}
 _valid_names: set[bytes] = set()
 _ktri_fixed: dict[bytes, tuple[RecipientId, Algorithm]] = {}
-
-
-def _memo_room(memo: dict[Any, Any] | set[Any], key: bytes) -> bool:
-    if len(key) > _MEMO_KEY_BYTES:
-        return False
-    if len(memo) >= _MEMO_LIMIT:
-        memo.clear()
-    return True
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -134,26 +124,7 @@ def _octets(buf: memoryview, tlv: TLV) -> bytes:
 
 
 def _oid_at(buf: memoryview, tlv: TLV) -> str:
-    _expect(tlv, UNIVERSAL, _OID, constructed=False, what="an OBJECT IDENTIFIER")
-    raw = bytes(buf[tlv.start : tlv.end])
-    dotted = _oids.get(raw)
-    if dotted is None:
-        contents = raw[tlv.value_start - tlv.start :]
-        # X.690 §8.19.2: every subidentifier ends with an octet below 0x80 and
-        # starts with no 0x80 padding; asn1crypto does not check either.
-        if (
-            not contents
-            or contents[-1] & 0x80
-            or any(a & 0x80 == 0 and b == 0x80 for a, b in zip(b"\0" + contents, contents, strict=False))
-        ):
-            raise CMSParseError("malformed OBJECT IDENTIFIER in a RecipientInfo")
-        try:
-            dotted = str(core.ObjectIdentifier.load(raw, strict=True).dotted)
-        except _ASN1_ERRORS as exc:
-            raise CMSParseError("malformed OBJECT IDENTIFIER in a RecipientInfo") from exc
-        if _memo_room(_oids, raw):
-            _oids[raw] = dotted
-    return dotted
+    return read_oid(buf, tlv, "a RecipientInfo")
 
 
 def _algorithm_at(buf: memoryview, tlv: TLV) -> Algorithm:
@@ -178,7 +149,7 @@ def _issuer_serial_at(buf: memoryview, tlv: TLV) -> IssuerSerial:
         # this RecipientInfo unreadable here rather than fail a match later.
         check_depth(buf, name)
         asn1_x509.Name.load(issuer, strict=True).native  # noqa: B018
-        if _memo_room(_valid_names, issuer):
+        if memo_room(_valid_names, issuer):
             _valid_names.add(issuer)
     return IssuerSerial(issuer, _integer(buf, kids[1], "serial number"))
 
@@ -205,7 +176,7 @@ def _ktri(buf: memoryview, top: TLV) -> KeyTransStanza:
         else:
             raise CMSParseError("malformed recipient identifier in a KeyTransRecipientInfo")
         fixed = (rid, _algorithm_at(buf, kids[2]))
-        if key is not None and _memo_room(_ktri_fixed, key):
+        if key is not None and memo_room(_ktri_fixed, key):
             _ktri_fixed[key] = fixed
     return KeyTransStanza(fixed[0], fixed[1], encrypted)
 
