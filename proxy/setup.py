@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mailcrypt.config import Settings
+from mailcrypt.keydir import self_signed_certificate
 from proxy.auth import UserStore, new_password
 
 __all__ = ["make_certificate", "setup_home"]
@@ -33,7 +34,6 @@ def make_certificate(cert_path: Path, key_path: Path, *, days: int = 825) -> x50
     """A self-signed P-256 certificate for localhost, 127.0.0.1 and ::1; key written 0600."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost (mailcrypt proxy)")])
     san = x509.SubjectAlternativeName(
         [
             x509.DNSName("localhost"),
@@ -41,20 +41,13 @@ def make_certificate(cert_path: Path, key_path: Path, *, days: int = 825) -> x50
             x509.IPAddress(ipaddress.ip_address("::1")),
         ]
     )
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        # 825 days: the longest lifetime clients such as Apple's accept for a TLS server certificate.
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(san, critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    # 825 days (the default): the longest lifetime clients such as Apple's accept for a TLS server certificate.
+    certificate = self_signed_certificate(
+        key,
+        "localhost (mailcrypt proxy)",
+        now=now,
+        days=days,
+        extensions=[(san, False), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)],
     )
     for path in (cert_path, key_path):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -24,7 +24,13 @@ from mailcrypt.keydir.keyfiles import (
     load_pkcs12,
     passphrase_from,
 )
-from mailcrypt.keydir.keygen import MAX_DAYS, generate_identity, write_certificate, write_private_key
+from mailcrypt.keydir.keygen import (
+    MAX_DAYS,
+    generate_identity,
+    self_signed_certificate,
+    write_certificate,
+    write_private_key,
+)
 from mailcrypt.keydir.passphrase import PassphraseSource
 
 __all__ = [
@@ -47,4 +53,5 @@ __all__ = [
     "passphrase_from",
     "write_certificate",
     "write_private_key",
+    "self_signed_certificate",
 ]

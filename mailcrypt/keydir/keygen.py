@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -96,7 +97,47 @@ def generate_identity(
 
     key = _new_key(key_type)
     kind = KEY_TYPES[key_type][0]
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=kind == "rsa",
+        data_encipherment=False,
+        key_agreement=kind == "ec",
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    certificate = self_signed_certificate(
+        key,
+        address,
+        now=now,
+        days=days,
+        extensions=[
+            (usage, True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
+            (x509.SubjectAlternativeName([x509.RFC822Name(address)]), False),
+        ],
+    )
+    return key, certificate
+
+
+def self_signed_certificate(
+    key: PrivateKey,
+    common_name: str,
+    *,
+    now: datetime.datetime,
+    days: int,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    """A self-signed end-entity certificate for ``key``: CN ``common_name``, valid from an hour ago.
+
+    basicConstraints cA=false (critical) and the key identifiers are always
+    set; ``extensions`` adds (extension, critical) pairs. Signed with SHA-256
+    and the key's own algorithm: RSA PKCS#1 v1.5 or ECDSA (RFC 8551 §2.2).
+    Used for S/MIME identities here and for the proxy's TLS certificate.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     builder = (
         x509.CertificateBuilder()
@@ -107,28 +148,13 @@ def generate_identity(
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=kind == "rsa",
-                data_encipherment=False,
-                key_agreement=kind == "ec",
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(address)]), critical=False)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
     )
-    # SHA-256 with the key's own algorithm: RSA PKCS#1 v1.5 or ECDSA (RFC 8551 §2.2).
-    certificate = builder.sign(key, hashes.SHA256())
-    return key, certificate
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    builder = builder.add_extension(ski, critical=False).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+    )
+    return builder.sign(key, hashes.SHA256())
 
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
