@@ -131,18 +131,17 @@ def make_home(home: Path, key_type: str, sign: bool) -> None:
     from proxy.auth import UserStore
     from proxy.setup import setup_home
 
-    # Without --sign the identity is stored encrypted and the proxy is given no
-    # passphrase: it then encrypts (to the sender too) but cannot sign.
-    source = (
-        PassphraseSource.unencrypted()
-        if sign
-        else PassphraseSource(environ={"MAILCRYPT_PASSPHRASE": "locked for the benchmark"}, interactive=False)
-    )
-    init_home(home, SENDER, passphrase=source, key_type=key_type)
+    init_home(home, SENDER, passphrase=PassphraseSource.unencrypted(), key_type=key_type)
     settings = config.load_settings(home)
     setup_home(settings)
-    UserStore(settings.proxy.users_file).add("bench", PASSWORD.encode())  # type: ignore[arg-type]
+    UserStore(settings.proxy.users_file).add("bench", PASSWORD.encode(), addresses=[SENDER])  # type: ignore[arg-type]
     keys = KeyDirectory.from_settings(settings)
+    if not sign:
+        # Without --sign the sender has no identity: the proxy refuses (451)
+        # mail from an address whose identity it cannot unlock, so an
+        # unsigned run is one without the identity (and without the own copy).
+        for entry in keys.identity_entries():
+            keys.remove(entry.fingerprint)
     for address in RECIPIENTS:
         _, cert = keygen.generate_identity(address, key_type="rsa2048")
         keys.import_certificates([cert], source="benchmark")

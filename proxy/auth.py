@@ -1,20 +1,28 @@
-"""Who may send through the proxy: the user file and the guard against password guessing.
+"""Who may send through the proxy, and as whom: the user file.
 
 ``UserStore`` keeps the proxy's AUTH users (``mailcrypt users add|remove|list``)
-in one file, mode 0600, one ``name:hash`` line each. The hash is scrypt
+in one file, mode 0600, one ``name:hash:addresses`` line each. The hash is scrypt
 (RFC 7914) with a random 16-byte salt and its parameters written beside it,
 so that they can be raised later without breaking old entries. Passwords are
 compared in constant time, and an unknown name costs as much as a wrong
 password, so timing tells nobody which names exist. Every change is written
 to a temporary file, synced and renamed over the old one.
 
-``LoginGuard`` slows down and then stops guessing: each failed login from a
-client address doubles the wait before the answer, and after
-``max_failures`` failures within the window that address gets no further
-AUTH until the window has passed.
+The addresses are the sender addresses an administrator assigned to the
+login (``users add NAME --address A``, DESIGN.md §6): the login may send
+only as them and sign only with their identities. They are written
+comma-separated, each percent-encoded, in their ``normalize_address`` form.
+A line of an older file has no third field: that login has no address and
+may send as nobody until one is assigned (the safe choice: an old file
+cannot tell which address a login was meant to have, and guessing "the
+login's name" or "the home's address" could let one user sign as another).
 
-What it won't do: speak SMTP (``handler`` does), or keep a password
-anywhere but in the caller's memory.
+The file is read again whenever its inode, size or modification time
+changes (one ``stat`` a check), so ``users add`` and ``users remove``
+apply to the running proxy at once.
+
+What it won't do: speak SMTP (``handler`` does), slow down guessing
+(``guard`` does), or keep a password anywhere but in the caller's memory.
 """
 
 from __future__ import annotations
@@ -26,15 +34,16 @@ import os
 import re
 import secrets
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from mailcrypt import errors
+from mailcrypt.addresses import address_key, normalize_address
 from mailcrypt.config import read_private
 
-__all__ = ["UserStore", "LoginGuard", "new_password", "valid_name"]
+__all__ = ["User", "UserStore", "new_password", "valid_name"]
 
 # RFC 7914 §2 parameters: 16 MiB of memory and about 50 ms a check on a laptop.
 _N, _R, _P = 2**14, 8, 1
@@ -85,31 +94,78 @@ def check_password(password: bytes, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+@dataclass(frozen=True)
+class User:
+    """One line of the user file: the name, the stored password hash and the assigned addresses."""
+
+    name: str
+    stored: str
+    addresses: tuple[str, ...] = ()
+
+    def may_send_as(self, address: str) -> bool:
+        """True when ``address`` is one of the login's (compared as ``mailcrypt.addresses.address_key``)."""
+        key = address_key(address)
+        return any(address_key(a) == key for a in self.addresses)
+
+    def line(self) -> str:
+        addresses = ",".join(quote(a, safe="@.+-_") for a in self.addresses)
+        return f"{self.name}:{self.stored}:{addresses}\n"
+
+
+def _parse(line: str) -> User | None:
+    name, sep, rest = line.partition(":")
+    if not sep or not valid_name(name):
+        return None
+    # The hash has no ":" (scrypt$N$r$p$salt$hash, base64): the rest is the addresses.
+    stored, _, addresses = rest.partition(":")
+    return User(name, stored, tuple(unquote(a) for a in addresses.split(",") if a))
+
+
+def _addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for address in addresses:
+        normal = normalize_address(address)
+        if all(address_key(a) != address_key(normal) for a in out):
+            out.append(normal)
+    return tuple(out)
+
+
 class UserStore:
-    """The user file (see the module docstring). Reads it afresh on every check, so changes apply at once."""
+    """The user file (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._seen: tuple[int, int, int] | None = None
+        self._users: dict[str, User] = {}
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> dict[str, User]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            # No file yet: no users (``mailcrypt users add`` creates it).
+            self._seen, self._users = None, {}
+            return {}
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._seen:
+            return self._users
         try:
             data = read_private(self.path, what="the proxy's user file", limit=USER_FILE_LIMIT)
         except errors.MissingSecretFile:
-            # No file yet: no users (``mailcrypt users add`` creates it).
             return {}
         users = {}
         for line in data.decode("utf-8").splitlines():
-            name, sep, stored = line.partition(":")
-            if sep and valid_name(name):
-                users[name] = stored
+            user = _parse(line)
+            if user is not None:
+                users[user.name] = user
+        self._seen, self._users = stamp, users
         return users
 
-    def _write(self, users: dict[str, str]) -> None:
+    def _write(self, users: dict[str, User]) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(f"{name}:{stored}\n" for name, stored in sorted(users.items())))
+                f.write("".join(users[name].line() for name in sorted(users)))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -122,21 +178,45 @@ class UserStore:
         """The user names, sorted."""
         return sorted(self._read())
 
-    def add(self, name: str, password: bytes, *, replace: bool = False) -> None:
-        """Add a user (or with ``replace`` set a new password). Raises ``UsageError`` for a bad or taken name."""
+    def users(self) -> list[User]:
+        """Every user, sorted by name."""
+        users = self._read()
+        return [users[name] for name in sorted(users)]
+
+    def get(self, name: str) -> User | None:
+        """The user of that name, or None."""
+        return self._read().get(name)
+
+    def add(self, name: str, password: bytes, *, replace: bool = False, addresses: Iterable[str] = ()) -> None:
+        """Add a user (or with ``replace`` set a new password and addresses).
+
+        Raises ``UsageError`` for a bad or taken name, a short password or an
+        address that is not ``local@domain``.
+        """
         if not valid_name(name):
             raise errors.UsageError(f"user name {name!r}: use 1 to 64 letters, digits or . _ @ + -")
         if len(password) < 8:
             raise errors.UsageError("the password must be at least 8 characters long")
-        users = self._read()
+        assigned = _addresses(addresses)
+        users = dict(self._read())
         if name in users and not replace:
             raise errors.UsageError(f"user {name} exists already; remove it first to set a new password")
-        users[name] = hash_password(password)
+        users[name] = User(name, hash_password(password), assigned)
         self._write(users)
+
+    def assign(self, name: str, addresses: Iterable[str]) -> User:
+        """Add sender addresses to an existing user, keeping its password. Raises ``UsageError``."""
+        users = dict(self._read())
+        user = users.get(name)
+        if user is None:
+            raise errors.UsageError(f"no proxy user named {name!r}")
+        users[name] = User(name, user.stored, _addresses((*user.addresses, *addresses)))
+        self._write(users)
+        return users[name]
 
     def remove(self, name: str) -> None:
         """Remove a user. Raises ``UsageError`` when there is none of that name."""
-        users = self._read()
+        users = dict(self._read())
         if name not in users:
             raise errors.UsageError(f"no proxy user named {name!r}")
         del users[name]
@@ -144,65 +224,6 @@ class UserStore:
 
     def verify(self, name: str, password: bytes) -> bool:
         """True for a known user with this password. CPU-bound (scrypt): call it off the event loop."""
-        stored = self._read().get(name)
-        ok = check_password(password, stored if stored is not None else _DUMMY)
-        return ok and stored is not None
-
-
-@dataclass
-class _Record:
-    failures: list[float] = field(default_factory=list)
-
-
-class LoginGuard:
-    """Failed logins per client address (see the module docstring).
-
-    ``base_delay`` is the wait after the first failure; it doubles with each
-    further one up to ``max_delay``. ``clock`` is ``time.monotonic`` unless
-    a test gives another.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_failures: int = 5,
-        window: float = 900.0,
-        base_delay: float = 1.0,
-        max_delay: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self._clock = clock
-        self._records: dict[str, _Record] = {}
-
-    def _recent(self, client: str) -> list[float]:
-        record = self._records.get(client)
-        if record is None:
-            return []
-        cutoff = self._clock() - self.window
-        record.failures = [t for t in record.failures if t > cutoff]
-        if not record.failures:
-            del self._records[client]
-            return []
-        return record.failures
-
-    def locked_for(self, client: str) -> float:
-        """Seconds until ``client`` may try again; 0 when it may now."""
-        recent = self._recent(client)
-        if len(recent) < self.max_failures:
-            return 0.0
-        return max(0.0, recent[0] + self.window - self._clock())
-
-    def failed(self, client: str) -> float:
-        """Record a failure; return how long to wait before answering it."""
-        self._recent(client)
-        record = self._records.setdefault(client, _Record())
-        record.failures.append(self._clock())
-        return min(self.max_delay, self.base_delay * 2 ** (len(record.failures) - 1))
-
-    def succeeded(self, client: str) -> None:
-        """Forget the failures of ``client``."""
-        self._records.pop(client, None)
+        user = self._read().get(name)
+        ok = check_password(password, user.stored if user is not None else _DUMMY)
+        return ok and user is not None

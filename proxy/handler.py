@@ -2,12 +2,18 @@
 
 - AUTH PLAIN and LOGIN are checked against the ``UserStore`` (scrypt, in a
   worker thread) or, with ``upstream.login = "client"``, against the
-  upstream server itself; ``LoginGuard`` slows down and stops guessing.
+  upstream server itself. Every attempt waits its turn and its delay in
+  the ``LoginGuard`` (``guard``) before the password is checked; after
+  ``max_failures`` failures on one connection it is closed (421).
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
-  otherwise, so the proxy is never an open relay. With recipient checks on,
-  the upstream transaction opens here. The null reverse-path (``MAIL
-  FROM:<>``, of read receipts and vacation replies) is relayed as ``<>``;
-  an address with a control character is refused (``wire``).
+  otherwise, so the proxy is never an open relay. A login sends only as
+  its addresses (``users add NAME --address A``; with ``upstream.login =
+  "client"``, the login name itself when it is an address): 553 5.7.1 for
+  any other. With recipient checks on, the upstream transaction opens
+  here. The null reverse-path (``MAIL FROM:<>``, of read receipts and
+  vacation replies) is allowed for every login and relayed as ``<>``; an
+  address with a control character is refused (``wire``). Changes to the
+  key directory are looked for here (``refresh``), once a transaction.
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
@@ -19,7 +25,9 @@
   with a 5xx, then groups, signs, encrypts and relays (``groups``,
   ``relay``) and answers 250 only when every group is accepted upstream, in
   the outbox or in the retry spool; temporary failures are 451, permanent
-  ones the server's 5xx, a message the MIME layer cannot take 554 5.6.0.
+  ones the server's 5xx, a message the MIME layer cannot take 554 5.6.0,
+  and a sender whose identity the proxy cannot unlock 451 4.7.0 (never
+  unsigned). Only identities of the login's addresses sign.
 - ``handle_exception`` logs the details and answers a generic 451.
 
 What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
@@ -32,22 +40,26 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from mailcrypt import errors
-from mailcrypt.addresses import recipient_key
+from mailcrypt.addresses import address_key, recipient_key
 from mailcrypt.mime import Field
-from proxy.auth import LoginGuard, UserStore
+from proxy.auth import UserStore
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
+from proxy.guard import GuardBusy, LoginGuard
 from proxy.late import LateGroups
 from proxy.outbox import OutboxRelay
 from proxy.relay import Credentials, Probe, Refused, UpstreamRelay, client_text
 from proxy.smtp import LoginRefused, UpstreamUnavailable
 from proxy.wire import check_address, check_message
+
+#: ``senders(mail_from, header_from, allowed)``: the sender's keys (``senders.Senders.for_message``).
+SenderLookup = Callable[[str, list[str], Callable[[str], bool] | None], SenderKeys]
 
 __all__ = ["ProxyHandler", "Login"]
 
@@ -95,18 +107,24 @@ def _message_id_hash(fields: list[Field]) -> str:
 
 
 class ProxyHandler:
-    """The hooks (see the module docstring). ``senders(mail_from, header_from)`` picks the sender's keys."""
+    """The hooks (see the module docstring).
+
+    ``senders`` picks the sender's keys; ``refresh``, when given, is awaited
+    at every MAIL to pick up changes to the key directory.
+    """
 
     def __init__(
         self,
         *,
         book: RecipientBook,
-        senders: Callable[[str, list[str]], SenderKeys],
+        senders: SenderLookup,
         relay: UpstreamRelay | OutboxRelay,
         late: LateGroups | None,
         users: UserStore | None,
         guard: LoginGuard,
         auth_required: bool,
+        max_failures: int = 5,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.book = book
         self.senders = senders
@@ -115,6 +133,8 @@ class ProxyHandler:
         self.users = users
         self.guard = guard
         self.login_required = auth_required
+        self.max_failures = max_failures
+        self.refresh = refresh
 
     # ------------------------------------------------------------------ greeting
 
@@ -129,8 +149,6 @@ class ProxyHandler:
 
     async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
         peer = self._peer(server)
-        if await self._locked(server, peer):
-            return AuthResult(success=False, handled=True)
         blob = await self._auth_response(server, args, "")
         if blob is None:
             return AuthResult(success=False, handled=True)
@@ -142,8 +160,6 @@ class ProxyHandler:
 
     async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
         peer = self._peer(server)
-        if await self._locked(server, peer):
-            return AuthResult(success=False, handled=True)
         user = await self._auth_response(server, args, "Username:")
         if user is None:
             return AuthResult(success=False, handled=True)
@@ -173,23 +189,33 @@ class ProxyHandler:
         peer = getattr(server.session, "peer", None)
         return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
-    async def _locked(self, server: Any, peer: str) -> bool:
-        wait = self.guard.locked_for(peer)
-        if wait > 0:
-            log.warning("AUTH from %s refused: too many failed logins", peer)
-            await server.push(f"454 4.7.0 Too many failed logins; try again in {int(wait) + 1} seconds")
-            return True
-        return False
-
     async def _check(self, server: Any, peer: str, user: bytes, password: bytes) -> AuthResult:
         name = user.decode("utf-8", "replace")
-        ok, credentials = await self._verify(name, password)
+        try:
+            # Every attempt, on every connection, waits in line for its turn and
+            # its delay before the password is looked at (guard's docstring).
+            async with self.guard.turn(peer):
+                await self.guard.attempt(peer, name)
+                ok, credentials = await self._verify(name, password)
+                if ok:
+                    self.guard.succeeded(peer, name)
+                else:
+                    self.guard.failed(peer, name)
+        except GuardBusy:
+            log.warning("AUTH from %s refused: too many login attempts waiting", peer)
+            await server.push("454 4.7.0 Too many login attempts waiting from your address; try again later")
+            return AuthResult(success=False, handled=True)
         if not ok:
-            delay = self.guard.failed(peer)
             log.warning("failed login as %r from %s", name, peer)
-            await asyncio.sleep(delay)
+            failures = getattr(server.session, "mailcrypt_failures", 0) + 1
+            server.session.mailcrypt_failures = failures
+            if failures >= self.max_failures:
+                # Like Postfix's smtpd_hard_error_limit: a connection that keeps
+                # failing is closed; the delay still applies to the next one.
+                await server.push("421 4.7.0 Too many failed logins; closing the connection")
+                server.transport.close()
+                return AuthResult(success=False, handled=True)
             return AuthResult(success=False, handled=False)
-        self.guard.succeeded(peer)
         if credentials is not None and self.late is not None:
             self.late.logins[name] = credentials
         log.info("%s logged in from %s", name, peer)
@@ -235,6 +261,12 @@ class ProxyHandler:
             check_address("MAIL", address)
         except Refused as exc:
             return exc.reply
+        refusal = self._sender_refusal(session, address)
+        if refusal is not None:
+            log.warning("MAIL FROM %s refused: %s", address, refusal)
+            return refusal
+        if self.refresh is not None:
+            await self.refresh()
         await self._drop_probe(session)
         smtputf8 = "SMTPUTF8" in [o.upper() for o in options]
         try:
@@ -248,6 +280,37 @@ class ProxyHandler:
         envelope.mail_options.extend(options)
         envelope.mailcrypt_plans = {}
         return "250 2.1.0 OK"
+
+    def _allowed(self, session: Any) -> Callable[[str], bool] | None:
+        """Which addresses the session's login may send as; None when there is no login (``auth = "none"``)."""
+        data = getattr(session, "auth_data", None)
+        if not isinstance(data, Login):
+            return None
+        if self.users is None:
+            # upstream.login = "client": the upstream server judged the login,
+            # which is the one address it stands for (the server checks too).
+            own = address_key(data.login)
+            return lambda address: address_key(address) == own
+        user = self.users.get(data.login)
+        if user is None:
+            # Removed since it logged in: it may send as nobody.
+            return lambda address: False
+        return user.may_send_as
+
+    def _sender_refusal(self, session: Any, address: str) -> str | None:
+        """553 5.7.1 when the login may not send as ``address`` (the null sender is every login's)."""
+        allowed = self._allowed(session)
+        if allowed is None or address == "<>" or allowed(address):
+            return None
+        name = session.auth_data.login
+        if self.users is not None and (user := self.users.get(name)) is not None and not user.addresses:
+            why = (
+                f"Login {name} has no sender address; the administrator assigns one with "
+                f"mailcrypt users add {name} --address ADDRESS"
+            )
+        else:
+            why = f"Login {name} may not send as {address}"
+        return f"553 5.7.1 {client_text(why)}"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         try:
@@ -311,9 +374,12 @@ class ProxyHandler:
             return exc.reply
         try:
             fields = header_fields(message)
-            sender = self.senders(mail_from, from_addresses(fields))
+            sender = self.senders(mail_from, from_addresses(fields), self._allowed(session))
             decisions: list[str] = []
             groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
+        except Refused as exc:
+            await self.relay.abandon(probe)
+            return exc.reply
         except BaseException:
             await self.relay.abandon(probe)
             raise

@@ -2,16 +2,26 @@
 
 DESIGN.md §1 encrypts every envelope to the sender too, so the sent copy
 stays readable; DESIGN.md §2 signs inside the encryption whenever the
-sender has an identity. ``Senders.load`` unlocks the home's identities once
-at start (passphrase from ``$MAILCRYPT_PASSPHRASE``, ``keys.passphrase_file``
-or a prompt on the terminal); when they cannot be unlocked the proxy still
-encrypts, says loudly that it will not sign, and the log of every message
-says so too.
+sender has an identity. ``Senders.load`` unlocks the home's identities at
+start (passphrase from ``$MAILCRYPT_PASSPHRASE``, ``keys.passphrase_file``
+or a prompt on the terminal), each on its own: one key that cannot be
+unlocked does not stop the others.
+
+``changed`` tells cheaply (one ``stat`` of the identities folder: inode and
+modification time, which every import, generation and removal changes)
+whether ``reload`` must look again; ``reload`` unlocks the identities it
+has not unlocked before (with ``retry``, after SIGHUP, also the ones that
+failed, so a passphrase made available later is used), and forgets the
+removed ones. The proxy needs no restart for ``mailcrypt keys import``.
 
 The sender of a message is the first of: the From address, the MAIL FROM
-address, ``[identity] address`` — the first one we hold a certificate for.
+address, ``[identity] address`` — the first one the login may send as
+(``allowed``) that we hold a certificate for. When that identity cannot be
+unlocked the message is refused with 451 4.7.0 (``Refused``): mail from an
+address with an identity never goes out unsigned.
 
-What it won't do: sign or encrypt (``groups`` does), or keep anything on disk.
+What it won't do: sign or encrypt (``groups`` does), decide which addresses
+a login has (``auth.UserStore``), or keep anything on disk.
 """
 
 from __future__ import annotations
@@ -19,45 +29,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key
 from mailcrypt.config import Settings
+from mailcrypt.envelope import Signer
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
 from mailcrypt.pki import fingerprint
 from mailcrypt.policy import COMPATIBLE, PolicyTable
 from proxy.groups import SenderKeys
-
-if TYPE_CHECKING:
-    from mailcrypt.envelope import Signer
+from proxy.relay import Refused, client_text
 
 __all__ = ["Senders"]
 
 log = logging.getLogger(__name__)
 
 _CACHE_SECONDS = 300.0
-
-
-def _signers(identities: Sequence[object]) -> dict[str, Signer]:
-    """A ``Signer`` per identity certificate fingerprint (empty when signing is not available)."""
-    try:
-        from mailcrypt.envelope import Signer
-    except ImportError:
-        return {}
-    out: dict[str, Signer] = {}
-    for identity in identities:
-        certificate = getattr(identity, "certificate", None)
-        if certificate is None:
-            continue
-        try:
-            out[fingerprint(certificate)] = Signer.from_identity(identity)
-        except (TypeError, ValueError) as exc:
-            log.warning("identity sha256:%s cannot sign: %s", fingerprint(certificate)[:16], exc)
-    return out
 
 
 class Senders:
@@ -70,26 +60,62 @@ class Senders:
         self.policy = policy
         self.signers = signers
         self.default = default
+        #: Why an identity (by certificate fingerprint) could not be unlocked.
+        self.failed: dict[str, str] = {}
+        self._seen: tuple[int, int] | None = None
         self._cache: dict[str, tuple[str, float, x509.Certificate | None]] = {}
         self._keys_cache: dict[tuple[str, x509.Certificate], SenderKeys] = {}
 
     @classmethod
     def load(cls, keys: KeyDirectory, settings: Settings, passphrase: PassphraseSource) -> Senders:
-        try:
-            identities = keys.identities(passphrase)
-        except errors.NoMatchingIdentity:
-            identities = []
+        senders = cls(keys, settings.policy, signers={}, default=settings.identity.address)
+        senders.reload(passphrase)
+        if not senders.signers and not senders.failed:
             log.warning("no identity in %s: messages will be encrypted but not signed", keys.path)
-        except errors.ConfigError as exc:
-            identities = []
-            log.warning("identities cannot be unlocked (%s): messages will be encrypted but NOT signed", exc)
-        return cls(keys, settings.policy, signers=_signers(identities), default=settings.identity.address)
+        return senders
+
+    def _folder_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.keys.layout.identities)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def changed(self) -> bool:
+        """True when the identities folder changed since the last ``reload`` (one ``stat``)."""
+        return self._folder_stamp() != self._seen
+
+    def reload(self, passphrase: PassphraseSource, *, retry: bool = False) -> None:
+        """Look at the identities again (see the module docstring). Blocks: run it off the event loop."""
+        stamp = self._folder_stamp()
+        signers: dict[str, Signer] = {}
+        failed: dict[str, str] = {}
+        for entry in self.keys.identity_entries():
+            try:
+                certificate = self.keys.certificate(entry)
+            except errors.MailcryptError as exc:
+                log.warning("identity sha256:%s cannot be read: %s", entry.fingerprint[:16], exc)
+                continue
+            fp = fingerprint(certificate)
+            if fp in self.signers:
+                signers[fp] = self.signers[fp]
+                continue
+            if fp in self.failed and not retry:
+                failed[fp] = self.failed[fp]
+                continue
+            try:
+                signers[fp] = Signer.from_identity(self.keys.unlock(entry, passphrase))
+                log.info("identity sha256:%s unlocked for signing", fp[:16])
+            except (errors.ConfigError, TypeError, ValueError) as exc:
+                failed[fp] = str(exc)
+                log.warning("identity sha256:%s cannot be unlocked: %s; its mail is refused (451)", fp[:16], exc)
+        # Swapped whole: the event loop reads these while a reload runs in a worker thread.
+        self.signers, self.failed = signers, failed
+        self._cache, self._keys_cache = {}, {}
+        self._seen = stamp
 
     def _stamp(self) -> str:
-        try:
-            return str(os.stat(self.keys.layout.identities).st_mtime_ns)
-        except FileNotFoundError:
-            return "-"
+        return str(self._folder_stamp())
 
     def certificate(self, address: str) -> x509.Certificate | None:
         """Our own valid certificate for ``address``, or None. Blocks briefly on the key directory."""
@@ -114,18 +140,33 @@ class Senders:
             self._keys_cache[(address, certificate)] = found
         return found
 
-    def for_message(self, mail_from: str, header_from: list[str]) -> SenderKeys:
+    def for_message(
+        self, mail_from: str, header_from: list[str], allowed: Callable[[str], bool] | None = None
+    ) -> SenderKeys:
+        """The sender's keys; ``allowed`` says which addresses the login may send as (None: any).
+
+        Raises ``Refused`` (451 4.7.0) when the sender's identity cannot be unlocked.
+        """
         for address in (*header_from, mail_from, self.default):
-            if not address:
+            if not address or (allowed is not None and not allowed(address)):
                 continue
             certificate = self.certificate(address)
             if certificate is not None:
                 keys = self._keys(address, certificate)
                 if keys.signer is None:
+                    fp = fingerprint(certificate)
                     log.warning(
-                        "%s: no unlocked identity for sha256:%s; the message is not signed",
+                        "%s: identity sha256:%s is not unlocked (%s); message refused",
                         address,
-                        fingerprint(certificate)[:16],
+                        fp[:16],
+                        self.failed.get(fp, "no private key"),
+                    )
+                    raise Refused(
+                        "451 4.7.0 "
+                        + client_text(
+                            f"The signing identity of {address} cannot be unlocked by the proxy (no passphrase "
+                            "or a wrong one; see its log); the message was not sent, try again later"
+                        )
                     )
                 return keys
         return SenderKeys(mail_from, None, COMPATIBLE, None)

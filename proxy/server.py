@@ -8,7 +8,9 @@ socket — STARTTLS with the home's certificate, or TLS from the first byte
 (``proxy.tls = "implicit"``). AUTH is allowed without TLS only when the
 proxy listens on loopback; elsewhere STARTTLS comes first. ``serve``
 runs until SIGTERM or SIGINT and then stops cleanly: no new connections,
-running transactions finish, pooled connections are closed.
+running transactions finish, pooled connections are closed. SIGHUP, and
+any change to the identities folder (looked for at every MAIL), reload the
+identities without a restart (``refresh``).
 
 ``ProxySMTP`` is aiosmtpd's SMTP with a DATA reader of its own: the stock
 one keeps every line as a separate object (about three times the message
@@ -42,8 +44,9 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcrypt import errors
 from mailcrypt.config import Settings, is_loopback
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
-from proxy.auth import LoginGuard, UserStore
+from proxy.auth import UserStore
 from proxy.groups import RecipientBook
+from proxy.guard import LoginGuard
 from proxy.handler import ProxyHandler
 from proxy.late import LateGroups
 from proxy.outbox import Outbox, OutboxRelay
@@ -243,9 +246,15 @@ class ProxyServer:
         self.loopback = is_loopback(self.host)
         keys = KeyDirectory.from_settings(settings)
         self.senders = Senders.load(keys, settings, passphrase or PassphraseSource.from_settings(settings))
+        # Reloads run while the proxy serves: they never prompt on the terminal
+        # (identities unlocked at start stay unlocked, so a passphrase typed
+        # then is not needed again).
+        self._given_passphrase = passphrase
+        self._reload_passphrase = passphrase or PassphraseSource.from_settings(settings, interactive=False)
+        self._reloading = asyncio.Lock()
         self.book = RecipientBook(keys, settings.policy)
         self.tls = server_tls_context(proxy.tls_cert, proxy.tls_key)
-        self.guard = guard or LoginGuard(max_failures=proxy.max_auth_failures)
+        self.guard = guard or LoginGuard()
         upstream = settings.upstream
         self.runner: SpoolRunner | None = None
         self.late: LateGroups | None = None
@@ -278,9 +287,35 @@ class ProxyServer:
             users=self.users,
             guard=self.guard,
             auth_required=proxy.auth == "required",
+            max_failures=proxy.max_auth_failures,
+            refresh=self.refresh,
         )
         self._server: asyncio.Server | None = None
         self._runner_task: asyncio.Task[None] | None = None
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Pick up changes to the identities: when their folder changed, or always with ``force`` (SIGHUP).
+
+        The check is one ``stat``; the reload (unlocking keys) runs in a
+        worker thread, one at a time. ``force`` also retries identities that
+        could not be unlocked before. The user file needs nothing here:
+        ``UserStore`` notices its changes itself, and recipient certificates
+        are looked up afresh when their folders change (``RecipientBook``).
+        """
+        if not force and not self.senders.changed():
+            return
+        async with self._reloading:
+            if not force and not self.senders.changed():
+                return  # Another transaction reloaded while this one waited.
+            if force and self._given_passphrase is None:
+                # A source keeps the passphrase it read: after SIGHUP read it
+                # again, as the administrator may have corrected the file.
+                self._reload_passphrase = PassphraseSource.from_settings(self.settings, interactive=False)
+            loop = asyncio.get_running_loop()
+            reload = functools.partial(self.senders.reload, self._reload_passphrase, retry=force)
+            await loop.run_in_executor(None, reload)
+            signers, failed = len(self.senders.signers), len(self.senders.failed)
+            log.info("identities reloaded: %d can sign, %d cannot be unlocked", signers, failed)
 
     def _factory(self) -> ProxySMTP:
         implicit = self.settings.proxy.tls == "implicit"
@@ -327,12 +362,21 @@ class ProxyServer:
             await self.pool.close()
 
     async def serve(self, *, ready: Any = None) -> None:
-        """Run until SIGTERM or SIGINT; ``ready(host, port)`` is called once listening."""
+        """Run until SIGTERM or SIGINT (SIGHUP reloads identities); ``ready(host, port)`` is called when listening."""
         _return_large_buffers()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def hangup() -> None:
+            log.info("SIGHUP: reloading the identities")
+            task = loop.create_task(self.refresh(force=True))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
         host, port = await self.start()
         if ready is not None:
             ready(host, port)

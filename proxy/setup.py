@@ -6,7 +6,8 @@ subjectAltName, so a client that connects by name or by address accepts
 it once trusted), with the key beside it, mode 0600. ``setup_home`` makes
 the certificate when the home has none and, when the user file is empty,
 one user named after the identity's address with a random password,
-returned once so that the caller can show it.
+returned once so that the caller can show it; that user is assigned the
+identity's address, the one address it may send as.
 
 What it won't do: overwrite an existing certificate, key or user.
 """
@@ -75,6 +76,8 @@ def setup_home(settings: Settings) -> tuple[Path | None, tuple[str, str] | None]
         if not users.names():
             name = settings.identity.address or "mailcrypt"
             password = new_password()
-            users.add(name, password.encode())
+            # The login sends as the identity's address, and only as it (DESIGN.md §6).
+            addresses = [settings.identity.address] if settings.identity.address else []
+            users.add(name, password.encode(), addresses=addresses)
             user = (name, password)
     return made_cert, user

@@ -35,7 +35,8 @@ from loose_peers import RawClient as RawClient
 from mailcrypt import config
 from mailcrypt.keydir import KeyDirectory, init_home, keygen
 from mailcrypt.keydir.passphrase import PassphraseSource
-from proxy.auth import LoginGuard, UserStore
+from proxy.auth import UserStore
+from proxy.guard import LoginGuard
 from proxy.server import ProxyServer, ProxyThread
 
 SENDER = "alice@example.org"
@@ -306,7 +307,7 @@ def make_home(
     from proxy.setup import make_certificate
 
     make_certificate(settings.proxy.tls_cert, settings.proxy.tls_key)
-    UserStore(settings.home / "proxy" / "users").add(SENDER, PASSWORD.encode())
+    UserStore(settings.home / "proxy" / "users").add(SENDER, PASSWORD.encode(), addresses=(SENDER,))
     keys = KeyDirectory.from_settings(settings)
     for p in recipients:
         keys.import_file(p.cert_path)
@@ -335,7 +336,7 @@ class Proxy:
 
 
 def start_proxy(settings: config.Settings, **options: object) -> Proxy:
-    options.setdefault("guard", LoginGuard(max_failures=3, base_delay=0.01, max_delay=0.05))
+    options.setdefault("guard", LoginGuard(base_delay=0.01, max_delay=0.05))
     options.setdefault("intervals", (0.2, 0.2, 0.2))
     options.setdefault("poll", 0.1)
     server = ProxyServer(settings, listen=("127.0.0.1", 0), **options)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ import pytest
 from proxy_kit import PASSWORD, SENDER, LooseServer, Person, RawClient, Upstream, make_home, person, start_proxy
 
 from mailcrypt import config, errors
-from proxy.auth import LoginGuard, UserStore
+from proxy.auth import UserStore
+from proxy.guard import LoginGuard
 from proxy.server import ProxyServer, ProxyThread
 
 MSG = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n".encode()
@@ -50,27 +51,20 @@ def test_mail_without_login_is_refused_and_nothing_relays(proxy, upstream: Upstr
     assert upstream.attempts == [] and upstream.received == []
 
 
-def test_wrong_password_is_refused_then_rate_limited(proxy) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_passwords_are_refused_and_the_connection_closed_after_five(proxy) -> None:  # type: ignore[no-untyped-def]
     codes = []
+    plain = base64.b64encode(f"\0{SENDER}\0wrong password".encode()).decode()
     with proxy.client(login=False) as client:
-        for _ in range(4):  # smtplib tries PLAIN, then LOGIN: two attempts a call
-            with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
-                client.login(SENDER, "wrong password")
-            codes.append(caught.value.smtp_code)
-        # Locked out now, even with the right password.
-        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
-            client.login(SENDER, PASSWORD)
-        assert caught.value.smtp_code == 454
-    assert codes[0] == 535 and codes[-1] == 454
-
-
-def test_login_guard_doubles_the_wait_and_forgets_after_the_window() -> None:
-    now = [0.0]
-    guard = LoginGuard(max_failures=3, window=60, base_delay=1, max_delay=3, clock=lambda: now[0])
-    assert [guard.failed("a") for _ in range(3)] == [1, 2, 3]
-    assert guard.locked_for("a") == 60 and guard.locked_for("b") == 0
-    now[0] = 61
-    assert guard.locked_for("a") == 0
+        client.ehlo()
+        for _ in range(5):
+            codes.append(client.docmd("AUTH", f"PLAIN {plain}")[0])
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.docmd("NOOP")
+    # Five failures on one connection (proxy.max_auth_failures): the fifth closes it.
+    assert codes == [535, 535, 535, 535, 421]
+    # The right password still gets in, on a new connection (after the delay).
+    with proxy.client() as client:
+        assert client.noop()[0] == 250
 
 
 def test_starttls_with_the_init_certificate_by_name_and_by_address(proxy, settings: config.Settings) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,10 @@
 ``proxy`` runs the proxy of the ``proxy/`` package in the foreground until
 SIGTERM or SIGINT (DESIGN.md §6) and prints where to point a mail client.
 ``users add`` reads the new password from standard input when that is not a
-terminal (first line), else asks twice; never from the command line.
+terminal (first line), else asks twice; never from the command line. Its
+``--address`` options are the addresses the login may send as; given for
+an existing user (without ``--replace``) they are added to its addresses
+and the password is kept. ``users list`` shows each login's addresses.
 ``init_proxy`` is what ``mailcrypt init`` adds for the proxy: its TLS
 certificate and a first user, whose generated password is shown once.
 
@@ -83,8 +86,20 @@ def _new_password() -> bytes:
 
 def users_add(args: argparse.Namespace) -> None:
     store = _store(args)
-    store.add(args.name, _new_password(), replace=args.replace)
+    addresses = args.address or []
+    if addresses and not args.replace and args.name in store.names():
+        # An existing user gets more addresses and keeps its password: this is
+        # how the logins of an older user file are given theirs.
+        user = store.assign(args.name, addresses)
+        print(f"proxy user {args.name} may send as: {', '.join(user.addresses)}")
+        return
+    store.add(args.name, _new_password(), replace=args.replace, addresses=addresses)
     print(f"proxy user {args.name} {'updated' if args.replace else 'added'} ({store.path})")
+    if not addresses:
+        print(
+            f"  {args.name} has no sender address yet and cannot send: "
+            f"mailcrypt users add {args.name} --address ADDRESS",
+        )
 
 
 def users_remove(args: argparse.Namespace) -> None:
@@ -94,8 +109,8 @@ def users_remove(args: argparse.Namespace) -> None:
 
 
 def users_list(args: argparse.Namespace) -> None:
-    for name in _store(args).names():
-        print(name)
+    for user in _store(args).users():
+        print(f"{user.name}\t{', '.join(user.addresses) or '(no address: may not send)'}")
 
 
 def init_proxy(home: Path) -> list[str]:

@@ -267,15 +267,21 @@ class KeyDirectory:
             if not self.layout.identity_key(entry.fingerprint).exists():
                 log.warning("identity sha256:%s has no private key file; skipped", entry.fingerprint[:16])
                 continue
-            loaded.append(
-                own.load_identity(self.layout, entry.fingerprint, self.certificate(entry), passphrase).identity
-            )
+            loaded.append(self.unlock(entry, passphrase))
         if not loaded:
             raise errors.NoMatchingIdentity(
                 f"no identity in the key directory {self.path}: create one with mailcrypt init ADDRESS "
                 "or mailcrypt keys generate ADDRESS, or import a PKCS#12 file with mailcrypt keys import FILE"
             )
         return loaded
+
+    def unlock(self, entry: CertificateEntry, passphrase: PassphraseSource) -> Identity:
+        """One identity unlocked, for a caller that takes each on its own (the proxy: one locked key
+        must not stop the others). Raises ``errors.ConfigError`` like ``identities``, and for a
+        missing private key file."""
+        if not self.layout.identity_key(entry.fingerprint).exists():
+            raise errors.ConfigError(f"identity sha256:{entry.fingerprint[:16]} has no private key file")
+        return own.load_identity(self.layout, entry.fingerprint, self.certificate(entry), passphrase).identity
 
     def add_identity(
         self,
