@@ -46,7 +46,7 @@ from datetime import datetime
 from asn1crypto import x509 as asn1_x509
 from cryptography import exceptions, x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtensionOID
 
 from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
