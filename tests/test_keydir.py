@@ -22,7 +22,7 @@ from openssl_pki import PKI, Made, openssl
 
 from mailcrypt import errors
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.pki import validate
+from mailcrypt.pki import validate, validate_chain
 from mailcrypt.policy import MODERN, Policy, PolicyTable, RecipientPolicy
 
 DAY = datetime.timedelta(days=1)
@@ -241,6 +241,22 @@ def test_curves_and_rsa_size_come_from_the_policy(certs: dict[str, Made], root: 
     assert validate.recipient_problem(bob, now=now, chain=verifier) == (
         "has an RSA key of 2048 bits; at least 3072 bits are required"
     )
+
+
+def test_the_purpose_decides_only_the_end_entity_key_usage(certs: dict[str, Made], root: Made) -> None:
+    # One path validation for signers and recipients: a sign-only RSA
+    # certificate chains for signing, not for encryption; an EC certificate
+    # with keyEncipherment (not keyAgreement) neither signs nor receives.
+    now = datetime.datetime.now(datetime.UTC)
+    anchors = [root.certificate]
+    sign_only, ec_encipher = certs["sign-only"].certificate, certs["ec-encipher"].certificate
+    assert validate_chain(sign_only, anchors=anchors, now=now, purpose="signing").trusted
+    refused = validate_chain(sign_only, anchors=anchors, now=now, purpose="encryption")
+    assert refused.status == "invalid" and "without keyEncipherment" in refused.reason
+    assert "without keyEncipherment" in (validate.ChainVerifier(anchors).problem(sign_only, now=now) or "")
+    for purpose, missing in (("signing", "digitalSignature"), ("encryption", "keyAgreement")):
+        result = validate_chain(ec_encipher, anchors=anchors, now=now, purpose=purpose)
+        assert result.status == "invalid" and f"without {missing}" in result.reason
 
 
 def test_address_mismatch_is_refused(kd: KeyDirectory, certs: dict[str, Made]) -> None:
