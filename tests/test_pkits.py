@@ -30,6 +30,7 @@ import pytest
 from cryptography import x509
 
 from mailcrypt import errors
+from mailcrypt.cli import main
 from mailcrypt.mime.unwrap import unwrap_message
 from mailcrypt.pki import ChainVerifier, usage_problem, validate_chain
 from mailcrypt.policy import Policy
@@ -207,3 +208,72 @@ def test_dsa_signer_through_the_command_line(tmp_path: Path) -> None:
     assert proc.returncode == 4, proc.stderr
     assert re.search("DSA|SHA1", proc.stderr) and "Warning" not in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+_EXIT = {"valid": 0, WITHOUT_REVOCATION: 0, "invalid": 5, "unsupported": 4}
+
+
+def _home(tmp_path: Path, anchor_file: Path | None) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(parents=True)
+    anchors = f'["{anchor_file}"]' if anchor_file is not None else "[]"
+    (home / "config.toml").write_text(f"[keys]\ntrust_anchors = {anchors}\n")
+    return home
+
+
+def test_verify_exit_status_with_the_pkits_anchor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # DESIGN.md §6: with trust anchors configured, a signer whose chain is not
+    # valid is exit 5; the one-line error says why, and nothing is printed.
+    root = _require()
+    home = _home(tmp_path, root / "certs" / "TrustAnchorRootCertificate.crt")
+    expected = expected_outcomes()
+    wrong = []
+    for name, path in _cases(root).items():
+        status = main(["--home", str(home), "verify", str(path)])
+        out, err = capsys.readouterr()
+        if status != _EXIT[expected[name]]:
+            wrong.append(f"{name}: exit {status}, expected {_EXIT[expected[name]]} ({err.strip()})")
+        elif status == 5 and (out or err.count("\n") != 1):
+            wrong.append(f"{name}: exit 5 but printed {out!r} and {err!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_verify_through_the_command(tmp_path: Path) -> None:
+    root = _require()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
+
+    def verify(home: Path, case: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailcrypt",
+                "--home",
+                str(home),
+                "verify",
+                str(root / "smime" / f"Signed{case}.eml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    anchored = _home(tmp_path / "anchored", root / "certs" / "TrustAnchorRootCertificate.crt")
+    ok = verify(anchored, "ValidPolicyMappingTest1")
+    assert ok.returncode == 0 and "certificate chain: valid" in ok.stdout, ok.stderr
+    for case, why in (
+        ("InvalidPolicyMappingTest2", "certificate policies"),
+        ("InvalidNameChainingEETest1", "neither a trust anchor nor a certificate given"),  # unknown issuer
+        ("InvalidEEnotAfterDateTest6", "is not valid at"),
+    ):
+        refused = verify(anchored, case)
+        assert refused.returncode == 5, (case, refused.stderr)
+        assert "not trusted: certificate chain invalid" in refused.stderr and why in refused.stderr, refused.stderr
+        assert refused.stdout == "" and refused.stderr.count("\n") == 1
+    # Without anchors the chain is not checked, and says so; the signature holds: exit 0.
+    unanchored = _home(tmp_path / "plain", None)
+    loose = verify(unanchored, "InvalidPolicyMappingTest2")
+    assert loose.returncode == 0, loose.stderr
+    assert "certificate chain: not checked (no trust anchors are configured)" in loose.stdout

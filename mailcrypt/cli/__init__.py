@@ -28,7 +28,8 @@ exit status:
   2  usage or configuration error (bad option, unreadable file, wrong passphrase)
   3  no key for this message (no matching identity, no recipient certificate)
   4  integrity failure or malformed input (tampered, truncated, not encrypted)
-  5  signature invalid or replay
+  5  signature invalid or replay; with trust anchors configured, a signer whose
+     certificate chain is invalid, revoked or ends at an unknown issuer
 """
 
 
@@ -231,8 +232,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "read:verify",
         "verify the signatures of an S/MIME message",
         "Verify the S/MIME signatures of a message (detached or opaque, nested too) and say who signed, "
-        "when, with what, and whether the certificate chains to a configured trust anchor. Does not "
-        "decrypt and does not check for replays.",
+        "when, with what, and whether the certificate chains to a configured trust anchor: with "
+        "[keys] trust_anchors set, a chain that does not is exit 5; without, the chain is 'not checked'. "
+        "Does not decrypt and does not check for replays.",
     )
     ver.add_argument("input", nargs="?", metavar="IN", help="message file (default: stdin)")
 
