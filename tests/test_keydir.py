@@ -22,8 +22,8 @@ from openssl_pki import PKI, Made, openssl
 
 from mailcrypt import errors
 from mailcrypt.keydir import KeyDirectory
-from mailcrypt.pki import validate
-from mailcrypt.policy import MODERN, PolicyTable, RecipientPolicy
+from mailcrypt.pki import validate, validate_chain
+from mailcrypt.policy import MODERN, Policy, PolicyTable, RecipientPolicy
 
 DAY = datetime.timedelta(days=1)
 
@@ -207,7 +207,6 @@ def test_bundle_with_one_bad_certificate_imports_the_rest(
         ("ec-encipher", "has a keyUsage without keyAgreement, which ECDH needs"),
         ("tls-eku", "has an extendedKeyUsage without emailProtection"),
         ("rsa1024", "has an RSA key of 1024 bits; at least 2048 bits are required"),
-        ("p521", "has an EC key on secp521r1; only P-256 and P-384 are accepted"),
         (
             "no-address",
             "names no e-mail address (no rfc822Name in its subjectAltName, "
@@ -224,6 +223,40 @@ def test_unusable_certificates_are_refused_with_a_clear_message(
     assert info.value.exit_code == 3
     assert kd.list() == []
     assert list(kd.path.joinpath("certs").iterdir()) == []
+
+
+def test_curves_and_rsa_size_come_from_the_policy(certs: dict[str, Made], root: Made) -> None:
+    # The default Policy accepts P-521 (the envelope core does ECDH on it); a
+    # Policy without it refuses it. The verifier's Policy is the one applied.
+    now = datetime.datetime.now(datetime.UTC)
+    p521 = certs["p521"].certificate
+    assert validate.recipient_problem(p521, now=now) is None
+    narrow = Policy(curves=frozenset({"secp256r1", "secp384r1"}), min_rsa_bits=3072)
+    verifier = validate.ChainVerifier([root.certificate], policy=narrow)
+    assert validate.recipient_problem(p521, now=now, chain=verifier) == (
+        "has an EC key on secp521r1; the policy accepts the curves secp256r1, secp384r1"
+    )
+    bob = certs["bob"].certificate
+    assert validate.recipient_problem(bob, now=now, chain=validate.ChainVerifier([root.certificate])) is None
+    assert validate.recipient_problem(bob, now=now, chain=verifier) == (
+        "has an RSA key of 2048 bits; at least 3072 bits are required"
+    )
+
+
+def test_the_purpose_decides_only_the_end_entity_key_usage(certs: dict[str, Made], root: Made) -> None:
+    # One path validation for signers and recipients: a sign-only RSA
+    # certificate chains for signing, not for encryption; an EC certificate
+    # with keyEncipherment (not keyAgreement) neither signs nor receives.
+    now = datetime.datetime.now(datetime.UTC)
+    anchors = [root.certificate]
+    sign_only, ec_encipher = certs["sign-only"].certificate, certs["ec-encipher"].certificate
+    assert validate_chain(sign_only, anchors=anchors, now=now, purpose="signing").trusted
+    refused = validate_chain(sign_only, anchors=anchors, now=now, purpose="encryption")
+    assert refused.status == "invalid" and "without keyEncipherment" in refused.reason
+    assert "without keyEncipherment" in (validate.ChainVerifier(anchors).problem(sign_only, now=now) or "")
+    for purpose, missing in (("signing", "digitalSignature"), ("encryption", "keyAgreement")):
+        result = validate_chain(ec_encipher, anchors=anchors, now=now, purpose=purpose)
+        assert result.status == "invalid" and f"without {missing}" in result.reason
 
 
 def test_address_mismatch_is_refused(kd: KeyDirectory, certs: dict[str, Made]) -> None:

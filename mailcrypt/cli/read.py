@@ -13,7 +13,11 @@ published: renamed onto ``-o OUT`` or copied to standard output. On any
 failure nothing is created and nothing is printed.
 
 ``verify`` checks signatures and certificate chains only: it neither
-decrypts nor touches the replay cache.
+decrypts nor touches the replay cache. With ``[keys] trust_anchors``
+configured, a signer whose chain is not valid (invalid, revoked, unknown
+issuer, or a path mailcrypt cannot judge) is exit 5 with the reason on
+stderr: the signature holds, but proves nothing about who made it.
+Without anchors the chain is "not checked" and the exit status is 0.
 """
 
 from __future__ import annotations
@@ -157,5 +161,16 @@ def verify(args: argparse.Namespace) -> None:
         unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)
     if not unwrapped.signatures:
         raise errors.NotSignedError("not an S/MIME signed message")
+    if anchors:
+        # Checked before anything is printed: on failure nothing goes to the output.
+        for layer in unwrapped.signatures:
+            assert layer.chain is not None and layer.signature is not None
+            if not layer.chain.trusted:
+                raise errors.UntrustedSigner(
+                    f"the signer {layer.signature.signer} is not trusted: certificate chain"
+                    f" {layer.chain.status} ({layer.chain.reason})",
+                    status=layer.chain.status,
+                    reason=layer.chain.reason,
+                )
     for layer in unwrapped.signatures:
         print(layer.describe())

@@ -81,7 +81,7 @@ class Layer:
         when = f"{sig.signing_time:%Y-%m-%d %H:%M:%S} UTC" if sig.signing_time else "no signing time"
         return (
             f"signed ({self.form}) by {sig.signer}, {when}, {sig.signature_algorithm} with {sig.digest_algorithm};"
-            f" certificate chain: {self.chain.status} ({self.chain.reason})"
+            f" certificate chain: {self.chain.status.replace('-', ' ')} ({self.chain.reason})"
         )
 
 

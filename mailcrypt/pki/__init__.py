@@ -1,6 +1,9 @@
 """The certificate judge: chains, name constraints, S/MIME purposes and addresses (DESIGN.md §3a).
 
-- ``chain``: RFC 5280 path building and validation to the trust anchors;
+- ``chain``: RFC 5280 path building and validation to the trust anchors,
+  one for signers and recipients (``purpose="signing" | "encryption"``);
+- ``policies``: certificate policy processing (RFC 5280 §6.1);
+- ``purposes``: the S/MIME purposes of RFC 8550 (keyUsage, extendedKeyUsage);
 - ``nameconstraints``: rfc822Name, dNSName, directoryName, URI and IP constraints;
 - ``mailboxes``: the one rule for the addresses a certificate is for
   (RFC 8550 §3), used by every caller that files, finds or matches one;

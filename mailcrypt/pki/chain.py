@@ -1,35 +1,38 @@
-"""Does a signer's certificate chain to a trust anchor? A small RFC 5280 §6.1 subset.
+"""Does a certificate chain to a trust anchor, for signing or for encryption? RFC 5280 §6.1.
 
-cryptography's ``x509.verification`` can be given an emailProtection EKU
-through ``ExtensionPolicy``, but it applies the WebPKI profile: it refuses
-SHA-1 and RSA keys under 2048 bits whatever the mailcrypt Policy says,
-compares names byte for byte instead of by RFC 5280 §7.1, insists on
-critical basicConstraints and a CA-free leaf, and aborts on the policy
-extensions. Measured on the PKITS S/MIME messages it rejects 45 of the 88
-"Valid" paths. S/MIME chains from older CAs hit the same rules, so this
-module does the checks itself, each one named in ``CHECKS``:
+The one path validation of mailcrypt (DESIGN.md §3a): signers (``mime``)
+and recipients (``validate.ChainVerifier``, for the key directory, the
+proxy and ``encrypt``) are judged by ``validate_chain``, differing only in
+the purpose asked of the end-entity certificate. cryptography's
+``x509.verification`` is not used: it applies the WebPKI profile (byte-wise
+name comparison, critical basicConstraints, no directoryName or URI
+constraints, no policy processing), which on the PKITS S/MIME messages
+refuses 45 of the 88 "Valid" paths; S/MIME chains from older CAs hit the
+same rules. The checks, each named in ``CHECKS``:
 
 - path building by issuer name (RFC 5280 §7.1 comparison), trying every
   candidate issuer, including self-issued key-rollover certificates;
-- the signature of every link, with a hash the Policy allows;
+- the signature of every link, with a hash and key size the Policy allows;
 - validity of every certificate at ``now``, the anchor included;
 - basicConstraints cA on every issuer, pathLenConstraint (§6.1.4 (l), (m))
-  and keyUsage keyCertSign when present (§6.1.4 (n));
-- on the signer's certificate, keyUsage digitalSignature or nonRepudiation
-  and extendedKeyUsage emailProtection or anyExtendedKeyUsage when present
-  (RFC 8550 §4.4.2, §4.4.4);
+  and keyUsage keyCertSign when present (§6.1.4 (n)); an issuer's
+  extendedKeyUsage, when present, must allow e-mail (``purposes``);
+- the end entity's purpose (``purposes``, RFC 8550 §4.4.2, §4.4.4):
+  ``signing`` or ``encryption``;
 - name constraints of the forms in ``nameconstraints.py`` (§6.1.3 (b)-(c));
-- no unrecognised critical extension (§6.1.4 (o)).
+- certificate policies (``policies.py``, §6.1.3 (d)-(f), §6.1.4 (a)-(b),
+  (h)-(j), §6.1.5) with the default user inputs;
+- no unrecognised critical extension (§6.1.4 (o));
+- revocation, when the caller gives a ``RevocationChecker`` (§6.1.3 (a)(3)).
 
 Path building is bounded (depth and signature checks), since the
 certificates come from the message, i.e. from anyone.
 
-What it won't do: check revocation (no CRL, no OCSP) or process
-certificate policies. A path that carries policyConstraints,
-policyMappings, inhibitAnyPolicy, or a name constraint of another form, gets
-the status ``unsupported``, never ``valid``; revocation is simply not
-checked, which the result's ``not_checked`` says. It opens no files and
-fetches nothing.
+What it won't do: fetch anything or open files (revocation is the
+checker's business). A path with a name constraint of a form mailcrypt does
+not evaluate gets the status ``unsupported``, never ``valid``; without a
+checker, revocation is simply not checked, which the result's
+``not_checked`` says.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from datetime import datetime
 from asn1crypto import x509 as asn1_x509
 from cryptography import exceptions, x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtensionOID
 
 from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
 from mailcrypt.pki.nameconstraints import NameConstraintState, UnsupportedConstraint
+from mailcrypt.pki.policies import PolicyError, check_policies
+from mailcrypt.pki.purposes import PURPOSES, Purpose, issuer_problem, purpose_problem
 from mailcrypt.pki.revocation import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
@@ -58,12 +63,13 @@ CHECKS = (
     "signature of every link",
     "validity of every certificate at the given time",
     "basicConstraints cA and pathLenConstraint on issuers",
-    "keyUsage keyCertSign on issuers",
-    "signer keyUsage digitalSignature/nonRepudiation and EKU emailProtection",
+    "keyUsage keyCertSign and extendedKeyUsage emailProtection on issuers",
+    "end-entity keyUsage and extendedKeyUsage for the purpose (signing or encryption)",
     "name constraints (directoryName, rfc822Name, dNSName, URI, iPAddress)",
+    "certificate policies (RFC 5280 §6.1, initial policy set anyPolicy)",
     "no unrecognised critical extension",
 )
-NOT_CHECKED = ("revocation (CRL, OCSP)", "certificate policies")
+NOT_CHECKED = ("revocation (CRL, OCSP)",)
 
 _HASH_NAMES = {"sha1": "sha1", "sha224": "sha224", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
 _KNOWN = {
@@ -74,18 +80,14 @@ _KNOWN = {
     ExtensionOID.ISSUER_ALTERNATIVE_NAME,
     ExtensionOID.SUBJECT_KEY_IDENTIFIER,
     ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-    # With any-policy as the initial policy set and no explicit policy
-    # required, certificatePolicies alone never decides a path (§6.1.3 (d)).
     ExtensionOID.CERTIFICATE_POLICIES,
+    ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.POLICY_MAPPINGS,
+    ExtensionOID.INHIBIT_ANY_POLICY,
     ExtensionOID.CRL_DISTRIBUTION_POINTS,
     ExtensionOID.FRESHEST_CRL,
     ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
     ExtensionOID.NAME_CONSTRAINTS,
-}
-_UNSUPPORTED = {
-    ExtensionOID.POLICY_CONSTRAINTS: "policyConstraints",
-    ExtensionOID.POLICY_MAPPINGS: "policyMappings",
-    ExtensionOID.INHIBIT_ANY_POLICY: "inhibitAnyPolicy",
 }
 _MAX_DEPTH = 8
 # Signature checks one path search may spend: a message could carry many
@@ -105,6 +107,9 @@ class ChainResult:
     status: str
     reason: str
     path: tuple[x509.Certificate, ...] = ()
+    #: The certificate policies a valid path is valid for (RFC 5280 §6.1.5
+    #: (g)), dotted; empty when no certificate of it names one.
+    policies: tuple[str, ...] = ()
     checks: tuple[str, ...] = CHECKS
     not_checked: tuple[str, ...] = NOT_CHECKED
 
@@ -177,25 +182,23 @@ def _ext(cert: x509.Certificate, cls: type[x509.ExtensionType]) -> x509.Extensio
         return None
 
 
-def _check_path(path: list[x509.Certificate], now: datetime) -> None:
-    """The checks of RFC 5280 §6.1 that mailcrypt does, on signer..anchor.
+def _check_path(path: list[x509.Certificate], now: datetime, purpose: Purpose) -> tuple[str, ...]:
+    """The checks of RFC 5280 §6.1 that mailcrypt does, on end entity..anchor.
 
-    A one-element path is a signer that is itself a trust anchor.
+    A one-element path is an end entity that is itself a trust anchor.
+    Returns the certificate policies the path is valid for (``policies``).
     """
     for cert in path:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise _Fail("invalid", f"{_subject(cert)} is not valid at {now:%Y-%m-%d %H:%M} UTC")
-    unsupported = []
     # The anchor is trusted as configured; only the certificates below it are judged.
     for cert in path[:-1] or path:
         for ext in _extensions(cert):
-            if ext.oid in _UNSUPPORTED:
-                unsupported.append(f"{_UNSUPPORTED[ext.oid]} in {_subject(cert)}")
-            elif ext.critical and ext.oid not in _KNOWN:
+            if ext.critical and ext.oid not in _KNOWN:
                 raise _Fail(
                     "invalid", f"{_subject(cert)} has an unrecognised critical extension {ext.oid.dotted_string}"
                 )
-    # Issuers, from the one below the anchor down to the signer's issuer.
+    # Issuers, from the one below the anchor down to the end entity's issuer.
     max_path_length = len(path) - 1
     for cert in reversed(path[1:-1]):
         if cert.version != x509.Version.v3:
@@ -203,7 +206,7 @@ def _check_path(path: list[x509.Certificate], now: datetime) -> None:
         bc = _ext(cert, x509.BasicConstraints)
         if not isinstance(bc, x509.BasicConstraints) or not bc.ca:
             raise _Fail("invalid", f"{_subject(cert)} is not a CA certificate (basicConstraints)")
-        if _name_key(cert.subject) != _name_key(cert.issuer):  # Self-issued ones do not count (§6.1.4 (l)).
+        if not _self_issued(cert):  # Self-issued ones do not count (§6.1.4 (l)).
             if max_path_length <= 0:
                 raise _Fail("invalid", f"the path is longer than a pathLenConstraint allows at {_subject(cert)}")
             max_path_length -= 1
@@ -212,18 +215,24 @@ def _check_path(path: list[x509.Certificate], now: datetime) -> None:
         ku = _ext(cert, x509.KeyUsage)
         if isinstance(ku, x509.KeyUsage) and not ku.key_cert_sign:
             raise _Fail("invalid", f"{_subject(cert)} may not sign certificates (keyUsage)")
+        problem = issuer_problem(cert)
+        if problem is not None:
+            raise _Fail("invalid", f"{_subject(cert)}: {problem}")
     _check_names(path)
     leaf = path[0]
-    ku = _ext(leaf, x509.KeyUsage)
-    if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
-        raise _Fail("invalid", f"{_subject(leaf)} may not sign (keyUsage lacks digitalSignature)")
-    eku = _ext(leaf, x509.ExtendedKeyUsage)
-    if isinstance(eku, x509.ExtendedKeyUsage) and not (
-        ExtendedKeyUsageOID.EMAIL_PROTECTION in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
-    ):
-        raise _Fail("invalid", f"{_subject(leaf)} is not for e-mail (extendedKeyUsage lacks emailProtection)")
-    if unsupported:
-        raise _Fail("unsupported", "not checked: " + ", ".join(unsupported))
+    _extensions(leaf)  # Malformed extensions are refused before their values are read.
+    problem = purpose_problem(leaf, purpose)
+    if problem is not None:
+        raise _Fail("invalid", f"{_subject(leaf)} {problem}")
+    below_anchor = list(reversed(path[:-1]))
+    try:
+        return check_policies(below_anchor, [_self_issued(cert) for cert in below_anchor])
+    except PolicyError as exc:
+        raise _Fail("invalid", f"{exc} (certificate policies)") from None
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    return _name_key(cert.subject) == _name_key(cert.issuer)
 
 
 def _check_names(path: list[x509.Certificate]) -> None:
@@ -233,7 +242,7 @@ def _check_names(path: list[x509.Certificate]) -> None:
     for i in range(len(below_anchor) - 1, -1, -1):
         cert = below_anchor[i]
         leaf = i == 0
-        if leaf or _name_key(cert.subject) != _name_key(cert.issuer):
+        if leaf or not _self_issued(cert):
             problem = state.violation(cert)
             if problem:
                 raise _Fail("invalid", f"{_subject(cert)}: {problem} (name constraints)")
@@ -311,9 +320,12 @@ def validate_chain(
     now: datetime,
     policy: Policy = DEFAULT_POLICY,
     revocation: RevocationChecker | None = None,
+    purpose: Purpose = "signing",
 ) -> ChainResult:
-    """Check that ``certificate`` chains to one of ``anchors`` at ``now``.
+    """Check that ``certificate`` chains to one of ``anchors`` at ``now``, fit for ``purpose``.
 
+    ``purpose`` is ``signing`` (a signer) or ``encryption`` (a recipient);
+    the two differ only in the keyUsage asked of ``certificate`` itself.
     ``intermediates`` are untrusted helpers (the certificates a message
     carries). ``revocation``, when given, is asked about every certificate of
     a path that passed the other checks (see ``pki.revocation``). Returns a
@@ -325,6 +337,8 @@ def validate_chain(
         raise TypeError("certificate must be a cryptography x509.Certificate")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
     anchors = list(anchors)
     if not anchors:
         return ChainResult("not-checked", "no trust anchors are configured")
@@ -333,12 +347,13 @@ def validate_chain(
     starts = [[certificate]] if certificate in anchors else []
     for path in itertools.chain(starts, search.paths(certificate, [certificate])):
         try:
-            _check_path(path, now)
+            policies = _check_path(path, now, purpose)
             notes = _check_revocation(path, now, revocation)
         except _Fail as refused:
             outcomes.append((refused, path))
             continue
-        return ChainResult("valid", "; ".join([f"chains to {_subject(path[-1])}", *notes]), tuple(path))
+        reason = "; ".join([f"chains to {_subject(path[-1])}", *notes])
+        return ChainResult("valid", reason, tuple(path), policies)
     for wanted in ("unsupported", "invalid"):
         for failure, path in outcomes:
             if failure.status == wanted:

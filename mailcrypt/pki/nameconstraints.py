@@ -23,7 +23,6 @@ registeredID) raises ``UnsupportedConstraint``: the chain is then
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -32,7 +31,7 @@ from cryptography import x509
 
 from mailcrypt.pki.mailboxes import subject_email_addresses
 
-__all__ = ["NameConstraintState", "UnsupportedConstraint", "email_violation"]
+__all__ = ["NameConstraintState", "UnsupportedConstraint"]
 
 _FORMS = (x509.DirectoryName, x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier, x509.IPAddress)
 
@@ -109,26 +108,6 @@ def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
         pass
     names.extend(x509.RFC822Name(address) for address in subject_email_addresses(cert))
     return names
-
-
-def email_violation(cert: x509.Certificate, issuers: Sequence[x509.Certificate]) -> str | None:
-    """The first e-mail name of ``cert`` outside the rfc822Name constraints of ``issuers``, or None.
-
-    For a validator that checks the SAN itself but not the subject's
-    emailAddress attributes (``validate.ChainVerifier``); the names are
-    those of ``_names``. Constraints of other forms are ignored here.
-    """
-    state = NameConstraintState()
-    for issuer in issuers:
-        try:
-            constraints = issuer.extensions.get_extension_for_class(x509.NameConstraints).value
-        except (x509.ExtensionNotFound, ValueError):
-            continue
-        permitted = [n for n in constraints.permitted_subtrees or () if isinstance(n, x509.RFC822Name)]
-        excluded = [n for n in constraints.excluded_subtrees or () if isinstance(n, x509.RFC822Name)]
-        if permitted or excluded:
-            state.add(x509.NameConstraints(permitted_subtrees=permitted or None, excluded_subtrees=excluded or None))
-    return state.violation(cert)
 
 
 @dataclass

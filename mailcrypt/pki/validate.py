@@ -3,23 +3,20 @@
 The checks, each returning a problem in words or None:
 
 - validity dates against a ``now`` the caller passes in;
-- key type and size: RSA of at least 2048 bits, EC on P-256 or P-384;
-- keyUsage, when present: keyEncipherment for RSA key transport,
-  keyAgreement for ECDH (RFC 8550 §4.4.2, RFC 5753);
-- extendedKeyUsage, when present: emailProtection or anyExtendedKeyUsage
-  (RFC 8550 §4.4.4);
+- key type and size, from the ``Policy`` alone: RSA of at least
+  ``policy.min_rsa_bits``, EC on one of ``policy.curves``;
+- the encryption purpose (``purposes``): keyUsage, when present,
+  keyEncipherment for RSA key transport, keyAgreement for ECDH (RFC 8550
+  §4.4.2, RFC 5753); extendedKeyUsage, when present, emailProtection or
+  anyExtendedKeyUsage (RFC 8550 §4.4.4);
 - the address: the certificate must be for it, by the one rule of
   ``mailboxes.certificate_addresses`` (RFC 8550 §3);
-- with trust anchors: a chain to one of them.
-
-The chain check uses cryptography's ``x509.verification`` (a client verifier,
-which builds the path and checks signatures, validity and the CA profile of
-every issuer), with two changes for S/MIME: an issuer's extendedKeyUsage may
-name emailProtection, and the end-entity extensions are left to the checks
-above, since the web PKI profile would demand a TLS client EKU and an AKI
-that e-mail certificates need not have. It follows the web PKI's choice of
-signature algorithms, so a chain signed with SHA-1 is refused. A certificate
-that is itself listed as an anchor is trusted as it is (pinning).
+- with trust anchors: a valid path to one of them, judged by
+  ``chain.validate_chain`` for the purpose ``encryption`` -- the same path
+  validation that judges signers (DESIGN.md §3a), so a signer the user is
+  told is trusted can be encrypted to, and the other way round. A
+  certificate that is itself listed as an anchor is trusted as it is
+  (pinning).
 
 Nothing here reads files or keeps state; ``check_*`` raise
 ``errors.InvalidRecipient`` with a message naming the certificate.
@@ -28,24 +25,22 @@ Nothing here reads files or keeps state; ``check_*`` raise
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mailcrypt import errors
-from mailcrypt.envelope import algorithm_name
+from mailcrypt.envelope import algorithm_name, public_key
+from mailcrypt.pki.chain import validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
-from mailcrypt.pki.nameconstraints import email_violation
-from mailcrypt.policy import DEFAULT_POLICY
+from mailcrypt.pki.purposes import Purpose, purpose_problem
+from mailcrypt.pki.revocation import RevocationChecker
+from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = [
-    "MIN_RSA_BITS",
     "fingerprint",
     "key_type",
     "describe",
@@ -62,12 +57,12 @@ __all__ = [
     "check_identity",
 ]
 
-MIN_RSA_BITS = 2048
 _NO_ADDRESS = (
     "names no e-mail address (no rfc822Name in its subjectAltName, "
     "nor, without a subjectAltName, an emailAddress in its subject)"
 )
-_CURVES = {"secp256r1": "p256", "secp384r1": "p384"}
+# Short names for display (``keys list``); which curves are accepted is the Policy's.
+_CURVE_NAMES = {"secp256r1": "p256", "secp384r1": "p384"}
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -89,7 +84,7 @@ def key_type(certificate: x509.Certificate) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         return f"rsa{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return _CURVES.get(key.curve.name, f"ec-{key.curve.name}")
+        return _CURVE_NAMES.get(key.curve.name, f"ec-{key.curve.name}")
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
@@ -156,39 +151,33 @@ def date_problem(certificate: x509.Certificate, now: datetime.datetime) -> str |
     return None
 
 
-def key_problem(certificate: x509.Certificate) -> str | None:
-    """A key that cannot receive S/MIME mail under our policy?"""
-    kind = key_type(certificate)
-    if kind.startswith("rsa"):
-        bits = int(kind[3:])
-        if bits < MIN_RSA_BITS:
-            return f"has an RSA key of {bits} bits; at least {MIN_RSA_BITS} bits are required"
-        return None
-    if kind in ("p256", "p384"):
-        return None
-    if kind.startswith("ec-"):
-        return f"has an EC key on {kind[3:]}; only P-256 and P-384 are accepted"
-    return f"has a {kind} key; only RSA (2048 bits or more) and EC P-256/P-384 keys can receive S/MIME mail"
-
-
-def usage_problem(certificate: x509.Certificate) -> str | None:
-    """keyUsage or extendedKeyUsage forbidding encryption to this key?"""
+def key_problem(certificate: x509.Certificate, policy: Policy = DEFAULT_POLICY) -> str | None:
+    """A key that cannot receive S/MIME mail under ``policy`` (its algorithms, ``min_rsa_bits``, ``curves``)?"""
     try:
-        ku = _extension(certificate, x509.KeyUsage)
-        eku = _extension(certificate, x509.ExtendedKeyUsage)
+        key = public_key(certificate, policy=policy)
+    except errors.MailcryptError:
+        key = None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < policy.min_rsa_bits:
+            return f"has an RSA key of {key.key_size} bits; at least {policy.min_rsa_bits} bits are required"
+        return None
+    curves = ", ".join(sorted(policy.curves))
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in policy.curves:
+            return f"has an EC key on {key.curve.name}; the policy accepts the curves {curves}"
+        return None
+    return (
+        f"has a {key_type(certificate)} key; only RSA ({policy.min_rsa_bits} bits or more)"
+        f" and EC keys (on {curves}) can receive S/MIME mail"
+    )
+
+
+def usage_problem(certificate: x509.Certificate, purpose: Purpose = "encryption") -> str | None:
+    """keyUsage or extendedKeyUsage forbidding ``purpose`` (``purposes.purpose_problem``)?"""
+    try:
+        return purpose_problem(certificate, purpose)
     except ValueError:
         return "has malformed or duplicate extensions"
-    if isinstance(ku, x509.KeyUsage):
-        kind = key_type(certificate)
-        if kind.startswith("rsa") and not ku.key_encipherment:
-            return "has a keyUsage without keyEncipherment, which RSA key transport needs (RFC 8550 §4.4.2)"
-        if (kind in ("p256", "p384") or kind.startswith("ec-")) and not ku.key_agreement:
-            return "has a keyUsage without keyAgreement, which ECDH needs (RFC 5753, RFC 8550 §4.4.2)"
-    if isinstance(eku, x509.ExtendedKeyUsage):
-        allowed = {ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
-        if not allowed.intersection(eku):
-            return "has an extendedKeyUsage without emailProtection (RFC 8550 §4.4.4)"
-    return None
 
 
 def address_problem(certificate: x509.Certificate, address: str) -> str | None:
@@ -201,29 +190,19 @@ def address_problem(certificate: x509.Certificate, address: str) -> str | None:
     return None
 
 
-def _issuer_eku(policy: verification.Policy, certificate: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    # An issuing CA may restrict its EKUs; for mail it must allow emailProtection.
-    if eku is None:
-        return
-    if ExtendedKeyUsageOID.EMAIL_PROTECTION in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
-        return
-    raise ValueError("issuer's extendedKeyUsage does not include emailProtection")
-
-
-_ENCOUNTERED = re.compile(r"\s*\(encountered processing .*\)\s*$", re.S)
-_VALIDATOR = re.compile(r"Python extension validator failed: \w+: ")
-
-
 class ChainVerifier:
-    """Checks that certificates chain to configured trust anchors (see the module docstring)."""
+    """Judges recipients' paths to the configured trust anchors by ``validate_chain`` (purpose encryption)."""
 
-    def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        *,
+        policy: Policy = DEFAULT_POLICY,
+        revocation: RevocationChecker | None = None,
+    ) -> None:
         self.anchors = tuple(anchors)
-        self._pinned = {a.public_bytes(serialization.Encoding.DER) for a in self.anchors}
-        self._store = verification.Store(list(self.anchors)) if self.anchors else None
-        self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
-            x509.ExtendedKeyUsage, verification.Criticality.AGNOSTIC, _issuer_eku
-        )
+        self.policy = policy
+        self.revocation = revocation
 
     def __bool__(self) -> bool:
         return bool(self.anchors)
@@ -231,32 +210,21 @@ class ChainVerifier:
     def problem(
         self, certificate: x509.Certificate, *, intermediates: Sequence[x509.Certificate] = (), now: datetime.datetime
     ) -> str | None:
-        """None when there are no anchors or the certificate chains to one; else the reason."""
-        if self._store is None:
+        """None when there are no anchors or the certificate chains to one for encryption; else the reason."""
+        if not self.anchors:
             return None
-        if certificate.public_bytes(serialization.Encoding.DER) in self._pinned:
-            return None
-        verifier = (
-            verification.PolicyBuilder()
-            .store(self._store)
-            .time(now)
-            .extension_policies(ca_policy=self._ca_policy, ee_policy=verification.ExtensionPolicy.permit_all())
-            .build_client_verifier()
+        result = validate_chain(
+            certificate,
+            intermediates=intermediates,
+            anchors=self.anchors,
+            now=now,
+            policy=self.policy,
+            revocation=self.revocation,
+            purpose="encryption",
         )
-        try:
-            path = verifier.verify(certificate, list(intermediates)).chain
-        except verification.VerificationError as exc:
-            detail = _ENCOUNTERED.sub("", str(exc)).removeprefix("validation failed: ")
-            detail = _VALIDATOR.sub("", detail)
-            return f"does not chain to a trust anchor in keys.trust_anchors ({detail})"
-        # cryptography applies rfc822Name constraints to the SAN only; the
-        # subject's emailAddress attributes are held to them too, as by
-        # chain.py, so that signer and recipient are judged alike. The
-        # anchor's own constraints are not applied, as in chain.py.
-        violation = email_violation(certificate, path[1:-1])
-        if violation is not None:
-            return f"does not chain to a trust anchor in keys.trust_anchors ({violation} (name constraints))"
-        return None
+        if result.trusted:
+            return None
+        return f"does not chain to a trust anchor in keys.trust_anchors ({result.reason})"
 
 
 def recipient_problem(
@@ -272,10 +240,12 @@ def recipient_problem(
 
     With ``address`` the certificate must name it; else, unless
     ``require_address`` is false (a domain's gateway), it must name some address.
+    The key policy is the ``chain``'s, else ``DEFAULT_POLICY``.
     """
+    policy = chain.policy if chain is not None else DEFAULT_POLICY
     checks = (
         lambda: date_problem(certificate, now),
-        lambda: key_problem(certificate),
+        lambda: key_problem(certificate, policy),
         lambda: usage_problem(certificate),
         lambda: (
             address_problem(certificate, address)
@@ -318,7 +288,7 @@ def check_identity(certificate: x509.Certificate) -> None:
     Dates are not checked: an expired identity still opens the mail that
     was encrypted to it (DESIGN.md §1, old keys after renewal).
     """
-    for problem in (key_problem(certificate), usage_problem(certificate)):
+    for problem in (key_problem(certificate), usage_problem(certificate, "encryption")):
         if problem is not None:
             label = describe(certificate)
             raise errors.InvalidRecipient(f"{label} {problem}", subject=label)

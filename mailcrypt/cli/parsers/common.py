@@ -17,7 +17,8 @@ exit status:
   2  usage or configuration error (bad option, unreadable file, wrong passphrase)
   3  no key for this message (no matching identity, no recipient certificate)
   4  integrity failure or malformed input (tampered, truncated, not encrypted)
-  5  signature invalid or replay
+  5  signature invalid or replay; with trust anchors configured, a signer whose
+     certificate chain is invalid, revoked or ends at an unknown issuer
 """
 
 # The key types of ``init`` and ``keys generate`` (DESIGN.md §6).

@@ -17,7 +17,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "read:verify",
         "verify the signatures of an S/MIME message",
         "Verify the S/MIME signatures of a message (detached or opaque, nested too) and say who signed, "
-        "when, with what, and whether the certificate chains to a configured trust anchor. Does not "
-        "decrypt and does not check for replays.",
+        "when, with what, and whether the certificate chains to a configured trust anchor: with "
+        "[keys] trust_anchors set, a chain that does not is exit 5; without, the chain is 'not checked'. "
+        "Does not decrypt and does not check for replays.",
     )
     ver.add_argument("input", nargs="?", metavar="IN", help="message file (default: stdin)")
