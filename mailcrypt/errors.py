@@ -42,6 +42,7 @@ __all__ = [
     "FetchError",
     "FetchConnectionError",
     "UIDValidityChanged",
+    "FolderUnavailable",
     "FetchIncomplete",
 ]
 
@@ -242,8 +243,9 @@ class UIDValidityChanged(FetchError):
     """A folder's UIDVALIDITY differs from the one in the state store (exit 2).
 
     The server renumbered the folder, so the UIDs recorded no longer name the
-    same messages; the fetcher stops rather than fetch everything again
-    silently (STYLE.md §5). The message says how to go on.
+    same messages; the fetcher stops that folder rather than fetch everything
+    again silently (STYLE.md §5), and goes on with the others. The message
+    says how to go on.
     """
 
     exit_code = 2
@@ -256,12 +258,27 @@ class UIDValidityChanged(FetchError):
         self.found = found
 
 
+class FolderUnavailable(FetchError):
+    """The server refused to open a folder: it does not exist, or the user may not read it (exit 2).
+
+    The answer to SELECT was NO (or BAD), not a broken connection (RFC 3501
+    §6.3.1): the fetcher reports the folder and goes on with the others.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, folder: str) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
 class FetchIncomplete(FetchError):
     """A fetch run finished, but not every message could be delivered as readable mail.
 
-    Quarantined or failed messages decide ``exit_code`` (DESIGN.md §6: 3 no
-    key, 4 malformed, 5 bad signature or replay, 1 failed); ``counts`` maps
-    each quarantine reason to how many messages had it.
+    Quarantined or failed messages and folders that were not fetched decide
+    ``exit_code`` (DESIGN.md §6: 3 no key, 4 malformed, 5 bad signature or
+    replay, 2 a folder not fetched, 1 failed); ``counts`` maps each quarantine
+    reason to how many messages had it.
     """
 
     def __init__(self, message: str, *, exit_code: int, counts: dict[str, int]) -> None:

@@ -5,7 +5,8 @@ system temporary directory (the mail user must be able to reach it, which a
 pytest temporary directory, mode 0700 and owned by root, does not allow),
 listens on 127.0.0.1 on two free ports — plain IMAP with STARTTLS, and
 IMAPS — with a self-signed certificate made here, and waits until the
-server greets. Users live in a passwd-file; as Dovecot does not reliably notice lines added
+server greets. Junk, Trash, Drafts and Sent are special-use folders (RFC 6154)
+once a test creates them. Users live in a passwd-file; as Dovecot does not reliably notice lines added
 while it runs, each test takes a user of its own, with an empty mailbox, from a pool written
 before the server starts.
 
@@ -44,6 +45,8 @@ __all__ = ["Dovecot", "ImapUser", "find_dovecot", "start_dovecot"]
 _CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 _users = itertools.count(1)
 _POOL = 400
+#: Folders the server marks as special-use (RFC 6154 §2) when they exist: (name, attribute).
+_SPECIAL_USE = (("Junk", "Junk"), ("Trash", "Trash"), ("Drafts", "Drafts"), ("Sent", "Sent"))
 _SALT = os.urandom(6).hex()
 
 
@@ -268,6 +271,12 @@ def _config(base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: in
         f"  args = uid={uid} gid={gid} home={base}/mail/%u",
         "}",
         "mail_location = maildir:~/Maildir",
+        # Special-use folders (RFC 6154), as a real server marks them. Not created by themselves
+        # (auto = no, the default), so every mailbox starts empty; a test CREATEs the ones it needs.
+        "namespace inbox {",
+        "  inbox = yes",
+        *(f"  mailbox {name} {{\n    special_use = \\{use}\n  }}" for name, use in _SPECIAL_USE),
+        "}",
         "first_valid_uid = 1",
         "first_valid_gid = 0",
         # A throwaway server: durability is the client's business here, not the server's.

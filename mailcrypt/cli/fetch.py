@@ -2,8 +2,10 @@
 
 The accounts come from ``[[accounts]]`` in the configuration (``--account``
 picks one); ``--folder`` and ``--to`` override an account's folders and
-target for this run. The identities of the home's key directory decrypt,
-the replay guard and the fetch progress live in the home's ``state.db``.
+target for this run. Folders may be LIST patterns (``"*"``, ``"Archive/*"``;
+``mailcrypt.fetch.folders`` says which folders a pattern leaves out). The
+identities of the home's key directory decrypt, the replay guard and the
+fetch progress live in the home's ``state.db``.
 
 Exit status (DESIGN.md §6), after the summary table is printed:
 
@@ -14,10 +16,17 @@ Exit status (DESIGN.md §6), after the summary table is printed:
   4 malformed or tampered (integrity) or unsupported; 3 no key. The other
   messages were delivered and the run went on; the stderr line and the
   summary say how many had each reason;
+- 2: a folder was not fetched (the server refused to open it: missing, or
+  no permission; or its UIDVALIDITY changed), while every other folder was:
+  the summary names it and says how to go on. It is 2 because only the user
+  can change that (correct ``folders``, or accept the new UIDVALIDITY): a
+  rerun alone fetches the folder no better, unlike the transient failures of
+  1. Quarantined messages (3, 4, 5) take precedence, as they did reach the
+  Maildir and say something about the mail itself;
 - 1: some messages could not be processed at all (they are quarantined
   too), or the server could not be reached;
-- 2: usage or configuration error, a refused login, or a folder whose
-  UIDVALIDITY changed (the message says how to go on).
+- 2 also: usage or configuration error, or a refused login, when nothing
+  was fetched.
 """
 
 from __future__ import annotations
@@ -50,8 +59,9 @@ from mailcrypt.state import ReplayGuard, Store
 
 __all__ = ["run", "parse_target", "parse_since", "exit_status"]
 
-# The order in which quarantine reasons decide the exit status (most serious first).
-_PRECEDENCE = (5, 4, 3, 1)
+# The order in which quarantine reasons and folders not fetched (2) decide the exit status (most serious first).
+_PRECEDENCE = (5, 4, 3, 2, 1)
+_FOLDER_NOT_FETCHED = 2
 
 
 def parse_target(value: str) -> Target:
@@ -86,9 +96,11 @@ def _password(account: AccountSettings) -> bytes:
     )
 
 
-def exit_status(reasons: Counter[str]) -> int:
+def exit_status(reasons: Counter[str], *, folders_not_fetched: int = 0) -> int:
     """The exit status for a run whose quarantined messages had these reasons (module docstring)."""
     codes = {REASON_EXIT_CODES.get(reason, 1) for reason, n in reasons.items() if n}
+    if folders_not_fetched:
+        codes.add(_FOLDER_NOT_FETCHED)
     return next((code for code in _PRECEDENCE if code in codes), 0)
 
 
@@ -162,7 +174,12 @@ def _watch(args: argparse.Namespace, fetcher: Fetcher) -> list[tuple[str, Counts
 
     def on_rows(rows: list[tuple[str, Counts]]) -> None:
         for label, counts in rows:
-            totals.setdefault(label, Counts()).add(counts)
+            total = totals.setdefault(label, Counts())
+            total.add(counts)
+            if counts.problem and counts.problem != total.problem:
+                # Said once, not at every pass; the summary at the end says it again.
+                print(f"mailcrypt: warning: not fetched: {counts.problem}", file=sys.stderr, flush=True)
+            total.problem = counts.problem
             if counts.fetched:
                 print(
                     f"mailcrypt: {label}: {counts.fetched} fetched, {counts.decrypted} decrypted, "
@@ -188,12 +205,20 @@ def _finish(rows: list[tuple[str, Counts]]) -> None:
     reasons: Counter[str] = Counter()
     for _label, counts in rows:
         reasons.update(counts.reasons)
-    code = exit_status(reasons)
-    if code:
+    missed = [label for label, counts in rows if counts.problem]
+    code = exit_status(reasons, folders_not_fetched=len(missed))
+    if not code:
+        return
+    said = []
+    if reasons:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
-        raise errors.FetchIncomplete(
+        said.append(
             f"not every message could be delivered as readable mail ({detail}); they are in the quarantine "
-            "folder, unchanged under an X-Mailcrypt-Status field",
-            exit_code=code,
-            counts=dict(reasons),
+            "folder, unchanged under an X-Mailcrypt-Status field"
         )
+    if missed:
+        said.append(
+            f"{len(missed)} folder(s) not fetched ({', '.join(missed)}; the summary says why and what to do), "
+            "the others were"
+        )
+    raise errors.FetchIncomplete("; ".join(said), exit_code=code, counts=dict(reasons))

@@ -5,12 +5,14 @@ and incrementally (``state``, in the one state store), decrypts, verifies
 and checks each message for replay (``process``, on ``mailcrypt.mime.unwrap`` and
 ``mailcrypt.state.replay``), and delivers it atomically into a Maildir++ or an IMAP
 folder (``maildir``, ``sink``), in the order STYLE.md §5 sets (``sync``).
-``runner`` drives accounts, one pass or ``--watch``; ``progress`` draws the
+``runner`` drives accounts, one pass or ``--watch``, over the folders
+``folders`` resolves (LIST patterns); ``progress`` draws the
 progress bar and the summary.
 
 The package imports the envelope, MIME, key and store layers, never the proxy.
 """
 
+from mailcrypt.fetch.folders import EXCLUDED_SPECIAL_USE, resolve_folders
 from mailcrypt.fetch.process import REASON_EXIT_CODES, MessageProcessor
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
 from mailcrypt.fetch.runner import Fetcher, Plan
@@ -18,6 +20,7 @@ from mailcrypt.fetch.state import FetchState
 from mailcrypt.fetch.sync import STEPS, FolderSync, SyncOptions
 
 __all__ = [
+    "EXCLUDED_SPECIAL_USE",
     "STEPS",
     "FolderSync",
     "SyncOptions",
@@ -28,5 +31,6 @@ __all__ = [
     "Plan",
     "Progress",
     "REASON_EXIT_CODES",
+    "resolve_folders",
     "summary_table",
 ]

@@ -10,11 +10,15 @@ thousand (``sizes_above`` only those of the large ones), and ``bodies``
 fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) for a whole batch of
 UIDs in one ``UID FETCH``. The caller bounds a batch in
 count and bytes, so that only one batch of bodies is in memory at a time.
-``idle`` waits for new mail with IMAP IDLE (RFC 2177).
+``idle`` waits for new mail with IMAP IDLE (RFC 2177). ``list_folders``
+answers LIST with each folder's attributes (``\\Noselect``, and the
+special-use ones of RFC 6154 such as ``\\Junk``).
 
 Every failure of the connection or the protocol becomes an
 ``errors.FetchConnectionError`` (the ``--watch`` loop reconnects on it); a
-refused login is an ``errors.ConfigError``. Passwords are never logged.
+refused login is an ``errors.ConfigError``; a folder the server refuses to
+open (SELECT answered NO) is an ``errors.FolderUnavailable``, which stops
+that folder only. Passwords are never logged.
 
 What it won't do: decide what to fetch or keep any state of its own.
 """
@@ -37,7 +41,7 @@ from imapclient import exceptions as imap_errors
 
 from mailcrypt import errors
 
-__all__ = ["IMAPConnection", "FolderInfo", "ranges"]
+__all__ = ["IMAPConnection", "FolderInfo", "ListedFolder", "ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,15 @@ class FolderInfo:
     uidvalidity: int
     uidnext: int | None
     exists: int
+
+
+@dataclass(frozen=True)
+class ListedFolder:
+    """One LIST answer: the folder's name, its hierarchy delimiter and its attributes, lower-cased."""
+
+    name: str
+    delimiter: str | None
+    attributes: frozenset[str]
 
 
 def ranges(uids: Iterable[int]) -> str:
@@ -159,10 +172,39 @@ class IMAPConnection:
                 return delimiter.decode("ascii") if isinstance(delimiter, bytes) else str(delimiter)
         return None
 
+    def list_folders(self, pattern: str) -> list[ListedFolder]:
+        """``LIST "" pattern`` (RFC 3501 §6.3.8: ``*`` matches any characters, ``%`` any but the delimiter)."""
+        with _network(f"{self.label}: LIST {pattern!r} failed"):
+            listed = self._client.list_folders("", pattern)
+        out = []
+        for flags, delimiter, name in listed:
+            sep = delimiter.decode("ascii") if isinstance(delimiter, bytes) else delimiter
+            attributes = frozenset(
+                (f.decode("ascii", "replace") if isinstance(f, bytes) else str(f)).lower() for f in flags
+            )
+            out.append(ListedFolder(str(name), sep or None, attributes))
+        return out
+
     def select(self, folder: str, *, readonly: bool = True) -> FolderInfo:
-        """SELECT (or EXAMINE when ``readonly``) ``folder``; ``errors.FetchConnectionError`` if it is missing."""
+        """SELECT (or EXAMINE when ``readonly``) ``folder``.
+
+        Raises ``errors.FolderUnavailable`` when the server refuses the folder
+        (missing, no permission) and ``errors.FetchConnectionError`` when the
+        connection fails.
+        """
         with _network(f"{self.label}: cannot open folder {folder!r}"):
-            response = self._client.select_folder(folder, readonly=readonly)
+            try:
+                response = self._client.select_folder(folder, readonly=readonly)
+            except (imap_errors.IMAPClientAbortError, imap_errors.IMAPClientReadOnlyError):
+                raise
+            except imap_errors.IMAPClientError as exc:
+                # imaplib raises its plain error for a tagged NO or BAD, and its "abort" for a
+                # broken connection: a refusal leaves the session usable for the other folders
+                # (RFC 3501 §6.3.1: in the authenticated state).
+                self._selected = None
+                raise errors.FolderUnavailable(
+                    f"the server refused to open {folder!r} ({_text(exc)})", folder=folder
+                ) from None
         self._selected, self._readonly = folder, readonly
         uidvalidity = response.get(b"UIDVALIDITY")
         if uidvalidity is None:

@@ -7,7 +7,9 @@ terminal (cron, a pipe, a test), so logs are not filled with redraws.
 
 ``Counts`` adds up what happened per folder, and ``summary_table`` prints
 it: fetched, decrypted, verified, quarantined (with the reasons) and
-failed, one row per account/folder and a total.
+failed, one row per account/folder and a total, then a line for each folder
+that was not fetched (``Counts.problem``: the server refused to open it, or
+its UIDVALIDITY changed) saying why and what to do.
 
 What it won't do: log message content: only counts, folder names and UIDs.
 """
@@ -36,12 +38,20 @@ class Counts:
     failed: int = 0
     existing: int = 0
     stripped: int = 0
+    #: Delivered before the folder's UIDVALIDITY changed, recognised by content and not delivered again.
+    recognised: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    #: Why the folder was not fetched at all (one line for the user), or "".
+    problem: str = ""
 
     def add(self, other: Counts) -> None:
-        for name in ("fetched", "decrypted", "verified", "plain", "quarantined", "failed", "existing", "stripped"):
+        """Add ``other``'s numbers (its ``problem`` is not added: it belongs to one folder)."""
+        for name in _NUMBERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons.update(other.reasons)
+
+
+_NUMBERS = ("fetched", "decrypted", "verified", "plain", "quarantined", "failed", "existing", "stripped", "recognised")
 
 
 def _duration(seconds: float) -> str:
@@ -126,4 +136,9 @@ def summary_table(rows: list[tuple[str, Counts]]) -> str:
         notes.append(f"{total.existing} already delivered by an earlier, interrupted run")
     if total.stripped:
         notes.append(f"remote content removed from {total.stripped} unsigned CBC message(s) (EFAIL)")
+    if total.recognised:
+        notes.append(
+            f"{total.recognised} delivered before their folder's UIDVALIDITY changed: recognised, not delivered again"
+        )
+    notes += [f"not fetched: {counts.problem}" for _label, counts in rows if counts.problem]
     return "\n".join(out + notes) + "\n"

@@ -2,7 +2,11 @@
 
 ``Fetcher`` is built from the loaded settings, the identities to decrypt
 with and the open state store. ``run_once`` syncs every folder of every
-account chosen and returns the counts per folder; ``watch`` does that and
+account chosen and returns the counts per folder; an account's ``folders``
+are resolved on each pass (``folders``: names as written, patterns such as
+``*`` through LIST). A folder the server refuses to open, or whose
+UIDVALIDITY changed, is not fetched: its row carries the reason
+(``Counts.problem``) and the other folders go on; ``watch`` does that and
 then keeps going: it waits in IMAP IDLE on the first folder of each account
 (polling every ``poll_seconds`` when the server has no IDLE), syncs again as
 soon as the server announces mail, and reconnects after a failure with
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from mailcrypt import errors
 from mailcrypt.config import AccountSettings, Settings, Target
+from mailcrypt.fetch.folders import resolve_folders
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.process import MessageProcessor
 from mailcrypt.fetch.progress import Counts, Progress
@@ -129,6 +134,11 @@ class Fetcher:
         assert plan.target.path is not None
         return MaildirSink(plan.target.path, quarantine=plan.account.quarantine)
 
+    def _folders(self, plan: Plan, conn: IMAPConnection) -> list[str]:
+        """The account's folders on the server now; an IMAP target's own folders are never fetched by a pattern."""
+        skip = [plan.target.folder] if plan.target.kind == "imap" and plan.target.folder is not None else []
+        return resolve_folders(conn, plan.folders, skip=skip)
+
     def _sync_account(self, plan: Plan, conn: IMAPConnection, sink: Sink) -> list[tuple[str, Counts]]:
         syncer = FolderSync(
             account=plan.account.name,
@@ -141,7 +151,21 @@ class Fetcher:
             progress=self.progress,
             **({"fault": self.fault} if self.fault is not None else {}),
         )
-        return [(f"{plan.account.name}/{folder}", syncer.run(folder)) for folder in plan.folders]
+        rows = []
+        for folder in self._folders(plan, conn):
+            label = f"{plan.account.name}/{folder}"
+            try:
+                counts = syncer.run(folder)
+            except errors.FolderUnavailable as exc:
+                # A folder that is missing or forbidden says nothing about the others.
+                log.warning("%s: %s", label, exc)
+                counts = Counts(problem=f"{label}: {exc}")
+            except errors.UIDValidityChanged as exc:
+                # Only this folder's UIDs lost their meaning (README: it "stops the folder").
+                log.warning("%s", exc)
+                counts = Counts(problem=str(exc))
+            rows.append((label, counts))
+        return rows
 
     # ------------------------------------------------------------------ one pass
 
@@ -173,7 +197,8 @@ class Fetcher:
         """Sync, then wait for new mail and sync again, until ``stop`` is set (one thread per account).
 
         Raises the first error that ends an account for good (a refused
-        login, a changed UIDVALIDITY); connection failures are retried.
+        login); connection failures are retried, and a folder that cannot be
+        fetched (``Counts.problem``) is reported in the rows of every pass.
         """
         failures: list[BaseException] = []
         # Accounts run in threads here, and forking worker processes from a threaded
@@ -217,7 +242,9 @@ class Fetcher:
                         rows = self._sync_account(plan, conn, sink)
                         if on_rows is not None:
                             on_rows(rows)
-                        self._wait_for_mail(conn, plan.folders[0], stop, poll_seconds)
+                        # IDLE watches one folder: the first one that could be fetched.
+                        fetched = [label.split("/", 1)[1] for label, counts in rows if not counts.problem]
+                        self._wait_for_mail(conn, fetched[0] if fetched else None, stop, poll_seconds)
             except errors.FetchConnectionError as exc:
                 log.warning("account %s: %s; reconnecting in %.0f s", plan.account.name, exc, delay)
                 stop.wait(delay)
@@ -226,10 +253,17 @@ class Fetcher:
                 if isinstance(sink, IMAPSink):
                     sink.close()
 
-    def _wait_for_mail(self, conn: IMAPConnection, folder: str, stop: threading.Event, poll_seconds: float) -> None:
+    def _wait_for_mail(
+        self, conn: IMAPConnection, folder: str | None, stop: threading.Event, poll_seconds: float
+    ) -> None:
         # The last folder synced is selected; IDLE reports on the selected folder only.
-        conn.select(folder, readonly=not self.options.mark_seen)
-        if conn.can_idle:
+        if folder is not None:
+            try:
+                conn.select(folder, readonly=not self.options.mark_seen)
+            except errors.FolderUnavailable:
+                # Removed since it was fetched: the next pass reports it; poll until then.
+                folder = None
+        if folder is not None and conn.can_idle:
             conn.idle(min(poll_seconds, _IDLE_SECONDS), stop=stop)
         else:
             stop.wait(poll_seconds)

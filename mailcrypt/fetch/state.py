@@ -10,6 +10,17 @@ again. ``advance`` records progress; the fetcher calls it only after the
 batch's files are durable (STYLE.md §5), in one transaction, and only
 forwards.
 
+Every message written (delivered or quarantined) leaves the SHA-256 of its
+bytes as the server sent them in ``fetch_delivered``, recorded by
+``advance`` in the same transaction as the progress. After the user accepted
+a new UIDVALIDITY, ``recognise`` matches the folder's messages against the
+digests recorded under the old one, so that mail already delivered gets its
+new (UIDVALIDITY, UID) recorded instead of a second copy (and is not taken
+for a replay of itself); each old record stands for one message only.
+``forget_previous`` drops the old records once the folder has been fetched
+again. Mail delivered before mailcrypt kept these digests (schema version
+1) cannot be recognised; the UIDVALIDITY message says so.
+
 Sinks that cannot tell afterwards whether a write happened (an IMAP folder:
 an APPEND whose answer was lost) record the UIDs they are about to write as
 pending entries in ``fetch_pending`` first, in the same store; ``advance``
@@ -20,13 +31,15 @@ What it won't do: decide what to fetch, or touch the replay cache.
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mailcrypt import errors
 from mailcrypt.state import Store
 
-__all__ = ["FetchState", "FolderState"]
+__all__ = ["FetchState", "FolderState", "OldRecord"]
 
 _PENDING_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_pending (
     account     TEXT NOT NULL,
@@ -39,12 +52,24 @@ _PENDING_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_pending (
 
 @dataclass(frozen=True)
 class FolderState:
-    """Where a folder stands: its UIDVALIDITY and the highest UID delivered (0: none yet)."""
+    """Where a folder stands: its UIDVALIDITY and the highest UID delivered (0: none yet).
+
+    ``previous``: mail was recorded under another UIDVALIDITY of this folder
+    and may be recognised (``FetchState.recognise``).
+    """
 
     account: str
     folder: str
     uidvalidity: int
     last_uid: int
+    previous: bool = False
+
+
+#: An earlier record of a message: (UIDVALIDITY, UID).
+OldRecord = tuple[int, int]
+
+# Digests per query in recognise(): well below SQLite's limit on parameters (999 before 3.32).
+_CHUNK = 400
 
 
 class FetchState:
@@ -77,14 +102,11 @@ class FetchState:
                 "SELECT uidvalidity, last_uid FROM fetch_state WHERE account = ? AND folder = ?", (account, folder)
             ).fetchone()
             if row is not None and int(row[0]) == uidvalidity:
-                return FolderState(account, folder, uidvalidity, int(row[1]))
+                previous = self._previous(conn, account, folder, uidvalidity)
+                return FolderState(account, folder, uidvalidity, int(row[1]), previous)
             if row is not None and not accept_new:
                 raise errors.UIDValidityChanged(
-                    f"{account}/{folder}: the server's UIDVALIDITY changed from {row[0]} to {uidvalidity}, so the "
-                    f"UIDs recorded (up to {row[1]}) no longer name the same messages; nothing was fetched. "
-                    f"To fetch the folder again from the start, and so get a second copy of mail already "
-                    f"delivered, run: mailcrypt fetch --account {account} --folder {folder!r} --accept-uidvalidity "
-                    "(add --since DATE to fetch only recent mail)",
+                    self._changed(conn, account, folder, int(row[0]), int(row[1]), uidvalidity),
                     account=account,
                     folder=folder,
                     stored=int(row[0]),
@@ -97,10 +119,99 @@ class FetchState:
                 (account, folder, uidvalidity, int(time.time())),
             )
             conn.execute("DELETE FROM fetch_pending WHERE account = ? AND folder = ?", (account, folder))
-        return FolderState(account, folder, uidvalidity, 0)
+            previous = self._previous(conn, account, folder, uidvalidity)
+        return FolderState(account, folder, uidvalidity, 0, previous)
 
-    def advance(self, state: FolderState, last_uid: int) -> FolderState:
-        """Record that every UID up to ``last_uid`` is delivered (durably: call after the files are)."""
+    @staticmethod
+    def _previous(conn: sqlite3.Connection, account: str, folder: str, uidvalidity: int) -> bool:
+        # Two range scans of the primary key, each stopping at its first row.
+        return any(
+            conn.execute(
+                f"SELECT 1 FROM fetch_delivered WHERE account = ? AND folder = ? AND uidvalidity {op} ? LIMIT 1",  # noqa: S608
+                (account, folder, uidvalidity),
+            ).fetchone()
+            for op in ("<", ">")
+        )
+
+    @staticmethod
+    def _changed(conn: sqlite3.Connection, account: str, folder: str, stored: int, last_uid: int, found: int) -> str:
+        """The UIDValidityChanged message: what happened, and what accepting the new numbering will do."""
+        known = conn.execute(
+            "SELECT count(*) FROM fetch_delivered WHERE account = ? AND folder = ? AND uidvalidity = ?",
+            (account, folder, stored),
+        ).fetchone()[0]
+        if known or last_uid == 0:
+            effect = "mail delivered before is recognised by its content and not delivered again"
+        else:
+            effect = (
+                "the mail delivered from it so far was delivered by an older mailcrypt that kept no record of "
+                "its content, so it would be delivered a second time"
+            )
+        return (
+            f"{account}/{folder}: the server's UIDVALIDITY changed from {stored} to {found}, so the UIDs "
+            f"recorded (up to {last_uid}) no longer name the same messages; nothing was fetched from this folder. "
+            f"To fetch it again from the start ({effect}), run: mailcrypt fetch --account {account} "
+            f"--folder {folder!r} --accept-uidvalidity (add --since DATE to fetch only recent mail)"
+        )
+
+    def recognise(
+        self, state: FolderState, digests: Mapping[int, bytes], claimed: set[OldRecord]
+    ) -> dict[int, OldRecord]:
+        """Those of ``digests`` (UID -> SHA-256) recorded under another UIDVALIDITY: UID -> the old record.
+
+        Each old record matches one message: those in ``claimed`` (matched
+        earlier in this run, not committed yet) are passed over, and the ones
+        matched here are added to it. UIDs are matched in ascending order.
+        """
+        if not state.previous or not digests:
+            return {}
+        wanted = sorted(set(digests.values()))
+        old: dict[bytes, list[OldRecord]] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            placeholders = ",".join("?" * len(chunk))
+            rows = self.store.read(
+                "SELECT digest, uidvalidity, uid FROM fetch_delivered WHERE account = ? AND folder = ?"  # noqa: S608
+                f" AND uidvalidity != ? AND digest IN ({placeholders}) ORDER BY uidvalidity, uid",
+                (state.account, state.folder, state.uidvalidity, *chunk),
+            )
+            for digest, uidvalidity, uid in rows:
+                old.setdefault(bytes(digest), []).append((int(uidvalidity), int(uid)))
+        out: dict[int, OldRecord] = {}
+        for uid in sorted(digests):
+            for record in old.get(digests[uid], ()):
+                if record not in claimed:
+                    claimed.add(record)
+                    out[uid] = record
+                    break
+        return out
+
+    def forget_previous(self, state: FolderState) -> FolderState:
+        """Drop the records of other UIDVALIDITYs: the folder has been fetched again under this one."""
+        if not state.previous:
+            return state
+        with self.store.transaction() as conn:
+            conn.execute(
+                "DELETE FROM fetch_delivered WHERE account = ? AND folder = ? AND uidvalidity != ?",
+                (state.account, state.folder, state.uidvalidity),
+            )
+        return FolderState(state.account, state.folder, state.uidvalidity, state.last_uid, False)
+
+    def advance(
+        self,
+        state: FolderState,
+        last_uid: int,
+        *,
+        written: Iterable[tuple[int, bytes]] = (),
+        recognised: Sequence[OldRecord] = (),
+    ) -> FolderState:
+        """Record that every UID up to ``last_uid`` is delivered (durably: call after the files are).
+
+        ``written`` are (UID, SHA-256 of the message as fetched) of the
+        messages of the batch that are in the sink, recognised ones included;
+        ``recognised`` the old records they replace. All in one transaction
+        with the progress.
+        """
         with self.store.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE fetch_state SET last_uid = max(last_uid, ?), updated_at = ?"
@@ -116,7 +227,18 @@ class FetchState:
                 "DELETE FROM fetch_pending WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid <= ?",
                 (state.account, state.folder, state.uidvalidity, last_uid),
             )
-        return FolderState(state.account, state.folder, state.uidvalidity, max(state.last_uid, last_uid))
+            conn.executemany(
+                "INSERT OR REPLACE INTO fetch_delivered (account, folder, uidvalidity, uid, digest)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(state.account, state.folder, state.uidvalidity, uid, digest) for uid, digest in written],
+            )
+            conn.executemany(
+                "DELETE FROM fetch_delivered WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+                [(state.account, state.folder, old_validity, old_uid) for old_validity, old_uid in recognised],
+            )
+        return FolderState(
+            state.account, state.folder, state.uidvalidity, max(state.last_uid, last_uid), state.previous
+        )
 
     def add_pending(self, state: FolderState, uids: list[int]) -> None:
         """Note that ``uids`` are about to be written by a sink that cannot check afterwards."""

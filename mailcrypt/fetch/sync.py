@@ -2,9 +2,10 @@
 
 ``FolderSync.run(folder)`` works in this order, batch by batch:
 
-1. SELECT the folder (EXAMINE unless ``--mark-seen``) and compare its
-   UIDVALIDITY with the store (``state.begin``): a change stops the folder
-   with ``errors.UIDValidityChanged``.
+1. SELECT the folder (EXAMINE unless ``--mark-seen``; a refusal is
+   ``errors.FolderUnavailable``) and compare its UIDVALIDITY with the store
+   (``state.begin``): a change stops the folder with
+   ``errors.UIDValidityChanged``, and the runner goes on with the others.
 2. Ask for the UIDs above the last one delivered (``--since`` narrows only a
    first sync) and the sizes of those larger than ``batch_bytes /
    batch_count`` (the others count as that much); cut them into batches of
@@ -13,9 +14,14 @@
 3. ``UID FETCH <batch> (BODY.PEEK[])``: one command per batch.
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
    it), keep it; else decrypt/verify/check replay (``process``), write to
-   ``tmp/``, fsync, rename into ``new/`` (or quarantine).
+   ``tmp/``, fsync, rename into ``new/`` (or quarantine). After the user
+   accepted a new UIDVALIDITY, a message whose content (SHA-256 of the bytes
+   fetched) was delivered under the old one is recognised
+   (``state.recognise``) and neither processed nor delivered again, so it is
+   not a replay of itself either.
 5. Per batch: fsync the directories, record the replay keys of the
-   messages delivered, then record the batch's last UID in the store.
+   messages delivered, then record the batch's last UID in the store, with
+   the content digest of every message written or recognised.
 6. Only then, and only with ``--mark-seen``, set ``\\Seen`` on the server.
 
 Steps 4 and 5 of a batch run in a thread of their own while this one
@@ -37,6 +43,7 @@ What it won't do: connect, pick folders or loop for ``--watch`` (``runner``).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import multiprocessing
@@ -51,7 +58,7 @@ from mailcrypt.fetch.imap import IMAPConnection, ranges
 from mailcrypt.fetch.process import MessageProcessor, Outcome, Prepared
 from mailcrypt.fetch.progress import Counts, Progress
 from mailcrypt.fetch.sink import FolderSink, Sink, source_labels
-from mailcrypt.fetch.state import FetchState, FolderState
+from mailcrypt.fetch.state import FetchState, FolderState, OldRecord
 from mailcrypt.fetch.workers import Workers
 from mailcrypt.state import ReplayGuard
 
@@ -76,6 +83,19 @@ def _no_fault(step: str, uid: int) -> None:
 
 #: One fetched batch on its way: (UID, (message, source label), what ``prepare`` made of it), in UID order.
 _Fetched = Iterator[tuple[int, tuple[bytes, str], "Prepared"]]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch between fetching and delivery."""
+
+    uids: list[int]
+    #: The messages to process and deliver (the recognised ones are not among them).
+    prepared: _Fetched
+    #: SHA-256 of every message fetched, as the server sent it.
+    digests: dict[int, bytes]
+    #: Messages delivered under an earlier UIDVALIDITY: UID -> that record.
+    recognised: dict[int, OldRecord]
 
 
 # Messages whose replay keys are looked up together (about one worker chunk).
@@ -166,6 +186,8 @@ class FolderSync:
         self.progress = progress or Progress(enabled=False)
         self.fault = fault
         self._delimiter: str | None | Literal[False] = False
+        # Old records matched in this run, not committed yet (state.recognise).
+        self._claimed: set[OldRecord] = set()
 
     def _folder_delimiter(self) -> str | None:
         if self._delimiter is False:
@@ -203,6 +225,9 @@ class FolderSync:
         if since is not None and info.uidnext is not None and info.uidnext - 1 > fstate.last_uid:
             # Mail before --since was left out on purpose: later runs start after it.
             fstate = self.state.advance(fstate, info.uidnext - 1)
+        # Every message of the new numbering has been seen: what is left of the old records
+        # stands for mail no longer on the server, and must not hide a later arrival.
+        self.state.forget_previous(fstate)
         return counts
 
     def _workers(self, count: int) -> Workers | None:
@@ -235,12 +260,12 @@ class FolderSync:
         the batch's ``_batch`` has returned.
         """
         batch: list[int] | None
-        current: _Fetched | None
+        current: _Batch | None
         batch = next(work)
         current = self._fetch(folder, fstate, batch, workers)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailcrypt-deliver") as deliverer:
             while batch is not None and current is not None:
-                job = deliverer.submit(self._batch, folder, fstate, batch, current, sink, counts)
+                job = deliverer.submit(self._batch, folder, fstate, current, sink, counts)
                 try:
                     following = next(work, None)
                     upcoming = None if following is None else self._fetch(folder, fstate, following, workers)
@@ -255,13 +280,15 @@ class FolderSync:
                 batch, current = following, upcoming
         return fstate
 
-    def _fetch(self, folder: str, fstate: FolderState, batch: list[int], workers: Workers | None) -> _Fetched:
+    def _fetch(self, folder: str, fstate: FolderState, batch: list[int], workers: Workers | None) -> _Batch:
         """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
         if self.sink.needs_pending:
             self.state.add_pending(fstate, batch)
         bodies = self.conn.bodies(batch)
         self.fault("fetched", batch[0])
-        present = [uid for uid in batch if uid in bodies]
+        digests = {uid: hashlib.sha256(body).digest() for uid, body in bodies.items()}
+        recognised = self.state.recognise(fstate, digests, self._claimed)
+        present = [uid for uid in batch if uid in bodies and uid not in recognised]
         label = source_labels(self.account, folder, fstate.uidvalidity)
         items = [(bodies[uid], label(uid)) for uid in present]
         prepared: Iterable[Prepared]
@@ -269,24 +296,31 @@ class FolderSync:
             prepared = workers.submit(items)
         else:
             prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
-        return zip(present, items, prepared, strict=True)
+        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised)
 
     def _batch(
         self,
         folder: str,
         fstate: FolderState,
-        batch: list[int],
-        prepared: _Fetched,
+        fetched: _Batch,
         sink: FolderSink,
         counts: Counts,
     ) -> tuple[FolderState, list[int]]:
         """Deliver one batch and commit it; return the new state and the UIDs handled (to flag)."""
+        batch = fetched.uids
         pending_keys: set[str] = set()
         records = []
-        handled = []
-        missing = len(batch)
+        handled = list(fetched.recognised)
+        if handled:
+            log.info(
+                "%s/%s: UIDs %s delivered before the UIDVALIDITY changed (recognised by content), not again",
+                self.account, folder, ranges(handled),
+            )
+            counts.recognised += len(handled)
+            self.progress.advance(len(handled))
+        missing = len(batch) - len(handled)
         seen: dict[str, tuple[int, str]] = {}
-        for uid, (raw, source), ready in _ahead(prepared, seen, self.guard):
+        for uid, (raw, source), ready in _ahead(fetched.prepared, seen, self.guard):
             missing -= 1
             existing = sink.where(uid)
             outcome = self.processor.finish(raw, ready, source=source, pending=pending_keys, seen=seen)
@@ -317,7 +351,8 @@ class FolderSync:
         # crash that had recorded it) stays: the message is delivered either way.
         self.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also) for r in records])
         self.fault("recorded", last)
-        fstate = self.state.advance(fstate, last)
+        written = [(uid, fetched.digests[uid]) for uid in handled]
+        fstate = self.state.advance(fstate, last, written=written, recognised=list(fetched.recognised.values()))
         self.fault("committed", last)
         return fstate, handled
 

@@ -10,9 +10,19 @@ brings its schema to the current version inside a transaction. Tables:
   (``signature`` or ``envelope``). Used by ``mailcrypt.state.replay``.
 - ``fetch_state``: per (account, folder) the ``uidvalidity`` and the
   ``last_uid`` delivered, with ``updated_at`` (STYLE.md §1.5, §5). For the fetcher.
+- ``fetch_delivered``: per (account, folder, ``uidvalidity``, ``uid``) the
+  ``digest`` (SHA-256, 32 bytes) of the message as the server sent it, for
+  every message the fetcher delivered or quarantined, so that mail already
+  delivered is recognised by its content after the server renumbered a
+  folder (a new UIDVALIDITY). Added in schema version 2.
 - ``capabilities``: per (address, certificate ``fingerprint``) the harvested
   SMIMECapabilities as a JSON list of names and ``seen_at``. For harvesting.
 - ``schema_version``: one row, the schema version.
+
+Migrations only add: every statement of the schema is ``IF NOT EXISTS``, so
+opening a store of an older version creates what it lacks and raises its
+version, in one transaction. A store of a newer version is refused: an older
+mailcrypt would not keep the newer tables up to date.
 
 Every change runs in one ``transaction()`` (BEGIN IMMEDIATE ... COMMIT, or
 ROLLBACK on error), so a check-then-record is atomic across processes. One
@@ -40,7 +50,7 @@ __all__ = ["Row", "Store", "SCHEMA_VERSION"]
 #: as the query's columns decide (which the type checker cannot know).
 Row = tuple[Any, ...]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS schema_version (
@@ -63,6 +73,16 @@ _SCHEMA = (
         updated_at  INTEGER NOT NULL,
         PRIMARY KEY (account, folder)
     )""",
+    # Version 2. Rows of an old UIDVALIDITY stay until the folder has been fetched again under the new one.
+    """CREATE TABLE IF NOT EXISTS fetch_delivered (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        digest      BLOB NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+    )""",
+    "CREATE INDEX IF NOT EXISTS fetch_delivered_digest ON fetch_delivered (account, folder, digest)",
     """CREATE TABLE IF NOT EXISTS capabilities (
         address      TEXT NOT NULL,
         fingerprint  TEXT NOT NULL,
@@ -97,6 +117,9 @@ class Store:
                 row = conn.execute("SELECT version FROM schema_version").fetchone()
                 if row is None:
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                elif row[0] < SCHEMA_VERSION:
+                    # The statements above have just created what the older version lacked.
+                    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
                 elif row[0] > SCHEMA_VERSION:
                     raise ConfigError(
                         f"the state store {self.path} has schema version {row[0]};"
