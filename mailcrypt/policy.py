@@ -56,9 +56,15 @@ CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
 }
 
 #: Read in old mail, never written: RFC 8551 §2.7 leaves receivers free to keep
-#: 3DES so that mail from older clients stays readable.
+#: 3DES so that mail from older clients stays readable, and archives hold RC2
+#: (RFC 3370 §5.2, the old Outlook and OpenSSL default) and single DES too. The
+#: RC2 key length is its effective key size, as OpenSSL makes it.
 LEGACY_CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
     "des-ede3-cbc": ("cbc", 24),
+    "des-cbc": ("cbc", 8),
+    "rc2-40-cbc": ("cbc", 5),
+    "rc2-64-cbc": ("cbc", 8),
+    "rc2-128-cbc": ("cbc", 16),
 }
 
 _PADDINGS = ("pkcs1v15", "oaep")
