@@ -132,10 +132,13 @@ class Policy:
     min_rsa_bits: int = 2048
     #: Refuse EnvelopedData (unauthenticated CBC) on input when True.
     require_authenticated: bool = False
-    #: Hashes accepted in signatures (SignedData and certificate chains). SHA-1
-    #: is left out: add "sha1" to read old mail signed with it (RFC 8551 §2.1
-    #: lets receivers accept it for old messages; Thunderbird refuses it by default).
+    #: Hashes accepted as proof in signatures (SignedData and certificate chains).
+    #: SHA-1 and MD5 are left out (RFC 8551 §2.1; Thunderbird refuses SHA-1 by default).
     signature_hashes: frozenset[str] = frozenset({"sha224", "sha256", "sha384", "sha512"})
+    #: Hashes of old signatures that are read but never accepted as proof: the
+    #: signature is checked, the content is delivered, and the message counts as
+    #: unsigned (DESIGN.md §2). A hash in neither set is refused outright.
+    weak_signature_hashes: frozenset[str] = frozenset({"sha1", "md5"})
     #: Public key algorithms of certificates (signers, issuers, recipients), by the
     #: names of ``mailcrypt.envelope.pubkey.ALGORITHM_NAMES``. DSA is left out: RFC 8551
     #: §2.2 dropped it, and it is refused by its OID before a key object is built.

@@ -28,6 +28,7 @@ __all__ = [
     "ECDH_SCHEME_BY_OID",
     "HASH_OIDS",
     "HASH_BY_OID",
+    "WEAK_HASH_OIDS",
     "GCMParameters",
     "RC2CBCParameter",
     "ECCCMSSharedInfo",
@@ -98,6 +99,8 @@ HASH_OIDS: dict[str, str] = {
     "sha512": "2.16.840.1.101.3.4.2.3",
 }
 HASH_BY_OID = {oid: name for name, oid in HASH_OIDS.items()}
+# Digests of old signatures only, never written (RFC 8551 §2.1 says not to use MD5).
+WEAK_HASH_OIDS: dict[str, str] = {"md5": "1.2.840.113549.2.5"}
 
 
 class GCMParameters(core.Sequence):
