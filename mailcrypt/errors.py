@@ -36,6 +36,7 @@ __all__ = [
     "BadSignature",
     "UnknownSigner",
     "UntrustedSigner",
+    "WeakSignature",
     "ReplayError",
     "ReplayedMessage",
     "StaleMessage",
@@ -193,6 +194,18 @@ class UntrustedSigner(SignatureError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class WeakSignature(SignatureError):
+    """The signature holds but uses a hash that is not accepted as proof, SHA-1 or MD5 (exit 5).
+
+    Only ``verify`` raises it: reading such mail delivers its content and
+    says the signature is no proof (DESIGN.md §2). ``hashes`` names them.
+    """
+
+    def __init__(self, message: str, *, hashes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.hashes = tuple(hashes)
 
 
 class ReplayError(SignatureError):

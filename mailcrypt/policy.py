@@ -56,9 +56,15 @@ CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
 }
 
 #: Read in old mail, never written: RFC 8551 §2.7 leaves receivers free to keep
-#: 3DES so that mail from older clients stays readable.
+#: 3DES so that mail from older clients stays readable, and archives hold RC2
+#: (RFC 3370 §5.2, the old Outlook and OpenSSL default) and single DES too. The
+#: RC2 key length is its effective key size, as OpenSSL makes it.
 LEGACY_CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
     "des-ede3-cbc": ("cbc", 24),
+    "des-cbc": ("cbc", 8),
+    "rc2-40-cbc": ("cbc", 5),
+    "rc2-64-cbc": ("cbc", 8),
+    "rc2-128-cbc": ("cbc", 16),
 }
 
 _PADDINGS = ("pkcs1v15", "oaep")
@@ -126,10 +132,13 @@ class Policy:
     min_rsa_bits: int = 2048
     #: Refuse EnvelopedData (unauthenticated CBC) on input when True.
     require_authenticated: bool = False
-    #: Hashes accepted in signatures (SignedData and certificate chains). SHA-1
-    #: is left out: add "sha1" to read old mail signed with it (RFC 8551 §2.1
-    #: lets receivers accept it for old messages; Thunderbird refuses it by default).
+    #: Hashes accepted as proof in signatures (SignedData and certificate chains).
+    #: SHA-1 and MD5 are left out (RFC 8551 §2.1; Thunderbird refuses SHA-1 by default).
     signature_hashes: frozenset[str] = frozenset({"sha224", "sha256", "sha384", "sha512"})
+    #: Hashes of old signatures that are read but never accepted as proof: the
+    #: signature is checked, the content is delivered, and the message counts as
+    #: unsigned (DESIGN.md §2). A hash in neither set is refused outright.
+    weak_signature_hashes: frozenset[str] = frozenset({"sha1", "md5"})
     #: Public key algorithms of certificates (signers, issuers, recipients), by the
     #: names of ``mailcrypt.envelope.pubkey.ALGORITHM_NAMES``. DSA is left out: RFC 8551
     #: §2.2 dropped it, and it is refused by its OID before a key object is built.

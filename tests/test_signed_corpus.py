@@ -8,7 +8,9 @@ multipart/signed, ``sig ... opaque`` signed-data, ``env`` enveloped to Bob,
 
 - Every current (``.eml``) signed message must unwrap with Bob's key, every
   layer in the order the name says, signed by Alice or Dave, with a chain
-  to the corpus ``TestCA.pem``; SHA-1 ones only when the Policy allows SHA-1.
+  to the corpus ``TestCA.pem``; SHA-1 ones are read with the default Policy
+  too, but marked as no proof (``Layer.weak``), and verify as proof only when
+  the Policy lists SHA-1 among ``signature_hashes``.
 - Every ``.bad`` and ``mismatch-econtent`` message is refused with
   ``BadSignature``, and so are the hand-made broken ones in ``manual/``.
 - ``alice.env.dsig.*.multipart.eml`` (an envelope signed afterwards) are
@@ -116,8 +118,16 @@ def test_good_signed_message_verifies(name: str, corpus: dict) -> None:
     assert b"This is a test message from Alice to Bob." in result.message or b"<html" in result.message.lower()
     assert result.replay_key is not None and result.replay_key[2] == "signature"
     if any(e[2] == "sha1" for e in expected):
-        with pytest.raises(errors.PolicyViolation, match="SHA1"):
-            unwrap_message(raw, [corpus["bob"]], now=NOW, trust_anchors=[corpus["ca"]])
+        # The default policy reads SHA-1 signatures too, but as no proof (DESIGN.md §2): the
+        # content is the same, each SHA-1 layer is weak, and the replay guard sees no signature.
+        default = unwrap_message(raw, [corpus["bob"]], now=NOW, trust_anchors=[corpus["ca"]])
+        assert default.message == result.message
+        assert [layer.weak for layer in default.layers] == [e[2] == "sha1" for e in expected]
+        assert all("SHA-1 and is not accepted as proof" in layer.describe() for layer in default.weak_signatures)
+        if all(e[2] in (None, "sha1") for e in expected):
+            assert not default.proofs
+            key = default.replay_key
+            assert (key is None) if ".env" not in name else (key is not None and key[2] == "envelope")
 
 
 @pytest.mark.parametrize("name", _param(BROKEN))

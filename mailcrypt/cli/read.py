@@ -18,6 +18,8 @@ configured, a signer whose chain is not valid (invalid, revoked, unknown
 issuer, or a path mailcrypt cannot judge) is exit 5 with the reason on
 stderr: the signature holds, but proves nothing about who made it.
 Without anchors the chain is "not checked" and the exit status is 0.
+A signature with SHA-1 or MD5 is no proof either: ``decrypt`` writes the
+content and says so, ``verify`` exits 5.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from cryptography import x509
 from mailcrypt import errors
 from mailcrypt.cli.files import check_output_directory, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
-from mailcrypt.cli.report import note
+from mailcrypt.cli.report import note, warn
 from mailcrypt.envelope import Identity, identity_from_key
 from mailcrypt.keydir import load_key_pair, load_pkcs12
 from mailcrypt.mime import Verification, decrypt_file, sender_address
@@ -127,6 +129,10 @@ def decrypt(args: argparse.Namespace) -> None:
                 )
             else:
                 note(args, layer.describe())
+        for layer in unwrapped.weak_signatures:
+            assert layer.signature is not None
+            sig = layer.signature
+            warn(f"the signature of {sig.signer} uses {sig.weak_description} and is not accepted as proof")
         store = _replay_check(args, home, unwrapped, now)
         try:
             if store is not None and home is not None and home.settings.keys.harvest:
@@ -161,6 +167,16 @@ def verify(args: argparse.Namespace) -> None:
         unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)
     if not unwrapped.signatures:
         raise errors.NotSignedError("not an S/MIME signed message")
+    weak = unwrapped.weak_signatures
+    if weak:
+        # Nothing on the output on failure (DESIGN.md §6): one line on stderr says why.
+        sig = weak[0].signature
+        assert sig is not None
+        raise errors.WeakSignature(
+            f"the signature of {sig.signer} uses {sig.weak_description}, which is not accepted as proof"
+            " (the message can still be read with decrypt)",
+            hashes=sig.weak_hashes,
+        )
     if anchors:
         # Checked before anything is printed: on failure nothing goes to the output.
         for layer in unwrapped.signatures:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["note", "fail"]
+__all__ = ["note", "warn", "fail"]
 
 
 def note(args: argparse.Namespace, message: str) -> None:
     """Say ``message`` on stderr when -v was given."""
     if getattr(args, "verbose", 0):
         print(f"mailcrypt: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """Say ``message`` on stderr always: something the user must know although the command succeeded."""
+    print(f"mailcrypt: warning: {message}", file=sys.stderr)
 
 
 def fail(message: str, code: int) -> int:

@@ -1,7 +1,7 @@
 """CMS schemas and object identifiers that asn1crypto does not ship.
 
 asn1crypto defines most of RFC 5652; this module adds what S/MIME key
-agreement and AES-GCM need, and names the OIDs the envelope uses. It holds
+agreement, AES-GCM and RC2 need, and names the OIDs the envelope uses. It holds
 schemas and constants only: no logic, no I/O.
 """
 
@@ -19,13 +19,18 @@ __all__ = [
     "OID_EC_PUBLIC_KEY",
     "CONTENT_CIPHER_OIDS",
     "CONTENT_CIPHER_BY_OID",
+    "OID_RC2_CBC",
+    "OID_DES_CBC",
+    "OID_DES_EDE3_WRAP",
     "KEY_WRAP_OIDS",
     "KEY_WRAP_BY_OID",
     "ECDH_KDF_OIDS",
     "ECDH_SCHEME_BY_OID",
     "HASH_OIDS",
     "HASH_BY_OID",
+    "WEAK_HASH_OIDS",
     "GCMParameters",
+    "RC2CBCParameter",
     "ECCCMSSharedInfo",
 ]
 
@@ -51,6 +56,12 @@ CONTENT_CIPHER_BY_OID = {oid: name for name, oid in CONTENT_CIPHER_OIDS.items()}
 # RFC 3370 §5.1: read-only, for old mail.
 CONTENT_CIPHER_BY_OID["1.2.840.113549.3.7"] = "des-ede3-cbc"
 
+# Read-only content ciphers of old mail whose names depend on their parameters
+# or which are not capabilities anyone should advertise: RC2-CBC (RFC 3370
+# §5.2) and single DES-CBC (OIW, as old clients wrote it).
+OID_RC2_CBC = "1.2.840.113549.3.2"
+OID_DES_CBC = "1.3.14.3.2.7"
+
 # RFC 3394 AES key wrap as named in RFC 3565 §2.3.2.
 KEY_WRAP_OIDS: dict[str, str] = {
     "aes128-wrap": "2.16.840.1.101.3.4.1.5",
@@ -58,6 +69,8 @@ KEY_WRAP_OIDS: dict[str, str] = {
     "aes256-wrap": "2.16.840.1.101.3.4.1.45",
 }
 KEY_WRAP_BY_OID = {oid: name for name, oid in KEY_WRAP_OIDS.items()}
+# RFC 3370 §4.3.1 / RFC 3217: the CMS Triple-DES key wrap, read only.
+OID_DES_EDE3_WRAP = "1.2.840.113549.1.9.16.3.6"
 
 # RFC 5753 §7.1.4: ephemeral-static ECDH with the X9.63 KDF over the named hash.
 ECDH_KDF_OIDS: dict[str, str] = {
@@ -86,6 +99,8 @@ HASH_OIDS: dict[str, str] = {
     "sha512": "2.16.840.1.101.3.4.2.3",
 }
 HASH_BY_OID = {oid: name for name, oid in HASH_OIDS.items()}
+# Digests of old signatures only, never written (RFC 8551 §2.1 says not to use MD5).
+WEAK_HASH_OIDS: dict[str, str] = {"md5": "1.2.840.113549.2.5"}
 
 
 class GCMParameters(core.Sequence):
@@ -94,6 +109,15 @@ class GCMParameters(core.Sequence):
     _fields = [
         ("aes_nonce", core.OctetString),
         ("aes_icv_len", core.Integer, {"default": 12}),
+    ]
+
+
+class RC2CBCParameter(core.Sequence):
+    """RFC 3370 §5.2: the effective key size (encoded per RFC 2268 §6) and the IV of RC2-CBC."""
+
+    _fields = [
+        ("rc2_parameter_version", core.Integer),
+        ("iv", core.OctetString),
     ]
 
 

@@ -1,6 +1,8 @@
 """Content ciphers: AES-CBC (RFC 3565) and AES-GCM (RFC 5084), streamed.
 
-3DES-CBC (RFC 3370 §5.1) is decrypted for old mail and never produced.
+3DES-CBC (RFC 3370 §5.1), RC2-CBC at 40, 64 and 128 effective bits (RFC 3370
+§5.2, ``rc2.py``) and single DES-CBC (``1.3.14.3.2.7``, as old clients wrote
+it) are decrypted for old mail and never produced.
 
 ``ContentEncryptor`` turns plaintext chunks into ciphertext and names its
 AlgorithmIdentifier; ``ContentDecryptor`` does the reverse from an
@@ -24,8 +26,16 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import AEADEncryptionContext, Cipher, CipherContext, algorithms, modes
 
-from mailcrypt.envelope.asn1 import CONTENT_CIPHER_BY_OID, CONTENT_CIPHER_OIDS, GCMParameters
+from mailcrypt.envelope.asn1 import (
+    CONTENT_CIPHER_BY_OID,
+    CONTENT_CIPHER_OIDS,
+    OID_DES_CBC,
+    OID_RC2_CBC,
+    GCMParameters,
+    RC2CBCParameter,
+)
 from mailcrypt.envelope.codec import UNIVERSAL, der_header
+from mailcrypt.envelope.rc2 import RC2CBCDecryptor, effective_bits, rc2_cbc_decryptor
 from mailcrypt.errors import CMSParseError, DecryptionFailed, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import CONTENT_CIPHERS, LEGACY_CONTENT_CIPHERS, Policy
 
@@ -128,15 +138,23 @@ class ContentDecryptor:
     """
 
     def __init__(self, oid: str, parameters: bytes, *, policy: Policy, authenticated: bool) -> None:
-        cipher = CONTENT_CIPHER_BY_OID.get(oid)
-        if cipher is None:
-            raise UnsupportedAlgorithm(f"unsupported content-encryption algorithm {oid}", oid=oid)
+        self._rc2_bits = 0
+        self._rc2_iv = b""
+        if oid == OID_RC2_CBC:
+            # The cipher's name depends on the effective key size in the parameters.
+            cipher = self._rc2_parameters(parameters)
+        elif oid == OID_DES_CBC:
+            cipher = "des-cbc"
+        else:
+            found = CONTENT_CIPHER_BY_OID.get(oid)
+            if found is None:
+                raise UnsupportedAlgorithm(f"unsupported content-encryption algorithm {oid}", oid=oid)
+            cipher = found
         if cipher not in policy.content_ciphers:
             raise PolicyViolation(f"content cipher {cipher} is not allowed by the policy", oid=oid)
         self.cipher = cipher
         self.mode, self.key_length = (CONTENT_CIPHERS | LEGACY_CONTENT_CIPHERS)[cipher]
-        self._algorithm = TripleDES if cipher == "des-ede3-cbc" else algorithms.AES
-        self._block = 8 if cipher == "des-ede3-cbc" else _BLOCK
+        self._block = _BLOCK if cipher in CONTENT_CIPHERS else 8
         # RFC 5083 §2.1: AuthEnvelopedData must use an authenticated cipher, and
         # an AEAD inside plain EnvelopedData would carry no tag.
         if authenticated != (self.mode == "gcm"):
@@ -146,6 +164,9 @@ class ContentDecryptor:
                 gcm = GCMParameters.load(parameters)
                 self.iv = bytes(gcm["aes_nonce"].native)
                 self.tag_length = int(gcm["aes_icv_len"].native)
+            elif self._rc2_bits:
+                self.iv = self._rc2_iv
+                self.tag_length = 0
             else:
                 self.iv = bytes(core.OctetString.load(parameters).native)
                 self.tag_length = 0
@@ -159,11 +180,38 @@ class ContentDecryptor:
                 raise CMSParseError(f"AES-GCM tag length {self.tag_length} is not allowed (RFC 5084 §3.2)")
         elif len(self.iv) != self._block:
             raise CMSParseError(f"{cipher} IV is not {self._block} octets")
-        self._ctx: CipherContext | None = None
+        self._ctx: CipherContext | RC2CBCDecryptor | None = None
         self._held = b""
         self._seen = 0
 
+    def _rc2_parameters(self, parameters: bytes) -> str:
+        """Read RC2CBCParameter (RFC 3370 §5.2), or a bare IV (RFC 2268 §6); return the cipher's name."""
+        try:
+            if parameters[:1] == b"\x04":
+                version = None
+                self._rc2_iv = bytes(core.OctetString.load(parameters).native)
+            else:
+                params = RC2CBCParameter.load(parameters)
+                version = int(params["rc2_parameter_version"].native)
+                self._rc2_iv = bytes(params["iv"].native)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise CMSParseError("malformed RC2 parameters") from exc
+        try:
+            self._rc2_bits = effective_bits(version)
+        except ValueError as exc:
+            raise UnsupportedAlgorithm(str(exc), oid=OID_RC2_CBC) from None
+        cipher = _RC2_NAMES.get(self._rc2_bits)
+        if cipher is None:
+            raise UnsupportedAlgorithm(f"RC2 with {self._rc2_bits} effective key bits is not read", oid=OID_RC2_CBC)
+        return cipher
+
     def start(self, key: bytes, tag: bytes = b"", aad: bytes = b"") -> None:
+        if self._rc2_bits:
+            # The RC2 key length is not in the parameters; OpenSSL makes it the effective size.
+            if len(key) != self._rc2_bits // 8:
+                raise DecryptionFailed("the unwrapped content key has the wrong length")
+            self._ctx = rc2_cbc_decryptor(key, self.iv, self._rc2_bits)
+            return
         if len(key) != self.key_length:
             raise DecryptionFailed("the unwrapped content key has the wrong length")
         if self.mode == "gcm":
@@ -174,8 +222,13 @@ class ContentDecryptor:
             self._ctx = ctx
             if aad:
                 ctx.authenticate_additional_data(aad)
+        elif self.cipher == "des-cbc":
+            # cryptography has no single DES; EDE with three equal keys is single DES.
+            self._ctx = Cipher(TripleDES(key * 3), modes.CBC(self.iv)).decryptor()
+        elif self.cipher == "des-ede3-cbc":
+            self._ctx = Cipher(TripleDES(key), modes.CBC(self.iv)).decryptor()
         else:
-            self._ctx = Cipher(self._algorithm(key), modes.CBC(self.iv)).decryptor()
+            self._ctx = Cipher(algorithms.AES(key), modes.CBC(self.iv)).decryptor()
 
     def update(self, chunk: bytes | memoryview) -> bytes:
         assert self._ctx is not None, "start() first"
@@ -205,6 +258,10 @@ class ContentDecryptor:
             return unpadder.update(last) + unpadder.finalize()
         except ValueError:
             raise DecryptionFailed("bad padding: the message was altered or the key is wrong") from None
+
+
+#: The RC2 variants read (RFC 3370 §5.2), by effective key bits.
+_RC2_NAMES = {40: "rc2-40-cbc", 64: "rc2-64-cbc", 128: "rc2-128-cbc"}
 
 
 def _random(rng: Callable[[int], bytes], n: int) -> bytes:

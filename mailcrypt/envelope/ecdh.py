@@ -4,7 +4,9 @@
 encryption key with the ANSI X9.63 KDF over ECC-CMS-SharedInfo (RFC 5753
 §7.2) and wraps the content key with AES key wrap (RFC 3394, RFC 3565).
 ``ECDHIdentity`` does the reverse for any KDF hash and AES key wrap size the
-policy allows, recipients named by issuerAndSerialNumber or rKeyId.
+policy allows, and for the CMS Triple-DES key wrap of old mail and of
+``openssl cms`` without a cipher option (RFC 3217, ``keywrap.py``; read,
+never written), recipients named by issuerAndSerialNumber or rKeyId.
 
 Both work on ``KeyAgreeStanza`` records (``stanza.py``), never on the
 RecipientInfo's encoding. The SharedInfo is rebuilt from the sender's own
@@ -22,17 +24,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from mailcrypt.envelope.asn1 import (
     ECDH_KDF_OIDS,
     ECDH_SCHEME_BY_OID,
     KEY_WRAP_BY_OID,
     KEY_WRAP_OIDS,
+    OID_DES_EDE3_WRAP,
     OID_EC_PUBLIC_KEY,
     ECCCMSSharedInfo,
 )
 from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
+from mailcrypt.envelope.keywrap import KEK_BYTES, unwrap_key
 from mailcrypt.envelope.stanza import Algorithm, KeyAgreeStanza, OriginatorKey, RecipientEncryptedKey, Stanza
 from mailcrypt.envelope.stanza_der import algorithm_der, parse_algorithm, parse_oid
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
@@ -41,7 +45,7 @@ from mailcrypt.policy import Policy
 __all__ = ["ECDHRecipient", "ECDHIdentity"]
 
 
-_WRAP_KEY_BYTES = {"aes128-wrap": 16, "aes192-wrap": 24, "aes256-wrap": 32}
+_WRAP_KEY_BYTES = KEK_BYTES
 
 
 def _derive_kek(shared: bytes, hash_name: str, wrap_der: bytes, wrap_name: str, ukm: bytes | None) -> bytes:
@@ -170,15 +174,12 @@ class ECDHIdentity(Identity):
             wrap_oid = parse_algorithm(wrap_der).oid
         except CMSParseError:
             raise CMSParseError("malformed key wrap algorithm in a KeyAgreeRecipientInfo") from None
-        wrap_name = KEY_WRAP_BY_OID.get(wrap_oid)
+        wrap_name = "des-ede3-wrap" if wrap_oid == OID_DES_EDE3_WRAP else KEY_WRAP_BY_OID.get(wrap_oid)
         if wrap_name is None:
             raise UnsupportedAlgorithm(f"unsupported key wrap algorithm {wrap_oid}", oid=wrap_oid)
         peer = self._originator_key(stanza, curve)
         kek = _derive_kek(self._key.exchange(ec.ECDH(), peer), hash_name, wrap_der, wrap_name, stanza.ukm)
-        try:
-            cek = aes_key_unwrap(kek, encrypted)
-        except (InvalidUnwrap, ValueError):
-            raise DecryptionFailed("the wrapped content key does not unwrap with this EC key") from None
+        cek = unwrap_key(wrap_name, kek, encrypted)
         return cek, f"ecdh-{hash_name}kdf-{wrap_name}"
 
     @staticmethod

@@ -10,8 +10,10 @@ What a SignerInfo may name (RFC 5652 §5.3) and what mailcrypt does with it:
 - ECDSA: ``ecdsa-with-SHA*`` (RFC 5753 §2.1.1, RFC 5758 §3.2), and
   ``id-ecPublicKey`` as some old signers wrote it; written as ``ecdsa-with-SHA*``.
 
-Hashes are checked against ``Policy.signature_hashes``, RSA key sizes and
-curves against the rest of the Policy. DSA, EdDSA and anything else raise
+Hashes are checked against ``Policy.signature_hashes``; with ``weak_ok``
+those of ``Policy.weak_signature_hashes`` (SHA-1, MD5) are verified too, for
+callers that then treat the signature as no proof. RSA key sizes and curves
+are checked against the rest of the Policy. DSA, EdDSA and anything else raise
 ``UnsupportedAlgorithm``. This module sees bytes to sign or verify and a
 key; it knows nothing of attributes or content.
 """
@@ -25,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS
+from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, WEAK_HASH_OIDS
 from mailcrypt.envelope.keys import HASHES
 from mailcrypt.errors import BadSignature, CMSParseError, PolicyViolation, UnsupportedAlgorithm
 from mailcrypt.policy import Policy
@@ -46,6 +48,7 @@ OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
 OID_MGF1 = "1.2.840.113549.1.1.8"
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _RSA_WITH = {
+    "1.2.840.113549.1.1.4": "md5",
     "1.2.840.113549.1.1.5": "sha1",
     "1.2.840.113549.1.1.14": "sha224",
     "1.2.840.113549.1.1.11": "sha256",
@@ -76,18 +79,30 @@ _CURVE_ORDERS = {
 _ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
 
 
+# MD5 only ever verifies old signatures, so it is not among the hashes of keys.HASHES.
+_SIGNATURE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {**HASHES, "md5": hashes.MD5}
+_DIGEST_BY_OID = {**HASH_BY_OID, **{oid: name for name, oid in WEAK_HASH_OIDS.items()}}
+
+
 def _hash(name: str) -> hashes.HashAlgorithm:
-    return HASHES[name]()
+    return _SIGNATURE_HASHES[name]()
 
 
-def digest_name(oid: str, policy: Policy) -> str:
-    """The hash named by a digest algorithm OID, if the policy allows it for signatures."""
-    name = HASH_BY_OID.get(oid)
+def _allowed(name: str, oid: str, policy: Policy, weak_ok: bool) -> str:
+    if name in policy.signature_hashes or (weak_ok and name in policy.weak_signature_hashes):
+        return name
+    raise PolicyViolation(f"{name.upper()} signatures are not allowed by the policy", oid=oid)
+
+
+def digest_name(oid: str, policy: Policy, *, weak_ok: bool = False) -> str:
+    """The hash named by a digest algorithm OID, if the policy allows it for signatures.
+
+    ``weak_ok`` admits the hashes of ``Policy.weak_signature_hashes`` too.
+    """
+    name = _DIGEST_BY_OID.get(oid)
     if name is None:
         raise UnsupportedAlgorithm(f"unsupported digest algorithm {oid}", oid=oid)
-    if name not in policy.signature_hashes:
-        raise PolicyViolation(f"{name.upper()} signatures are not allowed by the policy", oid=oid)
-    return name
+    return _allowed(name, oid, policy, weak_ok)
 
 
 def digest_algorithm(name: str) -> algos.DigestAlgorithm:
@@ -131,7 +146,7 @@ def _check_hash(named: str, digest: str, what: str) -> None:
         raise BadSignature(f"the {what} names {named.upper()} but the digest algorithm is {digest.upper()}")
 
 
-def _pss_scheme(parameters: core.Asn1Value, digest: str, policy: Policy) -> padding.PSS:
+def _pss_scheme(parameters: core.Asn1Value, digest: str, policy: Policy, weak_ok: bool) -> padding.PSS:
     try:
         params = algos.RSASSAPSSParams.load(parameters.dump()) if parameters.dump() else algos.RSASSAPSSParams({})
         hash_oid = params["hash_algorithm"]["algorithm"].dotted
@@ -147,8 +162,8 @@ def _pss_scheme(parameters: core.Asn1Value, digest: str, policy: Policy) -> padd
     if trailer not in ("trailer_field_bc", 1):
         raise UnsupportedAlgorithm("unsupported PSS trailer field")
     # RFC 4056 §3: the PSS hash is the SignerInfo's digest algorithm.
-    _check_hash(digest_name(hash_oid, policy), digest, "PSS hash")
-    mgf_hash = digest_name(mgf_hash_oid, policy)
+    _check_hash(digest_name(hash_oid, policy, weak_ok=weak_ok), digest, "PSS hash")
+    mgf_hash = digest_name(mgf_hash_oid, policy, weak_ok=weak_ok)
     if salt < 0:
         raise CMSParseError("negative PSS salt length")
     return padding.PSS(mgf=padding.MGF1(_hash(mgf_hash)), salt_length=salt)
@@ -163,8 +178,11 @@ def verify(
     data: bytes | None = None,
     prehashed: bytes | None = None,
     policy: Policy,
+    weak_ok: bool = False,
 ) -> str:
     """Check ``signature`` over ``data`` (or over a precomputed ``digest`` hash).
+
+    ``weak_ok`` admits the hashes of ``Policy.weak_signature_hashes`` (see ``digest_name``).
 
     Returns the name of the signature scheme (``rsa-pkcs1v15``, ``rsa-pss``,
     ``ecdsa``). Raises ``BadSignature`` when it does not verify or the key
@@ -185,13 +203,13 @@ def verify(
     assert message is not None
     if oid == OID_RSA_ENCRYPTION or oid in _RSA_WITH or oid == OID_RSASSA_PSS:
         if oid in _RSA_WITH:
-            _check_hash(digest_name(HASH_OIDS[_RSA_WITH[oid]], policy), digest, "signature algorithm")
+            _check_hash(_allowed(_RSA_WITH[oid], oid, policy, weak_ok), digest, "signature algorithm")
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise BadSignature("an RSA signature, but the signer's certificate holds no RSA key")
         if public_key.key_size < policy.min_rsa_bits:
             raise PolicyViolation(f"RSA signing key of {public_key.key_size} bits is below the policy minimum")
         if oid == OID_RSASSA_PSS:
-            scheme: padding.AsymmetricPadding = _pss_scheme(parameters, digest, policy)
+            scheme: padding.AsymmetricPadding = _pss_scheme(parameters, digest, policy, weak_ok)
             name = "rsa-pss"
         else:
             scheme, name = padding.PKCS1v15(), "rsa-pkcs1v15"
@@ -202,7 +220,7 @@ def verify(
         return name
     if oid in _ECDSA_WITH or oid == OID_EC_PUBLIC_KEY:
         if oid in _ECDSA_WITH:
-            _check_hash(digest_name(HASH_OIDS[_ECDSA_WITH[oid]], policy), digest, "signature algorithm")
+            _check_hash(_allowed(_ECDSA_WITH[oid], oid, policy, weak_ok), digest, "signature algorithm")
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise BadSignature("an ECDSA signature, but the signer's certificate holds no EC key")
         if public_key.curve.name not in policy.curves:

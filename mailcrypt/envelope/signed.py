@@ -21,7 +21,10 @@ as chunks.
 
 What it won't do: decide whether to trust the signer (``chain.py``), check
 freshness (``mailcrypt.state.replay``), look at MIME, or accept a signature whose
-hash the Policy does not list. Time comes in as an argument.
+hash the Policy does not list. A hash of ``Policy.weak_signature_hashes``
+(SHA-1, MD5) is verified only when the caller says ``accept_weak``, and the
+result then says so (``SignatureInfo.weak``): such a signature is read but
+is no proof. Time comes in as an argument.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from mailcrypt.policy import DEFAULT_POLICY, Policy
 __all__ = ["Signer", "SignatureInfo", "sign", "verify"]
 
 _CHUNK = 1 << 20
+_HASH_LABELS = {"sha1": "SHA-1", "md5": "MD5"}
 
 #: What ``sign`` takes as content or as one piece of it.
 Buffer = bytes | bytearray | memoryview
@@ -110,6 +114,18 @@ class SignatureInfo:
     content_type: str
     signature_digest: bytes
     signer_count: int = 1
+    #: The hashes of ``Policy.weak_signature_hashes`` some SignerInfo uses (``accept_weak``).
+    weak_hashes: tuple[str, ...] = ()
+
+    @property
+    def weak(self) -> bool:
+        """True when a signer used a hash that is read but not accepted as proof (SHA-1, MD5)."""
+        return bool(self.weak_hashes)
+
+    @property
+    def weak_description(self) -> str:
+        """``SHA-1`` or ``SHA-1 and MD5``: the weak hashes, for status lines (empty when none)."""
+        return " and ".join(_HASH_LABELS.get(h, h.upper()) for h in self.weak_hashes)
 
     @property
     def signer(self) -> str:
@@ -273,8 +289,9 @@ def _check_one(
     digests: dict[str, bytes],
     candidates: Sequence[x509.Certificate],
     policy: Policy,
+    weak_ok: bool,
 ) -> tuple[x509.Certificate, str, str, datetime | None, tuple[str, ...], bytes]:
-    digest = sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy)
+    digest = sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy, weak_ok=weak_ok)
     cert = _find_signer(info, candidates, parsed.unreadable_certificates)
     signature = bytes(info["signature"].native)
     signing_time = None
@@ -314,7 +331,13 @@ def _check_one(
     for signed_input in inputs:
         try:
             name = sigalg.verify(
-                public_key, info["signature_algorithm"], digest, signature, policy=policy, **signed_input
+                public_key,
+                info["signature_algorithm"],
+                digest,
+                signature,
+                policy=policy,
+                weak_ok=weak_ok,
+                **signed_input,
             )
             break
         except BadSignature as exc:
@@ -331,13 +354,16 @@ def verify(
     content: bytes | Iterable[bytes] | None = None,
     certificates: Sequence[x509.Certificate] = (),
     policy: Policy = DEFAULT_POLICY,
+    accept_weak: bool = False,
 ) -> SignatureInfo:
     """Verify a DER/BER ContentInfo holding SignedData.
 
     ``content`` is the signed content of a detached signature (bytes, or an
     iterable of chunks read once). When the SignedData encapsulates content
     too, the two must be identical. ``certificates`` are searched for the
-    signer after those in the message.
+    signer after those in the message. ``accept_weak`` verifies signatures
+    with a hash of ``Policy.weak_signature_hashes`` instead of refusing them,
+    and names those hashes in ``SignatureInfo.weak_hashes``.
 
     Raises ``BadSignature`` (digest, attribute or signature mismatch),
     ``UnknownSigner``, ``UnsupportedAlgorithm``/``PolicyViolation`` and
@@ -355,7 +381,8 @@ def verify(
         content = None
     try:
         names = {
-            sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy) for info, _ in parsed.signer_infos
+            sigalg.digest_name(info["digest_algorithm"]["algorithm"].dotted, policy, weak_ok=accept_weak)
+            for info, _ in parsed.signer_infos
         }
     except ASN1_ERRORS as exc:
         raise CMSParseError("malformed digest algorithm") from exc
@@ -364,7 +391,7 @@ def verify(
     results = []
     for info, raw_attrs in parsed.signer_infos:
         try:
-            results.append(_check_one(info, raw_attrs, parsed, digests, candidates, policy))
+            results.append(_check_one(info, raw_attrs, parsed, digests, candidates, policy, accept_weak))
         except ASN1_ERRORS as exc:
             raise CMSParseError("malformed SignerInfo") from exc
     cert, digest, name, signing_time, capabilities, sig_digest = results[0]
@@ -379,4 +406,5 @@ def verify(
         content_type="data" if parsed.content_type == OID_DATA else parsed.content_type,
         signature_digest=sig_digest,
         signer_count=len(results),
+        weak_hashes=tuple(sorted({r[1] for r in results} - policy.signature_hashes)),
     )

@@ -339,26 +339,32 @@ class MessageProcessor:
                 fields.append(self._key_field(info.identity.certificate))
                 fields.append(_same_field("X-Mailcrypt-Cipher", f"{info.cipher}; {layer.form}; {info.key_management}"))
             elif layer.signature is not None and layer.chain is not None:
-                signed_inside_cbc = True
+                # A weak signature (SHA-1, MD5) proves nothing, so CBC content under it counts as unsigned.
+                signed_inside_cbc = not layer.weak
                 sig = layer.signature
                 ref = CertificateRef(sig.certificate)
+                weak = f" ({sig.weak_description}: not accepted as proof)" if sig.weak else ""
                 fields.append(
                     _field(
                         "X-Mailcrypt-Signer",
                         f"{ref.certificate.subject.rfc4514_string()} sha256:{ref.fingerprint}; "
-                        f"{sig.signature_algorithm} with {sig.digest_algorithm}; "
+                        f"{sig.signature_algorithm} with {sig.digest_algorithm}{weak}; "
                         f"certificate chain {layer.chain.status} ({layer.chain.reason})",
                     )
                 )
                 if sig.signing_time is not None:
                     fields.append(_field("X-Mailcrypt-Signing-Time", _date(sig.signing_time)))
         encrypted = unwrapped.encrypted
-        verified = bool(unwrapped.signatures)
+        proofs = unwrapped.proofs
+        verified = bool(proofs)
         status.append("decrypted" if encrypted else "not encrypted")
         if verified:
-            trusted = all(layer.chain is not None and layer.chain.trusted for layer in unwrapped.signatures)
+            trusted = all(layer.chain is not None and layer.chain.trusted for layer in proofs)
             status.append("signature verified" + ("" if trusted else ", signer not trusted"))
-        else:
+        for layer in unwrapped.weak_signatures:
+            assert layer.signature is not None
+            status.append(f"signature uses {layer.signature.weak_description}, not accepted as proof")
+        if not unwrapped.signatures:
             status.append("not signed")
         message = unwrapped.message
         stripped = False
@@ -371,16 +377,19 @@ class MessageProcessor:
             # client can check the signature too.
             message = raw
         fields.insert(0, _same_field(STATUS_FIELD, "; ".join(status)))
+        # None only for signed-only mail whose signatures are all weak: it counts as unsigned.
         key = unwrapped.replay_key
-        assert key is not None  # Every layer has a digest.
-        digest, signing_time, kind = key
-        also = tuple(layer.digest for layer in unwrapped.layers if layer.digest != digest)
+        record = None
+        if key is not None:
+            digest, signing_time, kind = key
+            also = tuple(layer.digest for layer in unwrapped.layers if layer.digest != digest)
+            record = ReplayRecord(digest, signing_time, kind, also, now)
         return Prepared(
             data=self._delivered(message, fields, source),
-            reason="decrypted" if encrypted else "verified",
+            reason="decrypted" if encrypted else "verified" if verified else "signed",
             note="; ".join(layer.describe() for layer in unwrapped.layers),
             decrypted=encrypted,
             verified=verified,
             stripped=stripped,
-            record=ReplayRecord(digest, signing_time, kind, also, now),
+            record=record,
         )

@@ -95,6 +95,10 @@ def harvest(
         certificate = signature.certificate
         fp = fingerprint(certificate)
         label = f"sha256:{fp[:16]}"
+        if signature.weak:
+            # A SHA-1 or MD5 signature proves nothing about who sent the certificate.
+            notes.append(f"not harvested: the signature uses {signature.weak_description}, not accepted as proof")
+            continue
         if sender is None or not names_address(certificate, sender):
             notes.append(f"not harvested: the signer's certificate {label} does not name the sender {sender}")
             continue

@@ -373,19 +373,20 @@ def open_signed(
     *,
     policy: Policy = DEFAULT_POLICY,
     certificates: Sequence[x509.Certificate] = (),
+    accept_weak: bool = False,
 ) -> tuple[bytes, SignatureInfo] | None:
     """Verify the signature at the top of ``message``; return (inner message, signature).
 
     None when the message is not S/MIME signed at its top. The inner
     message is the signed entity under the outer header fields (protected
     headers in it win, as ``mime_headers.restore`` decides). Raises what
-    ``envelope.signed.verify`` raises.
+    ``envelope.signed.verify`` raises; ``accept_weak`` is passed to it.
     """
     fields, _header, body = split_message(canonical(message))
     found = parse_signed(fields, body)
     if found is None:
         return None
-    info = verify(found.der, content=found.content, certificates=certificates, policy=policy)
+    info = verify(found.der, content=found.content, certificates=certificates, policy=policy, accept_weak=accept_weak)
     entity = found.content if found.content is not None else info.content
     assert entity is not None
     inner_fields_block, sep, inner_body = mh.read_header_block(iter((entity,)), errors.CMSParseError)

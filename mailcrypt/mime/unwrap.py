@@ -16,6 +16,11 @@ layer's replay key. ``Unwrapped.replay_key`` picks the key the replay guard
 should check (DESIGN.md §2): the innermost signature's digest, else the
 innermost envelope's digest.
 
+A signature with a hash of ``Policy.weak_signature_hashes`` (SHA-1, MD5, in
+much mail before 2020) is verified and reported (``Layer.weak``) but is no
+proof: it never withholds the content, and for the replay guard the message
+counts as unsigned (DESIGN.md §2).
+
 What it won't do: decide freshness (``mailcrypt.state.replay``), store
 certificates, or refuse an untrusted signer unless ``require_trusted`` is
 set. Only the top-level entity is peeled: an S/MIME part inside a
@@ -71,6 +76,11 @@ class Layer:
     signature: SignatureInfo | None = None
     chain: ChainResult | None = None
 
+    @property
+    def weak(self) -> bool:
+        """True for a signature whose hash is read but not accepted as proof (SHA-1, MD5)."""
+        return self.signature is not None and self.signature.weak
+
     def describe(self) -> str:
         """One line for the user and the log; names no content."""
         if self.envelope is not None:
@@ -79,9 +89,10 @@ class Layer:
         assert self.signature is not None and self.chain is not None
         sig = self.signature
         when = f"{sig.signing_time:%Y-%m-%d %H:%M:%S} UTC" if sig.signing_time else "no signing time"
+        weak = f"; the signature uses {sig.weak_description} and is not accepted as proof" if sig.weak else ""
         return (
             f"signed ({self.form}) by {sig.signer}, {when}, {sig.signature_algorithm} with {sig.digest_algorithm};"
-            f" certificate chain: {self.chain.status.replace('-', ' ')} ({self.chain.reason})"
+            f" certificate chain: {self.chain.status.replace('-', ' ')} ({self.chain.reason}){weak}"
         )
 
 
@@ -104,6 +115,16 @@ class Unwrapped:
         return tuple(layer for layer in self.layers if layer.kind == "signed")
 
     @property
+    def proofs(self) -> tuple[Layer, ...]:
+        """The signatures accepted as proof: those whose hashes are not weak."""
+        return tuple(layer for layer in self.signatures if not layer.weak)
+
+    @property
+    def weak_signatures(self) -> tuple[Layer, ...]:
+        """The signatures read but not accepted as proof (SHA-1, MD5)."""
+        return tuple(layer for layer in self.signatures if layer.weak)
+
+    @property
     def content_signatures(self) -> tuple[Layer, ...]:
         """The signatures that cover the final message: those inside the innermost envelope.
 
@@ -119,10 +140,12 @@ class Unwrapped:
 
         The innermost signature is the author's and survives re-wrapping in
         a new envelope, so it is preferred; unsigned mail has only its
-        envelope digest (kind ``envelope``, no signing time).
+        envelope digest (kind ``envelope``, no signing time). A weak
+        signature is no proof of its signing time, so it is passed over:
+        the message counts as unsigned (DESIGN.md §2).
         """
         for layer in reversed(self.layers):
-            if layer.kind == "signed" and layer.signature is not None:
+            if layer.kind == "signed" and layer.signature is not None and not layer.weak:
                 return layer.digest, layer.signature.signing_time, "signature"
         for layer in reversed(self.layers):
             if layer.kind == "enveloped":
@@ -217,7 +240,8 @@ def unwrap_message(
                 digest = envelope_digest(der)
             layers.append(Layer("enveloped", info.content_type, digest, envelope=info))
             continue
-        opened = open_signed(current, policy=policy, certificates=certificates)
+        # Weak signatures are verified and marked, never a reason to withhold the content.
+        opened = open_signed(current, policy=policy, certificates=certificates, accept_weak=True)
         assert opened is not None
         current, signature = opened
         chain = validate_chain(
@@ -227,11 +251,12 @@ def unwrap_message(
             now=now,
             policy=policy,
         )
-        if require_trusted and not chain.trusted:
+        if require_trusted and (signature.weak or not chain.trusted):
+            reason = f"the signature uses {signature.weak_description}" if signature.weak else chain.reason
             raise errors.UntrustedSigner(
-                f"the signer {signature.signer} is not trusted: {chain.reason}",
+                f"the signer {signature.signer} is not trusted: {reason}",
                 status=chain.status,
-                reason=chain.reason,
+                reason=reason,
             )
         form = "opaque" if signature.content is not None else "detached"
         layers.append(Layer("signed", form, signature.signature_digest, signature=signature, chain=chain))

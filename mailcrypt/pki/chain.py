@@ -71,7 +71,7 @@ CHECKS = (
 )
 NOT_CHECKED = ("revocation (CRL, OCSP)",)
 
-_HASH_NAMES = {"sha1": "sha1", "sha224": "sha224", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
+_HASH_NAMES = {h: h for h in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")}
 _KNOWN = {
     ExtensionOID.BASIC_CONSTRAINTS,
     ExtensionOID.KEY_USAGE,
@@ -149,7 +149,11 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate, policy: P
         params = cert.signature_algorithm_parameters
     except exceptions.UnsupportedAlgorithm:
         raise _Fail("unsupported", f"the signature algorithm of {_subject(cert)} is not supported") from None
-    if algorithm is not None and _HASH_NAMES.get(algorithm.name) not in policy.signature_hashes:
+    name = _HASH_NAMES.get(algorithm.name) if algorithm is not None else None
+    if algorithm is not None and name in policy.weak_signature_hashes and name not in policy.signature_hashes:
+        # A chain signed with SHA-1 or MD5 is no proof, but the message is still read (DESIGN.md §2).
+        raise _Fail("invalid", f"{_subject(cert)} is signed with {algorithm.name.upper()}, not accepted as proof")
+    if algorithm is not None and name not in policy.signature_hashes:
         raise _Fail("invalid", f"{_subject(cert)} is signed with {algorithm.name.upper()}, not allowed by the policy")
     try:
         if isinstance(key, rsa.RSAPublicKey) and isinstance(params, (padding.PKCS1v15, padding.PSS)):

@@ -21,7 +21,10 @@ made once with ``--new-keys``. Regenerating the vectors alone keeps the keys.
 What it will not do: touch anything outside ``tests/vectors/``, or make
 vectors with mailcrypt itself (vectors must come from other implementations).
 
-Usage: python tests/vectors_gen/make_vectors.py [--new-keys]
+Usage: python tests/vectors_gen/make_vectors.py [--new-keys] [--only NAME ...]
+
+``--only`` writes just the named vectors and leaves every other file as it
+is (a full run remakes them all, with new random keys and IVs).
 """
 
 from __future__ import annotations
@@ -67,12 +70,14 @@ OID_NAMES = {
     "2.16.840.1.101.3.4.1.22": "aes192-cbc",
     "2.16.840.1.101.3.4.1.42": "aes256-cbc",
     "1.2.840.113549.3.7": "des-ede3-cbc",
+    "1.3.14.3.2.7": "des-cbc",
     "2.16.840.1.101.3.4.1.6": "aes128-gcm",
     "2.16.840.1.101.3.4.1.26": "aes192-gcm",
     "2.16.840.1.101.3.4.1.46": "aes256-gcm",
     "2.16.840.1.101.3.4.1.5": "aes128-wrap",
     "2.16.840.1.101.3.4.1.25": "aes192-wrap",
     "2.16.840.1.101.3.4.1.45": "aes256-wrap",
+    "1.2.840.113549.1.9.16.3.6": "des-ede3-wrap",  # RFC 3217
     "1.3.14.3.2.26": "sha1",
     "2.16.840.1.101.3.4.2.4": "sha224",
     "2.16.840.1.101.3.4.2.1": "sha256",
@@ -85,6 +90,11 @@ OID_NAMES = {
     "1.3.132.1.11.2": "sha384",
     "1.3.132.1.11.3": "sha512",
 }
+
+
+RC2_CBC = "1.2.840.113549.3.2"
+# RC2 and single DES live in OpenSSL 3's legacy provider.
+LEGACY = ["-provider", "legacy", "-provider", "default"]
 
 
 def run(
@@ -205,7 +215,12 @@ def parse(der: bytes) -> tuple[str, str, list[cms.RecipientInfo]]:
     ctype = ci["content_type"].dotted
     content = ci["content"]
     eci = content["encrypted_content_info" if ctype == "1.2.840.113549.1.7.3" else "auth_encrypted_content_info"]
-    cipher = OID_NAMES.get(eci["content_encryption_algorithm"]["algorithm"].dotted, "")
+    algorithm = eci["content_encryption_algorithm"]
+    cipher = OID_NAMES.get(algorithm["algorithm"].dotted, "")
+    if algorithm["algorithm"].dotted == RC2_CBC:
+        # RFC 3370 §5.2: the effective key size is coded in the parameters' version (RFC 2268 §6).
+        bits = {160: 40, 120: 64, 58: 128}[algorithm["parameters"]["rc2_parameter_version"].native]
+        cipher = f"rc2-{bits}-cbc"
     kind = {"1.2.840.113549.1.7.3": "enveloped-data", "1.2.840.113549.1.9.16.1.23": "authEnveloped-data"}[ctype]
     return kind, cipher, list(content["recipient_infos"])
 
@@ -248,7 +263,7 @@ def locate(der: bytes, needle: bytes) -> int:
 
 def openssl_decrypt(der: bytes, identity: str) -> subprocess.CompletedProcess:
     return run(
-        ["openssl", "cms", "-decrypt", "-binary", "-inform", "DER",
+        ["openssl", "cms", "-decrypt", *LEGACY, "-binary", "-inform", "DER",
          "-inkey", f"keys/{identity}.key", "-recip", f"keys/{identity}.crt"],
         stdin=der,
         check=False,
@@ -481,6 +496,14 @@ def build_cases() -> None:
     # --- Content ciphers mailcrypt does not implement.
     # 3DES is read (never written) so that old mail stays readable.
     ossl("openssl-rsa2048-des3-cbc", ["-des3", "keys/rsa2048.crt"], identity=["rsa2048"])
+    # Archive ciphers, read and never written: RC2 at 40, 64 and 128 effective bits
+    # (RFC 3370 §5.2) and single DES, from OpenSSL's legacy provider.
+    for option, short in (("-rc2-40", "rc2-40"), ("-rc2-64", "rc2-64"), ("-rc2-128", "rc2-128"), ("-des", "des")):
+        ossl(f"openssl-rsa2048-{short}-cbc", [*LEGACY, option, "keys/rsa2048.crt"], identity=["rsa2048"])
+    # No cipher option to an EC certificate: 3DES content and the CMS 3DES key wrap (RFC 3217).
+    for curve in ("p256", "p384"):
+        ossl(f"openssl-{curve}-default-des3-wrap", [f"keys/{curve}.crt"], identity=[curve],
+             note="openssl cms -encrypt without a cipher option")
     v = ossl("unsupported-camellia256-cbc", ["-camellia-256-cbc", "keys/rsa2048.crt"], identity=["rsa2048"],
              expect="unsupported")
     v.oid, v.openssl_fails = "1.2.392.200011.61.1.1.1.4", False
@@ -581,6 +604,7 @@ def write(v: Vector, header: list[tuple[str, str]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-keys", action="store_true", help="replace the throwaway recipient keys too")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="write only these vectors, keep the others")
     args = parser.parse_args()
     if args.new_keys or not all((KEYS / f"{n}.key").exists() for n in KEY_SPECS):
         make_keys()
@@ -588,16 +612,21 @@ def main() -> int:
     # pyca's Text option prepends a text/plain header to the data (RFC 8551 §3.1 canonical MIME).
     (PLAIN / "pyca-text-mime-entity.eml").write_bytes(
         b"Content-Type: text/plain\r\n\r\n" + (PLAIN / "mime-entity.eml").read_bytes())
-    for old in VECTORS.glob("*.vec"):
-        old.unlink()
+    if not args.only:
+        for old in VECTORS.glob("*.vec"):
+            old.unlink()
     build_cases()
     names = [v.name for v in VECTORS_OUT]
     assert len(names) == len(set(names)), "duplicate vector names"
-    for v in VECTORS_OUT:
+    if args.only:
+        unknown = set(args.only) - set(names)
+        assert not unknown, f"no such vectors: {sorted(unknown)}"
+    chosen = [v for v in VECTORS_OUT if not args.only or v.name in args.only]
+    for v in chosen:
         header = check_and_header(v)
         write(v, header)
         print(f"{v.name:55s} {v.expect}")
-    print(f"{len(VECTORS_OUT)} vectors written to {VECTORS}")
+    print(f"{len(chosen)} vectors written to {VECTORS}")
     return 0
 
 
