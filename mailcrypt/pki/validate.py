@@ -10,7 +10,9 @@ The checks, each returning a problem in words or None:
   (RFC 8550 §4.4.4);
 - the address: the certificate must be for it, by the one rule of
   ``mailboxes.certificate_addresses`` (RFC 8550 §3);
-- with trust anchors: a chain to one of them.
+- with trust anchors: a chain to one of them, and, with a
+  ``RevocationChecker``, no certificate of it below the anchor revoked (nor,
+  under hard-fail, of unknown status).
 
 The chain check uses cryptography's ``x509.verification`` (a client verifier,
 which builds the path and checks signatures, validity and the CA profile of
@@ -42,6 +44,7 @@ from mailcrypt import errors
 from mailcrypt.envelope import algorithm_name
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
 from mailcrypt.pki.nameconstraints import email_violation
+from mailcrypt.pki.revocation import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY
 
 __all__ = [
@@ -217,8 +220,9 @@ _VALIDATOR = re.compile(r"Python extension validator failed: \w+: ")
 class ChainVerifier:
     """Checks that certificates chain to configured trust anchors (see the module docstring)."""
 
-    def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
+    def __init__(self, anchors: Sequence[x509.Certificate], *, revocation: RevocationChecker | None = None) -> None:
         self.anchors = tuple(anchors)
+        self.revocation = revocation
         self._pinned = {a.public_bytes(serialization.Encoding.DER) for a in self.anchors}
         self._store = verification.Store(list(self.anchors)) if self.anchors else None
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
@@ -256,6 +260,19 @@ class ChainVerifier:
         violation = email_violation(certificate, path[1:-1])
         if violation is not None:
             return f"does not chain to a trust anchor in keys.trust_anchors ({violation} (name constraints))"
+        return self._revocation_problem(path, now)
+
+    def _revocation_problem(self, path: Sequence[x509.Certificate], now: datetime.datetime) -> str | None:
+        """The checker's answer for each certificate below the anchor, as a problem (as in ``chain``)."""
+        if self.revocation is None:
+            return None
+        for depth, (certificate, issuer) in enumerate(zip(path[:-1], path[1:], strict=True)):
+            answer = self.revocation.status(certificate, issuer, now=now)
+            whose = "is" if depth == 0 else f"has a revoked issuer: {certificate.subject.rfc4514_string()} is"
+            if answer.state == "revoked":
+                return f"{whose} revoked ({answer.source}: {answer.reason})"
+            if answer.blocking:
+                return f"cannot be checked for revocation (revocation = hard-fail): {answer.reason}"
         return None
 
 
