@@ -36,6 +36,7 @@ from mailcrypt.mime import content_type, decrypt_stream, sender_address, split_f
 # none of them, and their import time counts in every such run.
 if TYPE_CHECKING:
     from mailcrypt.mime import Unwrapped
+    from mailcrypt.pki import RevocationChecker
     from mailcrypt.state import Store
 
 __all__ = ["decrypt", "verify"]
@@ -65,6 +66,11 @@ def _anchors(home: Home | None) -> Sequence[x509.Certificate]:
     return () if home is None else home.keys.trust_anchors
 
 
+def _revocation(home: Home | None) -> RevocationChecker | None:
+    # Built with the key directory from [keys] revocation; None when off or without anchors.
+    return None if home is None else home.keys.revocation
+
+
 def _is_smime(infile: IO[bytes]) -> bool:
     """Whether the message in ``infile`` (rewound afterwards) has an S/MIME layer at its top."""
     ctype, params = content_type(split_fields(read_headers(infile)))
@@ -74,11 +80,15 @@ def _is_smime(infile: IO[bytes]) -> bool:
 
 
 def _unwrap(
-    message: bytes, identities: Sequence[Identity], anchors: Sequence[x509.Certificate], now: datetime
+    message: bytes,
+    identities: Sequence[Identity],
+    anchors: Sequence[x509.Certificate],
+    now: datetime,
+    revocation: RevocationChecker | None,
 ) -> Unwrapped:
     from mailcrypt.mime import unwrap_message
 
-    return unwrap_message(message, identities, now=now, trust_anchors=anchors)
+    return unwrap_message(message, identities, now=now, trust_anchors=anchors, revocation=revocation)
 
 
 def _read(
@@ -90,6 +100,7 @@ def _read(
     now: datetime,
     *,
     replay_key: bool,
+    revocation: RevocationChecker | None = None,
 ) -> Unwrapped:
     """Remove every layer of the message in ``infile``; the final message ends up in ``out.file``.
 
@@ -112,7 +123,7 @@ def _read(
         infile.seek(0)
         if not _is_smime(infile):
             raise
-        unwrapped = _unwrap(infile.read(), identities, anchors, now)
+        unwrapped = _unwrap(infile.read(), identities, anchors, now, revocation)
         out.file.seek(0)
         out.file.truncate()
         out.file.write(unwrapped.message)
@@ -124,7 +135,7 @@ def _read(
     if not _is_smime(out.file):
         out.file.seek(0, 2)
         return Unwrapped(b"", (outer,))
-    inner = _unwrap(out.file.read(), identities, anchors, now)
+    inner = _unwrap(out.file.read(), identities, anchors, now, revocation)
     out.file.seek(0)
     out.file.truncate()
     out.file.write(inner.message)
@@ -166,7 +177,9 @@ def decrypt(args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
     with open_input(args.input) as infile, Output(args.output) as out:
         checked = home is not None and not args.no_replay_check
-        unwrapped = _read(args, infile, out, identities, _anchors(home), now, replay_key=checked)
+        unwrapped = _read(
+            args, infile, out, identities, _anchors(home), now, replay_key=checked, revocation=_revocation(home)
+        )
         for layer in unwrapped.layers:
             info = layer.envelope
             if info is not None:
@@ -209,8 +222,18 @@ def verify(args: argparse.Namespace) -> None:
     from mailcrypt.mime import unwrap_message
 
     with open_input(args.input) as infile:
-        unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)
+        unwrapped = unwrap_message(
+            infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse, revocation=_revocation(home)
+        )
     if not unwrapped.signatures:
         raise errors.NotSignedError("not an S/MIME signed message")
     for layer in unwrapped.signatures:
         print(layer.describe())
+    for layer in unwrapped.signatures:
+        # DESIGN.md §6: a revoked signer's signature is no proof (exit 5).
+        if layer.chain is not None and layer.chain.revoked and layer.signature is not None:
+            raise errors.UntrustedSigner(
+                f"the signer {layer.signature.signer} is revoked: {layer.chain.reason}",
+                status=layer.chain.status,
+                reason=layer.chain.reason,
+            )
