@@ -58,6 +58,7 @@ REVOCATION_MODES = ("soft-fail", "hard-fail", "off")
 
 _MAX_OCSP_BYTES = 1 << 20
 _MAX_CRL_BYTES = 32 << 20
+_MAX_KEYS = 4096
 
 
 class _HTTPRedirectsOnly(urllib.request.HTTPRedirectHandler):
@@ -147,6 +148,7 @@ class OnlineRevocationChecker:
         self._lock = threading.Lock()
         # Per certificate: (status, current until (None: final), monotonic deadline for unavailable).
         self._verdicts: dict[str, tuple[RevocationStatus, datetime | None, float | None]] = {}
+        self._keys: dict[tuple[x509.Certificate, x509.Certificate], str] = {}
         # Per (URL, issuer): a CRL that passed load_crl.
         self._crls: dict[tuple[str, bytes], x509.CertificateRevocationList] = {}
 
@@ -158,7 +160,15 @@ class OnlineRevocationChecker:
             raise TypeError("certificate and issuer must be cryptography x509.Certificate objects")
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        key = _key(certificate, issuer)
+        with self._lock:
+            key = self._keys.get((certificate, issuer))
+        if key is None:
+            key = _key(certificate, issuer)
+            with self._lock:
+                # The keys of the certificates in use; a long-running proxy meets few.
+                if len(self._keys) >= _MAX_KEYS:
+                    self._keys.clear()
+                self._keys[(certificate, issuer)] = key
         with self._lock:
             kept = self._verdicts.get(key)
         if kept is not None:
