@@ -32,6 +32,7 @@ __all__ = [
     "UnsupportedAlgorithm",
     "PolicyViolation",
     "InvalidRecipient",
+    "RevocationUnavailable",
     "SignatureError",
     "BadSignature",
     "UnknownSigner",
@@ -158,6 +159,19 @@ class InvalidRecipient(MailcryptError):
     def __init__(self, message: str, *, subject: str = "") -> None:
         super().__init__(message)
         self.subject = subject
+
+
+class RevocationUnavailable(MailcryptError):
+    """A CRL or OCSP answer could not be had or cannot be trusted.
+
+    Raised inside ``mailcrypt.pki``'s revocation checker for one source
+    (``source``: the URL) and turned there into an ``unavailable`` status;
+    it does not reach the command line.
+    """
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class SignatureError(MailcryptError):

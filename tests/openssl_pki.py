@@ -138,6 +138,8 @@ class PKI:
         is_ca: bool = False,
         name_constraints: str | None = None,
         other_names: tuple[str, ...] = (),
+        ocsp_url: str | None = None,
+        crl_url: str | None = None,
     ) -> Made:
         """A certificate signed by ``ca`` with openssl ca.
 
@@ -147,7 +149,9 @@ class PKI:
         ``name_constraints`` is an openssl nameConstraints value for a CA,
         such as ``permitted;email:example.org`` (written critical).
         ``other_names`` are more subjectAltName entries in openssl's syntax
-        (``DNS:host.example.org``), after the ``emails``.
+        (``DNS:host.example.org``), after the ``emails``. ``ocsp_url`` and
+        ``crl_url`` add an authorityInfoAccess OCSP location and a
+        cRLDistributionPoints URI.
         """
         key_path, csr, cert_path = self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.crt"
         subject = f"/O=mailcrypt test/CN={name}" + (f"/emailAddress={subject_email}" if subject_email else "")
@@ -169,6 +173,10 @@ class PKI:
             lines.append("subjectAltName=" + ",".join([*(f"email:{e}" for e in emails), *other_names]))
         lines.append("subjectKeyIdentifier=hash")
         lines.append("authorityKeyIdentifier=keyid")
+        if ocsp_url:
+            lines.append(f"authorityInfoAccess=OCSP;URI:{ocsp_url}")
+        if crl_url:
+            lines.append(f"crlDistributionPoints=URI:{crl_url}")
         ca_dir = self.dir / f"{ca.name}.ca"
         args = [
             "ca",
@@ -199,6 +207,32 @@ class PKI:
         if is_ca:
             self._ca_dir(name)
         return Made(name, key_path, cert_path)
+
+    def _ca_args(self, ca: Made) -> list[str | Path]:
+        return ["-config", self.dir / f"{ca.name}.ca" / "openssl.cnf", "-cert", ca.cert, "-keyfile", ca.key]
+
+    def index(self, ca: Made) -> Path:
+        """The ``openssl ca`` database of ``ca`` (what ``openssl ocsp -index`` reads)."""
+        return self.dir / f"{ca.name}.ca" / "index.txt"
+
+    def revoke(self, made: Made, *, ca: Made, reason: str = "keyCompromise") -> None:
+        """``openssl ca -revoke``: mark ``made`` revoked in its CA's database."""
+        openssl("ca", "-batch", *self._ca_args(ca), "-revoke", made.cert, "-crl_reason", reason)
+
+    def crl(self, ca: Made, out: Path, *, last_update: str | None = None, next_update: str | None = None) -> Path:
+        """``openssl ca -gencrl`` of ``ca``'s database, written as DER to ``out``.
+
+        ``last_update``/``next_update`` are openssl dates; without them the
+        CRL is issued now and is current for a day.
+        """
+        pem = out.with_suffix(".pem")
+        args: list[str | Path] = ["ca", "-batch", *self._ca_args(ca), "-gencrl", "-out", pem]
+        if last_update:
+            args += ["-crl_lastupdate", last_update]
+        args += ["-crl_nextupdate", next_update] if next_update else ["-crldays", "1"]
+        openssl(*args)
+        openssl("crl", "-in", pem, "-outform", "DER", "-out", out)
+        return out
 
     def pkcs12(self, made: Made, password: str, *, legacy: bool = False, chain: Made | None = None) -> Path:
         """``openssl pkcs12 -export`` of a key and certificate (modern default, or -legacy)."""

@@ -207,7 +207,7 @@ CASES = [
     (
         '[keys]\ndirectoy = "x"\n',
         "keys.directoy: unknown setting (did you mean keys.directory?); expected one of directory, harvest, "
-        "passphrase_file, trust_anchors in [keys]",
+        "passphrase_file, revocation, revocation_timeout, trust_anchors in [keys]",
     ),
     (
         "[colour]\nx = 1\n",

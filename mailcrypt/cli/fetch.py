@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> None:
             max_age=datetime.timedelta(days=settings.replay.max_age_days),
             future_skew=datetime.timedelta(seconds=settings.replay.future_skew_seconds),
         )
-        processor = MessageProcessor(identities, guard=guard, trust_anchors=home.keys.trust_anchors)
+        processor = MessageProcessor(
+            identities, guard=guard, trust_anchors=home.keys.trust_anchors, revocation=home.keys.revocation
+        )
         fetcher = Fetcher(
             settings,
             plans,

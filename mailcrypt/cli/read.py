@@ -45,6 +45,7 @@ from mailcrypt.mime import Verification, decrypt_file, sender_address
 # and their import time counts in every such run.
 if TYPE_CHECKING:
     from mailcrypt.mime import Unwrapped
+    from mailcrypt.pki import RevocationChecker
     from mailcrypt.state import Store
 
 __all__ = ["decrypt", "verify"]
@@ -69,6 +70,11 @@ def _file_identities(args: argparse.Namespace) -> list[Identity]:
 def _anchors(home: Home | None) -> Sequence[x509.Certificate]:
     # The key directory loaded them when the home was opened.
     return () if home is None else home.keys.trust_anchors
+
+
+def _revocation(home: Home | None) -> RevocationChecker | None:
+    # Built with the key directory from [keys] revocation; None when off or without anchors.
+    return None if home is None else home.keys.revocation
 
 
 def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrapped, now: datetime) -> Store | None:
@@ -115,7 +121,7 @@ def decrypt(args: argparse.Namespace) -> None:
             infile,
             identities,
             destination=destination,
-            verify=Verification(now=now, trust_anchors=_anchors(home)),
+            verify=Verification(now=now, trust_anchors=_anchors(home), revocation=_revocation(home)),
             replay_digest=checked,
         ) as plaintext,
     ):
@@ -164,7 +170,9 @@ def verify(args: argparse.Namespace) -> None:
     from mailcrypt.mime import unwrap_message
 
     with open_input(args.input) as infile:
-        unwrapped = unwrap_message(infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse)
+        unwrapped = unwrap_message(
+            infile.read(), now=datetime.now(UTC), trust_anchors=anchors, decrypt=refuse, revocation=_revocation(home)
+        )
     if not unwrapped.signatures:
         raise errors.NotSignedError("not an S/MIME signed message")
     weak = unwrapped.weak_signatures
@@ -182,8 +190,10 @@ def verify(args: argparse.Namespace) -> None:
         for layer in unwrapped.signatures:
             assert layer.chain is not None and layer.signature is not None
             if not layer.chain.trusted:
+                # DESIGN.md §6: an invalid, revoked or unknown-issuer chain is no proof (exit 5).
+                what = "is revoked" if layer.chain.revoked else "is not trusted"
                 raise errors.UntrustedSigner(
-                    f"the signer {layer.signature.signer} is not trusted: certificate chain"
+                    f"the signer {layer.signature.signer} {what}: certificate chain"
                     f" {layer.chain.status} ({layer.chain.reason})",
                     status=layer.chain.status,
                     reason=layer.chain.reason,

@@ -70,6 +70,11 @@ class KeySettings:
     harvest: bool = True
     #: A 0600 file holding the passphrase of the private keys (added to DESIGN §5).
     passphrase_file: Path | None = None
+    #: Revocation checking of certificates that chain to the anchors (DESIGN §3a, §5):
+    #: "soft-fail" (an unreachable source is reported, not blocking), "hard-fail" or "off".
+    revocation: str = "soft-fail"
+    #: Seconds one OCSP responder or CRL server may take, connection and answer together.
+    revocation_timeout: float = 3.0
 
 
 @dataclass(frozen=True)

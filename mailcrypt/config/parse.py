@@ -20,6 +20,7 @@ from mailcrypt.addresses import domain_key
 from mailcrypt.config import model
 from mailcrypt.config.secrets import check_private
 from mailcrypt.config.table import Table, fail
+from mailcrypt.pki import REVOCATION_MODES
 from mailcrypt.policy import RECIPIENT_POLICIES, PolicyTable, RecipientPolicy
 
 __all__ = ["parse_settings", "parse_host_port", "is_loopback"]
@@ -63,9 +64,11 @@ def _keys(t: Table, home: Path) -> model.KeySettings:
     passphrase_file = t.path("passphrase_file", None)
     if passphrase_file is not None:
         check_private(passphrase_file, what=f"{t.describe('passphrase_file')}: passphrase file")
+    revocation = t.choice("revocation", "soft-fail", REVOCATION_MODES)
+    timeout = t.integer("revocation_timeout", 3, low=1, high=60)
     t.finish()
     assert directory is not None
-    return model.KeySettings(directory, anchors, harvest, passphrase_file)
+    return model.KeySettings(directory, anchors, harvest, passphrase_file, revocation, float(timeout))
 
 
 def _recipient_policy(t: Table, *, gateway_allowed: bool) -> RecipientPolicy:

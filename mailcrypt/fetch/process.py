@@ -49,6 +49,7 @@ from mailcrypt import errors
 from mailcrypt.envelope import CertificateRef, Identity
 from mailcrypt.fetch.efail import strip_remote_content
 from mailcrypt.mime import Field, Unwrapped, content_type, read_header_block, split_fields, unwrap_message
+from mailcrypt.pki import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 from mailcrypt.state import ReplayGuard
 
@@ -222,6 +223,7 @@ class MessageProcessor:
         trust_anchors: Sequence[x509.Certificate] = (),
         certificates: Sequence[x509.Certificate] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        revocation: RevocationChecker | None = None,
     ) -> None:
         self.identities = list(identities)
         self.guard = guard
@@ -229,6 +231,7 @@ class MessageProcessor:
         self.trust_anchors = list(trust_anchors)
         self.certificates = list(certificates)
         self.clock = clock
+        self.revocation = revocation
         self._key_fields: dict[x509.Certificate, bytes] = {}
 
     def process(self, raw: bytes, *, source: str, pending: set[str] | frozenset[str] = frozenset()) -> Outcome:
@@ -248,6 +251,7 @@ class MessageProcessor:
                 policy=self.policy,
                 trust_anchors=self.trust_anchors,
                 certificates=self.certificates,
+                revocation=self.revocation,
             )
         except errors.MailcryptError as exc:
             return Prepared(failure=_classify(exc), detail=str(exc))
@@ -360,7 +364,11 @@ class MessageProcessor:
         status.append("decrypted" if encrypted else "not encrypted")
         if verified:
             trusted = all(layer.chain is not None and layer.chain.trusted for layer in proofs)
-            status.append("signature verified" + ("" if trusted else ", signer not trusted"))
+            revoked = any(layer.chain is not None and layer.chain.revoked for layer in proofs)
+            status.append(
+                "signature verified"
+                + ("" if trusted else ", signer certificate revoked" if revoked else ", signer not trusted")
+            )
         for layer in unwrapped.weak_signatures:
             assert layer.signature is not None
             status.append(f"signature uses {layer.signature.weak_description}, not accepted as proof")

@@ -16,7 +16,8 @@ A certificate is filed under every e-mail address it is for
 ``mailcrypt.addresses`` (local part exactly, domain in IDNA 2008 A-label
 form, lower case). Certificates
 are checked on import and again at use (``validate``): dates, key, usage,
-address and, when trust anchors are configured, the chain.
+address and, when trust anchors are configured, the chain and (``[keys]
+revocation``) whether a certificate of it is revoked.
 
 It does not read the configuration file (``from_settings`` takes the loaded
 settings), prompt for anything itself (a ``PassphraseSource`` does), or
@@ -45,7 +46,16 @@ from mailcrypt.keydir.importing import ImportResult, file_certificates
 from mailcrypt.keydir.index import CertificateEntry, Index
 from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.keydir.storage import Layout, fingerprint_prefix, read_certificate
-from mailcrypt.pki import ChainVerifier, date_problem, fingerprint, key_type, recipient_problem, usage_problem
+from mailcrypt.pki import (
+    ChainVerifier,
+    OnlineRevocationChecker,
+    RevocationChecker,
+    date_problem,
+    fingerprint,
+    key_type,
+    recipient_problem,
+    usage_problem,
+)
 from mailcrypt.policy import MODERN, PolicyTable, Profile
 
 if TYPE_CHECKING:
@@ -83,9 +93,10 @@ class KeyDirectory:
         *,
         trust_anchors: Sequence[x509.Certificate] = (),
         policy: PolicyTable | None = None,
+        revocation: RevocationChecker | None = None,
     ) -> None:
         self.layout = Layout(Path(os.path.abspath(path)))
-        self.chain = ChainVerifier(trust_anchors)
+        self.chain = ChainVerifier(trust_anchors, revocation=revocation if trust_anchors else None)
         self.policy = policy if policy is not None else PolicyTable()
         self._index = Index(self.layout)
         self._gateways: dict[Path, x509.Certificate] = {}
@@ -99,11 +110,22 @@ class KeyDirectory:
         everyone else asks ``trust_anchors``.
         """
         anchors = [c for p in settings.keys.trust_anchors for c in keyfiles.load_certificates(p)]
-        return cls(settings.keys.directory, trust_anchors=anchors, policy=settings.policy)
+        revocation = None
+        # Revocation is asked about paths to an anchor: without anchors there are none.
+        if anchors and settings.keys.revocation != "off":
+            revocation = OnlineRevocationChecker(
+                settings.home / "revocation", mode=settings.keys.revocation, timeout=settings.keys.revocation_timeout
+            )
+        return cls(settings.keys.directory, trust_anchors=anchors, policy=settings.policy, revocation=revocation)
 
     @property
     def path(self) -> Path:
         return self.layout.root
+
+    @property
+    def revocation(self) -> RevocationChecker | None:
+        """The revocation checker for chains to the trust anchors; None when off or without anchors."""
+        return self.chain.revocation
 
     @property
     def trust_anchors(self) -> tuple[x509.Certificate, ...]:

@@ -62,6 +62,7 @@ from mailcrypt.mime.enveloped import (
 )
 from mailcrypt.mime.signed import PKCS7_MIME, PKCS7_SIGNATURE
 from mailcrypt.mime.unwrap import MAX_LAYERS, Layer, Unwrapped, unwrap_message
+from mailcrypt.pki import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["Plaintext", "Verification", "decrypt_file"]
@@ -71,15 +72,16 @@ __all__ = ["Plaintext", "Verification", "decrypt_file"]
 class Verification:
     """What ``decrypt_file`` verifies signatures with (the arguments of ``unwrap_message``).
 
-    ``now`` is when signers' chains are checked; ``trust_anchors`` and
-    ``certificates`` are as for ``unwrap_message``; with ``require_trusted``
-    a signer whose chain is not valid fails the decryption.
+    ``now`` is when signers' chains are checked; ``trust_anchors``,
+    ``certificates`` and ``revocation`` are as for ``unwrap_message``; with
+    ``require_trusted`` a signer whose chain is not valid fails the decryption.
     """
 
     now: datetime
     trust_anchors: Sequence[x509.Certificate] = ()
     certificates: Sequence[x509.Certificate] = ()
     require_trusted: bool = False
+    revocation: RevocationChecker | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.now, datetime) or self.now.tzinfo is None:
@@ -269,6 +271,7 @@ def _unwrap(
         certificates=verify.certificates,
         require_trusted=verify.require_trusted,
         max_layers=max_layers,
+        revocation=verify.revocation,
     )
 
 

@@ -48,7 +48,7 @@ from mailcrypt.envelope import (
 )
 from mailcrypt.mime import headers as mh
 from mailcrypt.mime.signed import PKCS7_MIME, canonical, decode_body, open_signed, split_message
-from mailcrypt.pki import ChainResult, validate_chain
+from mailcrypt.pki import ChainResult, RevocationChecker, validate_chain
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["Layer", "Unwrapped", "unwrap_message", "MAX_LAYERS"]
@@ -196,6 +196,7 @@ def unwrap_message(
     certificates: Sequence[x509.Certificate] = (),
     decrypt: Decrypt | None = None,
     require_trusted: bool = False,
+    revocation: RevocationChecker | None = None,
     max_layers: int = MAX_LAYERS,
 ) -> Unwrapped:
     """Remove every S/MIME layer from ``message``; return the final message and the layers.
@@ -204,7 +205,8 @@ def unwrap_message(
     a ``decrypt(message) -> (message, EnvelopeInfo)`` callable is given.
     ``trust_anchors`` are what signers' chains are checked against at
     ``now``; ``certificates`` are extra certificates to find signers and
-    intermediates among. A message without S/MIME at its top comes back
+    intermediates among; ``revocation``, when given, is asked about each
+    signer's path (``pki.validate_chain``). A message without S/MIME at its top comes back
     unchanged with no layers.
 
     Raises what decryption raises (``NoMatchingIdentity``, ``DecryptionFailed``,
@@ -250,6 +252,7 @@ def unwrap_message(
             anchors=trust_anchors,
             now=now,
             policy=policy,
+            revocation=revocation,
         )
         if require_trusted and (signature.weak or not chain.trusted):
             reason = f"the signature uses {signature.weak_description}" if signature.weak else chain.reason

@@ -7,6 +7,8 @@
 - ``nameconstraints``: rfc822Name, dNSName, directoryName, URI and IP constraints;
 - ``mailboxes``: the one rule for the addresses a certificate is for
   (RFC 8550 §3), used by every caller that files, finds or matches one;
+- ``revocation``, ``online``: the revocation interface and its checker
+  (OCSP from ``ocsp``, CRLs from ``crl``, kept by ``revcache``);
 - ``validate``: a certificate's fitness as a recipient or an identity, its
   fingerprint and key type.
 
@@ -15,6 +17,7 @@ are its API; the modules are its private parts.
 """
 from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
+from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
 from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
 from mailcrypt.pki.validate import (
     ChainVerifier,
@@ -39,7 +42,9 @@ __all__ = [
     "is_chain_certificate",
     "key_type",
     "names_address",
+    "OnlineRevocationChecker",
     "recipient_problem",
+    "REVOCATION_MODES",
     "RevocationChecker",
     "RevocationStatus",
     "usage_problem",

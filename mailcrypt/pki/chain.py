@@ -102,6 +102,8 @@ class ChainResult:
     ``status`` is ``valid``, ``invalid``, ``unsupported`` (the path needs a
     check mailcrypt does not do) or ``not-checked`` (no anchors given).
     ``path`` runs from the certificate to the anchor when one was reached.
+    ``revoked`` says that the path was refused because a certificate of it is
+    revoked (``status`` is then ``invalid``).
     """
 
     status: str
@@ -112,6 +114,7 @@ class ChainResult:
     policies: tuple[str, ...] = ()
     checks: tuple[str, ...] = CHECKS
     not_checked: tuple[str, ...] = NOT_CHECKED
+    revoked: bool = False
 
     @property
     def trusted(self) -> bool:
@@ -119,10 +122,11 @@ class ChainResult:
 
 
 class _Fail(Exception):
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, *, revoked: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.revoked = revoked
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -308,7 +312,7 @@ def _check_revocation(path: list[x509.Certificate], now: datetime, revocation: R
         answer = revocation.status(cert, issuer, now=now)
         if answer.state == "revoked":
             detail = f"{answer.source}: {answer.reason}" if answer.reason else answer.source
-            raise _Fail("invalid", f"{_subject(cert)} is revoked ({detail})")
+            raise _Fail("invalid", f"{_subject(cert)} is revoked ({detail})", revoked=True)
         if answer.blocking:
             raise _Fail("invalid", f"revocation of {_subject(cert)} cannot be checked: {answer.reason}")
         if answer.state == "unavailable":
@@ -361,7 +365,7 @@ def validate_chain(
     for wanted in ("unsupported", "invalid"):
         for failure, path in outcomes:
             if failure.status == wanted:
-                return ChainResult(failure.status, failure.reason, tuple(path))
+                return ChainResult(failure.status, failure.reason, tuple(path), revoked=failure.revoked)
     failures = search.failures
     failure = next((f for f in failures if f.status == "unsupported"), None) or (
         failures[0] if failures else _Fail("invalid", "no path to a trust anchor")
