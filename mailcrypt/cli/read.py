@@ -5,8 +5,10 @@ the outer envelope is decrypted as a stream (a 25 MB message is never held
 whole) into a private temporary file, and whatever is inside it, a signature
 or another envelope, is removed and verified in memory (a bad signature is
 exit 5). The replay guard of DESIGN.md §2 then accepts each message once
-inside the freshness window (exit 5 otherwise, with when it was first seen;
-``--no-replay-check`` re-reads an old message on purpose), and the signer's
+inside the freshness window around its arrival, the date of its topmost
+``Received`` field (added by the receiving server), else now (exit 5
+otherwise, with when it was first seen or signed, and naming
+``--no-replay-check``, which re-reads an old message on purpose), and the signer's
 certificate and capabilities are harvested into the key directory when the
 configuration allows. Only when all of that succeeded is the message
 published: renamed onto ``-o OUT`` or copied to standard output. On any
@@ -28,7 +30,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from cryptography import x509
 
@@ -38,7 +40,7 @@ from mailcrypt.cli.home import Home, home_if_any, open_home
 from mailcrypt.cli.report import note, warn
 from mailcrypt.envelope import Identity, identity_from_key
 from mailcrypt.keydir import load_key_pair, load_pkcs12
-from mailcrypt.mime import Verification, decrypt_file, sender_address
+from mailcrypt.mime import Verification, decrypt_file, received_time, sender_address
 
 # The replay store and harvesting are imported where they are needed: a
 # large encrypted message read with key files and no home needs neither,
@@ -77,8 +79,23 @@ def _revocation(home: Home | None) -> RevocationChecker | None:
     return None if home is None else home.keys.revocation
 
 
-def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrapped, now: datetime) -> Store | None:
-    """Accept the message once (DESIGN.md §2); returns the open store for harvesting, or None."""
+def _with_remedy(exc: errors.ReplayError) -> errors.ReplayError:
+    """``exc`` again, its message naming the option that reads such a message anyway."""
+    remedy = f"{exc}; to read it anyway, run decrypt with --no-replay-check"
+    if isinstance(exc, errors.StaleMessage):
+        return errors.StaleMessage(remedy, signing_time=exc.signing_time, window=exc.window)
+    if isinstance(exc, errors.ReplayedMessage):
+        return errors.ReplayedMessage(remedy, first_seen=exc.first_seen, digest=exc.digest, kind=exc.kind)
+    return exc
+
+
+def _replay_check(
+    args: argparse.Namespace, home: Home | None, unwrapped: Unwrapped, now: datetime, arrival: datetime | None
+) -> Store | None:
+    """Accept the message once (DESIGN.md §2); returns the open store for harvesting, or None.
+
+    ``arrival`` is when the message reached the user's server (None: now).
+    """
     if home is None:
         note(args, "no home: the replay check needs its state store and was skipped")
         return None
@@ -93,7 +110,10 @@ def _replay_check(args: argparse.Namespace, home: Home | None, unwrapped: Unwrap
         store, max_age=timedelta(days=replay.max_age_days), future_skew=timedelta(seconds=replay.future_skew_seconds)
     )
     try:
-        guard.accept_unwrapped(unwrapped, now)
+        try:
+            guard.accept_unwrapped(unwrapped, now, arrival=arrival)
+        except errors.ReplayError as exc:
+            raise _with_remedy(exc) from None
         guard.prune(now)
     except BaseException:
         store.close()
@@ -115,8 +135,24 @@ def decrypt(args: argparse.Namespace) -> None:
         check_output_directory(destination)
     # The replay guard needs the outer envelope's digest (a hash over all its ciphertext) only when it runs.
     checked = home is not None and not args.no_replay_check
+    with open_input(args.input) as infile:
+        # Read before decrypting (the file is rewound): the topmost Received field, if any, dates the arrival.
+        arrival = received_time(read_headers(infile)) if checked else None
+        _decrypt(args, home, identities, infile, destination, now, arrival)
+
+
+def _decrypt(
+    args: argparse.Namespace,
+    home: Home | None,
+    identities: Sequence[Identity],
+    infile: IO[bytes],
+    destination: str | None,
+    now: datetime,
+    arrival: datetime | None,
+) -> None:
+    """Decrypt ``infile`` (see the module docstring); publish only if every check passed."""
+    checked = home is not None and not args.no_replay_check
     with (
-        open_input(args.input) as infile,
         decrypt_file(
             infile,
             identities,
@@ -139,7 +175,7 @@ def decrypt(args: argparse.Namespace) -> None:
             assert layer.signature is not None
             sig = layer.signature
             warn(f"the signature of {sig.signer} uses {sig.weak_description} and is not accepted as proof")
-        store = _replay_check(args, home, unwrapped, now)
+        store = _replay_check(args, home, unwrapped, now, arrival)
         try:
             if store is not None and home is not None and home.settings.keys.harvest:
                 from mailcrypt.keydir import harvest

@@ -7,8 +7,10 @@ configured CA file, and logs in. After that, only UIDs are used
 (``use_uid=True``, STYLE.md §5): ``new_uids`` asks the server which UIDs are
 above the last one delivered, ``sizes`` gets their sizes in one command per
 thousand (``sizes_above`` only those of the large ones), and ``bodies``
-fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) for a whole batch of
-UIDs in one ``UID FETCH``. The caller bounds a batch in
+fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) with the INTERNALDATE
+(when the message reached the server, RFC 3501 §2.3.3: the replay guard's
+freshness window lies around it) for a whole batch of UIDs in one
+``UID FETCH``. The caller bounds a batch in
 count and bytes, so that only one batch of bodies is in memory at a time.
 ``idle`` waits for new mail with IMAP IDLE (RFC 2177). ``list_folders``
 answers LIST with each folder's attributes (``\\Noselect``, and the
@@ -33,15 +35,16 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import imapclient
 from imapclient import exceptions as imap_errors
 
 from mailcrypt import errors
 
-__all__ = ["IMAPConnection", "FolderInfo", "ListedFolder", "ranges"]
+__all__ = ["IMAPConnection", "FetchedMessage", "FolderInfo", "ListedFolder", "ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,13 @@ class ListedFolder:
     name: str
     delimiter: str | None
     attributes: frozenset[str]
+
+
+class FetchedMessage(NamedTuple):
+    """One message as the server holds it, and when it arrived there (INTERNALDATE; None if the server sent none)."""
+
+    body: bytes
+    arrival: datetime | None
 
 
 def ranges(uids: Iterable[int]) -> str:
@@ -101,6 +111,9 @@ class IMAPConnection:
 
     def __init__(self, client: imapclient.IMAPClient, *, label: str) -> None:
         self._client = client
+        # INTERNALDATE as the server sent it, with its zone: imapclient would otherwise
+        # convert it to a naive local time.
+        client.normalise_times = False
         self.label = label
         self._selected: str | None = None
         self._readonly = True
@@ -258,15 +271,18 @@ class IMAPConnection:
         large = sorted(uid for uid in found if uid in wanted)
         return self.sizes(large) if large else {}
 
-    def bodies(self, uids: list[int]) -> dict[int, bytes]:
-        """The full message of each UID in one ``UID FETCH uids (BODY.PEEK[])``; expunged ones are missing."""
+    def bodies(self, uids: list[int]) -> dict[int, FetchedMessage]:
+        """Each UID's full message and INTERNALDATE in one ``UID FETCH uids (BODY.PEEK[] INTERNALDATE)``.
+
+        Expunged UIDs are missing.
+        """
         with _network(f"{self.label}: UID FETCH BODY.PEEK[] failed"):
-            data = self._client.fetch(uids, ["BODY.PEEK[]"])
+            data = self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
         out = {}
         for uid, item in data.items():
             body = item.get(b"BODY[]")
             if body is not None:
-                out[uid] = bytes(body)
+                out[uid] = FetchedMessage(bytes(body), _arrival(item.get(b"INTERNALDATE")))
         return out
 
     def mark_seen(self, uids: list[int]) -> None:
@@ -337,6 +353,14 @@ def _quiet_imaplib(client: imapclient.IMAPClient) -> None:
     imap = getattr(client, "_imap", None)
     if imap is not None and not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
         imap.debug = 0
+
+
+def _arrival(value: object) -> datetime | None:
+    """An INTERNALDATE as an aware UTC datetime (RFC 3501 §2.3.3 gives it a zone); None when absent."""
+    if not isinstance(value, datetime):
+        return None
+    # A zone-less value cannot come from a conforming server; take it as UTC rather than guess.
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _text(exc: BaseException) -> str:

@@ -234,9 +234,16 @@ class MessageProcessor:
         self.revocation = revocation
         self._key_fields: dict[x509.Certificate, bytes] = {}
 
-    def process(self, raw: bytes, *, source: str, pending: set[str] | frozenset[str] = frozenset()) -> Outcome:
+    def process(
+        self,
+        raw: bytes,
+        *,
+        source: str,
+        pending: set[str] | frozenset[str] = frozenset(),
+        arrival: datetime | None = None,
+    ) -> Outcome:
         """Decide about one message (see the module docstring). Never raises for a bad message."""
-        return self.finish(raw, self.prepare(raw, source=source), source=source, pending=pending)
+        return self.finish(raw, self.prepare(raw, source=source), source=source, pending=pending, arrival=arrival)
 
     # ------------------------------------------------------------------ without the store
 
@@ -273,10 +280,13 @@ class MessageProcessor:
         source: str,
         pending: set[str] | frozenset[str] = frozenset(),
         seen: Mapping[str, tuple[int, str]] | None = None,
+        arrival: datetime | None = None,
     ) -> Outcome:
         """The Outcome for a prepared message, after the replay check (which records nothing).
 
         ``seen`` is ``ReplayGuard.seen`` of a batch's keys, this message's among them (else the guard asks the store).
+        ``arrival`` is when the message reached the server (its INTERNALDATE): the
+        freshness window lies around it (DESIGN.md §2), around the time of processing without it.
         """
         if prepared.failure is not None:
             return self._quarantine(raw, prepared.failure, prepared.detail, source)
@@ -292,9 +302,9 @@ class MessageProcessor:
                     )
                 facts = (record.digest, record.signing_time, record.now)
                 if seen is None:
-                    self.guard.check(*facts, kind=record.kind, also=record.also)
+                    self.guard.check(*facts, kind=record.kind, also=record.also, arrival=arrival)
                 else:
-                    self.guard.check_against(seen, *facts, kind=record.kind, also=record.also)
+                    self.guard.check_against(seen, *facts, kind=record.kind, also=record.also, arrival=arrival)
             except errors.ReplayError as exc:
                 return self._quarantine(raw, _classify(exc), str(exc), source)
         return Outcome(

@@ -11,7 +11,9 @@
    batch_count`` (the others count as that much); cut them into batches of
    at most ``batch_count`` messages and ``batch_bytes`` bytes, so that only
    two batches of bodies are in memory (see below).
-3. ``UID FETCH <batch> (BODY.PEEK[])``: one command per batch.
+3. ``UID FETCH <batch> (BODY.PEEK[] INTERNALDATE)``: one command per batch;
+   the INTERNALDATE is the arrival the replay guard's freshness window lies
+   around (DESIGN.md §2).
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
    it), keep it; else decrypt/verify/check replay (``process``), write to
    ``tmp/``, fsync, rename into ``new/`` (or quarantine). After the user
@@ -51,7 +53,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from mailcrypt.fetch.imap import IMAPConnection, ranges
@@ -96,6 +98,8 @@ class _Batch:
     digests: dict[int, bytes]
     #: Messages delivered under an earlier UIDVALIDITY: UID -> that record.
     recognised: dict[int, OldRecord]
+    #: When each message reached the server (INTERNALDATE), where the server said.
+    arrivals: dict[int, datetime | None]
 
 
 # Messages whose replay keys are looked up together (about one worker chunk).
@@ -284,8 +288,10 @@ class FolderSync:
         """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
         if self.sink.needs_pending:
             self.state.add_pending(fstate, batch)
-        bodies = self.conn.bodies(batch)
+        fetched = self.conn.bodies(batch)
         self.fault("fetched", batch[0])
+        bodies = {uid: message.body for uid, message in fetched.items()}
+        arrivals = {uid: message.arrival for uid, message in fetched.items()}
         digests = {uid: hashlib.sha256(body).digest() for uid, body in bodies.items()}
         recognised = self.state.recognise(fstate, digests, self._claimed)
         present = [uid for uid in batch if uid in bodies and uid not in recognised]
@@ -296,7 +302,7 @@ class FolderSync:
             prepared = workers.submit(items)
         else:
             prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
-        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised)
+        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised, arrivals)
 
     def _batch(
         self,
@@ -323,7 +329,9 @@ class FolderSync:
         for uid, (raw, source), ready in _ahead(fetched.prepared, seen, self.guard):
             missing -= 1
             existing = sink.where(uid)
-            outcome = self.processor.finish(raw, ready, source=source, pending=pending_keys, seen=seen)
+            outcome = self.processor.finish(
+                raw, ready, source=source, pending=pending_keys, seen=seen, arrival=fetched.arrivals.get(uid)
+            )
             self.fault("processed", uid)
             if existing is not None:
                 # A crashed run wrote this one already: keep that copy, and make sure the

@@ -27,6 +27,7 @@ from mailcrypt.mime.headers import (
     content_type,
     protect,
     read_header_block,
+    received_time,
     sendable_fields,
     split_fields,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "message_id_field",
     "protect",
     "read_header_block",
+    "received_time",
     "recipient_addresses",
     "sendable_fields",
     "sender_address",

@@ -5,7 +5,7 @@ encrypted part byte for byte, with their original folding, and put them back
 on decryption. The ``email`` package re-folds and re-encodes what it parses,
 so this module splits a header block into raw fields itself, reads
 Content-Type parameters with a small RFC 2045 parser, and uses ``email``
-only for the addresses in To and Cc (imported there, as importing ``email``
+only for the addresses in To and Cc and the date of a ``Received`` field (imported there, as importing ``email``
 costs a CLI run more time than decrypting a megabyte).
 
 It implements header protection in Thunderbird's ``protected-headers="v1"``
@@ -24,6 +24,7 @@ import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mailcrypt.addresses import recipient_key
 
@@ -38,6 +39,7 @@ __all__ = [
     "outer_fields",
     "restore",
     "recipient_addresses",
+    "received_time",
 ]
 
 #: The most header bytes held in memory before giving up on a message.
@@ -343,3 +345,25 @@ def sender_address(header_block: bytes) -> str | None:
     """The addr-spec of the From field (the first, if it names several), or None."""
     found = _addresses(header_block, ("from",))
     return found[0] if found else None
+
+
+def received_time(header_block: bytes) -> datetime | None:
+    """When the message reached its recipient's server: the date of the topmost ``Received`` field.
+
+    Each server that relays a message prepends a ``Received`` field, so the
+    topmost one was added by the last, the receiving server (RFC 5322
+    §3.6.7). Its date-time follows the last ";" of the field (``received =
+    "Received:" [1*received-token / CFWS] ";" date-time CRLF``). Returns an
+    aware UTC datetime, or None when there is no such field or its date
+    cannot be read (a zone-less date is taken as UTC, RFC 5322 §4.3's "-0000").
+    """
+    received = next((f for f in split_fields(header_block) if f.name == "received"), None)
+    if received is None or ";" not in received.value:
+        return None
+    import email.utils  # Here, not at the top: importing email costs every CLI run (module docstring).
+
+    try:
+        when = email.utils.parsedate_to_datetime(received.value.rpartition(";")[2].strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.astimezone(UTC) if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -1,9 +1,15 @@
 """The replay guard: is this message fresh, and was it accepted before? (DESIGN.md §2)
 
 A message is fresh only if its signing time lies inside the window
-``[now - max_age, now + future_skew]`` (defaults 30 days back, 5 minutes
-ahead; ``[replay]`` in the configuration) and its replay key was never
-accepted before. The key is the signature digest for signed mail
+``[arrival - max_age, arrival + future_skew]`` (defaults 30 days back, 5
+minutes ahead; ``[replay]`` in the configuration) and its replay key was
+never accepted before. ``arrival`` is when the message reached the user's
+server (IMAP INTERNALDATE for the fetcher, the topmost ``Received`` field
+for a message file; the caller finds it), so mail signed when it arrived is
+fresh however long ago that was, and an old message sent again is not
+(DESIGN.md §2). An arrival after ``now`` counts as ``now``: a date in the
+future (an APPEND can set any) must not widen the window. Without an
+arrival the window lies around ``now``. The key is the signature digest for signed mail
 (``envelope.sigalg.signature_digest``) and the envelope digest for unsigned
 mail (``envelope.fingerprint.envelope_digest``); ``unwrap.Unwrapped`` gives
 both. Unsigned mail has no signing time, so only the cache protects it,
@@ -92,9 +98,19 @@ class ReplayGuard:
         now = _aware(now, "now")
         return now - self.max_age, now + self.future_skew
 
-    def check_freshness(self, signing_time: datetime | None, now: datetime, *, kind: str = "signature") -> None:
-        """Raise ``StaleMessage`` when a signed message's time is missing or outside the window."""
-        earliest, latest = self.window(now)
+    def check_freshness(
+        self, signing_time: datetime | None, now: datetime, *, kind: str = "signature", arrival: datetime | None = None
+    ) -> None:
+        """Raise ``StaleMessage`` when a signed message's time is missing or outside the window around its arrival.
+
+        ``arrival`` defaults to ``now``, and one later than ``now`` counts as ``now``.
+        """
+        now = _aware(now, "now")
+        reference = now if arrival is None else min(_aware(arrival, "arrival"), now)
+        earliest, latest = self.window(reference)
+        # "N days ago" only when the window lies around the time of the check.
+        before = "ago" if reference == now else f"before it arrived ({reference:%Y-%m-%d %H:%M:%S} UTC)"
+        after = "ahead" if reference == now else "after it arrived"
         if kind == "envelope" and signing_time is None:
             return
         if signing_time is None:
@@ -105,17 +121,17 @@ class ReplayGuard:
             )
         when = _aware(signing_time, "signing_time")
         if when < earliest:
-            age = (latest - self.future_skew - when).days
+            age = (reference - when).days
             raise StaleMessage(
-                f"stale message: signed {when:%Y-%m-%d %H:%M:%S} UTC, {age} days ago,"
+                f"stale message: signed {when:%Y-%m-%d %H:%M:%S} UTC, {age} days {before},"
                 f" older than the {self.max_age.days}-day window",
                 signing_time=when,
                 window=(earliest, latest),
             )
         if when > latest:
-            ahead = int((when - (latest - self.future_skew)).total_seconds() // 60)
+            ahead = int((when - reference).total_seconds() // 60)
             raise StaleMessage(
-                f"message signed in the future: {when:%Y-%m-%d %H:%M:%S} UTC is {ahead} minutes ahead,"
+                f"message signed in the future: {when:%Y-%m-%d %H:%M:%S} UTC is {ahead} minutes {after},"
                 f" more than the {int(self.future_skew.total_seconds() // 60)} minutes allowed",
                 signing_time=when,
                 window=(earliest, latest),
@@ -135,7 +151,9 @@ class ReplayGuard:
         signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
         return keys, signed_at, _aware(now, "now")
 
-    def _judge(self, earliest: Row | None, signed_at: datetime | None, now: datetime, kind: str) -> None:
+    def _judge(
+        self, earliest: Row | None, signed_at: datetime | None, now: datetime, kind: str, arrival: datetime | None
+    ) -> None:
         """Raise ``ReplayedMessage`` for the earliest cache entry of the keys, if any; else check freshness."""
         if earliest is not None:
             digest_seen, first, seen_kind = earliest
@@ -146,7 +164,7 @@ class ReplayGuard:
                 digest=str(digest_seen),
                 kind=str(seen_kind),
             )
-        self.check_freshness(signed_at, now, kind=kind)
+        self.check_freshness(signed_at, now, kind=kind, arrival=arrival)
 
     @staticmethod
     def _earliest_query(keys: Sequence[str]) -> str:
@@ -166,10 +184,14 @@ class ReplayGuard:
         *,
         kind: str = "signature",
         also: Sequence[bytes | str] = (),
+        arrival: datetime | None = None,
     ) -> Freshness:
         """Accept a message once: raise if seen before or stale, else remember it, in one transaction.
 
-        ``digest`` is the replay key, ``kind`` ``signature`` or ``envelope``.
+        ``digest`` is the replay key, ``kind`` ``signature`` or ``envelope``;
+        ``arrival`` when the message reached the server (default ``now``):
+        the freshness window lies around it, while ``now`` is recorded as
+        when the message was first accepted.
         ``also`` are further keys of the same message (the other layers'
         digests), checked and recorded with it so that stripping or adding a
         layer does not make a copy look new. Raises ``ReplayedMessage`` (with
@@ -180,7 +202,7 @@ class ReplayGuard:
         """
         keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
         with self.store.transaction() as conn:
-            self._judge(conn.execute(self._earliest_query(keys), keys).fetchone(), signed_at, now, kind)
+            self._judge(conn.execute(self._earliest_query(keys), keys).fetchone(), signed_at, now, kind, arrival)
             stamp = _seconds(signed_at) if signed_at is not None else None
             conn.executemany(
                 "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
@@ -197,6 +219,7 @@ class ReplayGuard:
         *,
         kind: str = "signature",
         also: Sequence[bytes | str] = (),
+        arrival: datetime | None = None,
     ) -> Freshness:
         """Decide as ``accept`` does, and record nothing (``record_delivered`` records later).
 
@@ -205,7 +228,7 @@ class ReplayGuard:
         """
         keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
         rows = self.store.read(self._earliest_query(keys), tuple(keys))
-        self._judge(rows[0] if rows else None, signed_at, now, kind)
+        self._judge(rows[0] if rows else None, signed_at, now, kind, arrival)
         return Freshness(keys[0], kind, signed_at, now, False)
 
     def check_against(
@@ -217,6 +240,7 @@ class ReplayGuard:
         *,
         kind: str = "signature",
         also: Sequence[bytes | str] = (),
+        arrival: datetime | None = None,
     ) -> Freshness:
         """Decide as ``check`` does, from ``known`` instead of a query; records nothing.
 
@@ -228,7 +252,7 @@ class ReplayGuard:
         # The query's answer, from the batch's: the earliest entry of any of the keys.
         found = sorted((known[k][0], k, known[k][1]) for k in keys if k in known)
         earliest = (found[0][1], found[0][0], found[0][2]) if found else None
-        self._judge(earliest, signed_at, now, kind)
+        self._judge(earliest, signed_at, now, kind, arrival)
         return Freshness(keys[0], kind, signed_at, now, False)
 
     # ------------------------------------------------------------------ batches
@@ -271,7 +295,9 @@ class ReplayGuard:
                 "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)", rows
             )
 
-    def accept_unwrapped(self, unwrapped: Unwrapped, now: datetime) -> Freshness | None:
+    def accept_unwrapped(
+        self, unwrapped: Unwrapped, now: datetime, *, arrival: datetime | None = None
+    ) -> Freshness | None:
         """``accept`` for an ``unwrap.Unwrapped``: its replay key plus every layer's digest.
 
         Returns None for a message without S/MIME layers (nothing to check).
@@ -281,7 +307,7 @@ class ReplayGuard:
             return None
         digest, signing_time, kind = key
         others = [layer.digest for layer in unwrapped.layers if layer.digest != digest]
-        return self.accept(digest, signing_time, now, kind=kind, also=others)
+        return self.accept(digest, signing_time, now, kind=kind, also=others, arrival=arrival)
 
     def prune(self, now: datetime) -> int:
         """Forget entries whose signing time (or arrival, if unsigned) left the window; return how many."""
