@@ -120,3 +120,15 @@ def strip_status(data: bytes) -> bytes:
     while data.lower().startswith(b"x-mailcrypt-"):
         data = data.split(b"\r\n", 1)[1]
     return data
+
+
+def append_at(user, messages, folder: str = "INBOX") -> None:  # type: ignore[no-untyped-def]
+    """APPEND each (message, arrival) to ``folder`` with that INTERNALDATE (RFC 3501 §6.3.11), in order."""
+    client = user.client()
+    try:
+        if folder != "INBOX" and not client.folder_exists(folder):
+            client.create_folder(folder)
+        for message, when in messages:
+            client.append(folder, message, msg_time=when)
+    finally:
+        client.logout()

@@ -224,13 +224,31 @@ def test_prune_forgets_what_left_the_window(guard: ReplayGuard) -> None:
     guard.accept(b"\x10" * 32, NOW - 20 * DAY, NOW)  # Signed 20 days ago.
     guard.accept(b"\x11" * 32, NOW, NOW)
     guard.accept(b"\x12" * 32, None, NOW - 10 * DAY, kind="envelope")  # Arrived 10 days ago.
-    assert guard.prune(NOW + 15 * DAY) == 1  # The 20-day-old signature is now 35 days old.
-    remaining = {row[0] for row in guard.store.read("SELECT digest FROM replay_cache")}
-    assert remaining == {"11" * 32, "12" * 32}
-    # Once pruned, a copy is refused as stale, not let through.
-    with pytest.raises(errors.StaleMessage):
-        guard.accept(b"\x10" * 32, NOW - 20 * DAY, NOW + 15 * DAY)
+    # The 20-day-old signature is 35 days old, but was accepted only 15 days ago: still a replay.
+    assert guard.prune(NOW + 15 * DAY) == 0
+    with pytest.raises(errors.ReplayedMessage):
+        guard.check(b"\x10" * 32, NOW - 20 * DAY, NOW + 15 * DAY, arrival=NOW - DAY)
+    assert guard.prune(NOW + 25 * DAY) == 1  # The envelope's arrival left the window.
     assert guard.prune(NOW + 31 * DAY) == 2
+    assert guard.store.read("SELECT digest FROM replay_cache") == []
+    # Once pruned, a copy arriving now is refused as stale, not let through.
+    with pytest.raises(errors.StaleMessage):
+        guard.accept(b"\x10" * 32, NOW - 20 * DAY, NOW + 31 * DAY)
+
+
+def test_freshness_is_measured_against_arrival(guard: ReplayGuard) -> None:
+    arrived = NOW - 700 * DAY
+    # Signed two minutes before it arrived, two years ago: fresh.
+    guard.accept(b"\x13" * 32, arrived - 2 * MINUTE, NOW, arrival=arrived)
+    with pytest.raises(errors.StaleMessage, match="400 days before it arrived"):
+        guard.accept(b"\x14" * 32, arrived - 400 * DAY, NOW, arrival=arrived)
+    with pytest.raises(errors.StaleMessage, match="after it arrived"):
+        guard.accept(b"\x15" * 32, arrived + 10 * MINUTE, NOW, arrival=arrived)
+    # Without an arrival, or with one in the future, the window lies around now.
+    with pytest.raises(errors.StaleMessage, match="days ago"):
+        guard.accept(b"\x16" * 32, arrived - 2 * MINUTE, NOW)
+    with pytest.raises(errors.StaleMessage, match="in the future"):
+        guard.accept(b"\x17" * 32, NOW + DAY, NOW, arrival=NOW + DAY + MINUTE)
 
 
 def test_every_layer_key_is_remembered(guard: ReplayGuard) -> None:

@@ -20,8 +20,9 @@ store transaction, so two processes receiving the same message accept it
 once. ``check`` only decides (a read), for a caller that records with
 ``record_delivered`` once the message is safely delivered; ``check_against``
 decides the same from a batch's ``seen()`` answer instead of a query per
-message. ``prune`` forgets entries whose signing time (or arrival) has left
-the window: a replay of them is refused as stale anyway.
+message. ``prune`` forgets entries whose signing time (or arrival) and
+first acceptance have both left the window: a copy arriving later is
+refused as stale anyway.
 
 What it won't do: verify signatures, or decide what happens to flagged mail
 (the fetcher quarantines it, ``decrypt`` exits 5, ``--no-replay-check``
@@ -310,10 +311,18 @@ class ReplayGuard:
         return self.accept(digest, signing_time, now, kind=kind, also=others, arrival=arrival)
 
     def prune(self, now: datetime) -> int:
-        """Forget entries whose signing time (or arrival, if unsigned) left the window; return how many."""
-        earliest, _ = self.window(now)
+        """Forget entries whose signing time and first acceptance both left the window; return how many.
+
+        A copy arriving now of a message whose signing time left the window is
+        refused as stale anyway. But freshness is measured against arrival, so
+        mail signed long ago (an archive fetched for the first time) is
+        accepted with an old signing time: its entry stays for ``max_age``
+        after it was accepted, so that a second copy in that time is a replay.
+        """
+        earliest = _seconds(self.window(now)[0])
         with self.store.transaction() as conn:
             cursor = conn.execute(
-                "DELETE FROM replay_cache WHERE coalesce(signing_time, first_seen) < ?", (_seconds(earliest),)
+                "DELETE FROM replay_cache WHERE first_seen < ? AND coalesce(signing_time, first_seen) < ?",
+                (earliest, earliest),
             )
             return cursor.rowcount
