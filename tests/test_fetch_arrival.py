@@ -127,3 +127,27 @@ def test_decrypt_file_dates_arrival_by_the_topmost_received_field(tmp_path, rsa2
     old = _decrypt(home, bare)
     assert old.returncode == 5
     assert b"stale" in old.stderr and b"--no-replay-check" in old.stderr
+
+
+def test_since_moved_earlier_fetches_the_older_mail_once(tmp_path, imap_user, rsa2048) -> None:  # type: ignore[no-untyped-def]
+    home = make_home(tmp_path / "home", imap_user, [rsa2048])
+    dates = [NOW - timedelta(days=d) for d in (400, 200, 100, 50, 10)]
+    append_at(imap_user, [(plain(f"arrived {d:%Y-%m-%d}"), d) for d in dates])
+    first = run_cli(home, imap_user, "--since", f"{NOW - timedelta(days=60):%Y-%m-%d}")
+    assert first.returncode == 0, first.stderr
+    assert sorted(by_uid(home / "mail")) == [4, 5]
+    # New mail since, then --since moved back past two of the older messages.
+    append_at(imap_user, [(plain("newest"), NOW)])
+    second = run_cli(home, imap_user, "--since", f"{NOW - timedelta(days=250):%Y-%m-%d}")
+    assert second.returncode == 0, second.stderr
+    assert sorted(by_uid(home / "mail")) == [2, 3, 4, 5, 6]
+    # Without --since, or with the same one, nothing more; moved back again, the rest.
+    assert run_cli(home, imap_user).returncode == 0
+    assert run_cli(home, imap_user, "--since", f"{NOW - timedelta(days=250):%Y-%m-%d}").returncode == 0
+    assert sorted(by_uid(home / "mail")) == [2, 3, 4, 5, 6]
+    third = run_cli(home, imap_user, "--since", "2000-01-01")
+    assert third.returncode == 0, third.stderr
+    delivered = by_uid(home / "mail")  # by_uid asserts that no UID has two copies.
+    assert sorted(delivered) == [1, 2, 3, 4, 5, 6]
+    assert run_cli(home, imap_user, "--since", "2000-01-01").returncode == 0
+    assert by_uid(home / "mail") == delivered

@@ -245,6 +245,18 @@ class IMAPConnection:
         # "n:*" always includes the highest UID, even when it is below n (RFC 3501 §6.4.8).
         return sorted(uid for uid in found if uid > after)
 
+    def uids_before(self, upto: int, *, since: date, before: date) -> list[int]:
+        """UIDs up to ``upto`` that arrived on or after ``since`` and before ``before``, ascending.
+
+        RFC 3501 §6.4.4: SINCE and BEFORE compare the INTERNALDATE's date.
+        """
+        if upto < 1:
+            return []
+        criteria: list[object] = ["UID", f"1:{upto}", "SINCE", since, "BEFORE", before]
+        with _network(f"{self.label}: UID SEARCH failed in {self._selected!r}"):
+            found = self._client.search(criteria)
+        return sorted(uid for uid in found if uid <= upto)
+
     def sizes(self, uids: list[int]) -> dict[int, int]:
         """RFC822.SIZE of each UID still present, one command per thousand UIDs."""
         out: dict[int, int] = {}

@@ -26,6 +26,13 @@ an APPEND whose answer was lost) record the UIDs they are about to write as
 pending entries in ``fetch_pending`` first, in the same store; ``advance``
 clears them with the progress.
 
+A first sync with ``--since DATE`` leaves the older mail out on purpose and
+still advances past it; ``fetch_since`` remembers that DATE per (account,
+folder, UIDVALIDITY) (``since``, ``set_since``), so that a later run with
+an earlier ``--since`` knows which mail it has never looked at: the UIDs
+below the progress that arrived before the remembered DATE, less those
+``fetch_delivered`` records (``delivered``).
+
 What it won't do: decide what to fetch, or touch the replay cache.
 """
 
@@ -35,6 +42,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from mailcrypt import errors
 from mailcrypt.state import Store
@@ -47,6 +55,15 @@ _PENDING_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_pending (
     uidvalidity INTEGER NOT NULL,
     uid         INTEGER NOT NULL,
     PRIMARY KEY (account, folder, uidvalidity, uid)
+)"""
+
+
+_SINCE_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_since (
+    account     TEXT NOT NULL,
+    folder      TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    since       TEXT NOT NULL,
+    PRIMARY KEY (account, folder, uidvalidity)
 )"""
 
 
@@ -81,6 +98,7 @@ class FetchState:
         self.store = store
         with store.transaction() as conn:
             conn.execute(_PENDING_SCHEMA)
+            conn.execute(_SINCE_SCHEMA)
 
     def get(self, account: str, folder: str) -> FolderState | None:
         rows = self.store.read(
@@ -255,3 +273,34 @@ class FetchState:
             (state.account, state.folder, state.uidvalidity),
         )
         return {int(r[0]) for r in rows}
+
+    def since(self, state: FolderState) -> date | None:
+        """The date before which this folder's mail was left out (``--since``), or None: nothing was."""
+        rows = self.store.read(
+            "SELECT since FROM fetch_since WHERE account = ? AND folder = ? AND uidvalidity = ?",
+            (state.account, state.folder, state.uidvalidity),
+        )
+        return date.fromisoformat(str(rows[0][0])) if rows else None
+
+    def set_since(self, state: FolderState, since: date) -> None:
+        """Remember that mail before ``since`` was left out (call once the mail since then is delivered)."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO fetch_since (account, folder, uidvalidity, since) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account, folder, uidvalidity) DO UPDATE SET since = excluded.since",
+                (state.account, state.folder, state.uidvalidity, since.isoformat()),
+            )
+
+    def delivered(self, state: FolderState, uids: Sequence[int]) -> set[int]:
+        """Those of ``uids`` whose delivery is recorded (``fetch_delivered``) under the folder's UIDVALIDITY."""
+        found: set[int] = set()
+        for i in range(0, len(uids), _CHUNK):
+            chunk = tuple(uids[i : i + _CHUNK])
+            placeholders = ",".join("?" * len(chunk))
+            rows = self.store.read(
+                "SELECT uid FROM fetch_delivered WHERE account = ? AND folder = ? AND uidvalidity = ?"  # noqa: S608
+                f" AND uid IN ({placeholders})",
+                (state.account, state.folder, state.uidvalidity, *chunk),
+            )
+            found.update(int(r[0]) for r in rows)
+        return found

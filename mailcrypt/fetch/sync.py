@@ -7,7 +7,8 @@
    (``state.begin``): a change stops the folder with
    ``errors.UIDValidityChanged``, and the runner goes on with the others.
 2. Ask for the UIDs above the last one delivered (``--since`` narrows only a
-   first sync) and the sizes of those larger than ``batch_bytes /
+   first sync; an earlier ``--since`` on a later run also takes the mail the
+   first one left out, ``_left_out``) and the sizes of those larger than ``batch_bytes /
    batch_count`` (the others count as that much); cut them into batches of
    at most ``batch_count`` messages and ``batch_bytes`` bytes, so that only
    two batches of bodies are in memory (see below).
@@ -207,7 +208,7 @@ class FolderSync:
         # The sink may have used the connection for other folders: select ours again.
         self.conn.select(folder, readonly=not self.options.mark_seen)
         since = self.options.since if fstate.last_uid == 0 else None
-        uids = self.conn.new_uids(fstate.last_uid, since=since)
+        uids = self._left_out(fstate) + self.conn.new_uids(fstate.last_uid, since=since)
         counts = Counts()
         if uids:
             # Only messages above a batch's fair share of bytes can make it too large: the server
@@ -229,10 +230,32 @@ class FolderSync:
         if since is not None and info.uidnext is not None and info.uidnext - 1 > fstate.last_uid:
             # Mail before --since was left out on purpose: later runs start after it.
             fstate = self.state.advance(fstate, info.uidnext - 1)
+        if self.options.since is not None:
+            # Recorded once what it left out is delivered: a crash before this fetches it again.
+            left_out = self.state.since(fstate)
+            if since is not None or (left_out is not None and self.options.since < left_out):
+                self.state.set_since(fstate, self.options.since)
         # Every message of the new numbering has been seen: what is left of the old records
         # stands for mail no longer on the server, and must not hide a later arrival.
         self.state.forget_previous(fstate)
         return counts
+
+    def _left_out(self, fstate: FolderState) -> list[int]:
+        """UIDs an earlier ``--since`` left out that this run's earlier ``--since`` takes in, not yet delivered.
+
+        The progress (``last_uid``) went past the mail left out, so it is
+        found by date below it: arrived before the earlier run's date and on
+        or after this one's. ``fetch_delivered`` names those a crashed run
+        already delivered; a copy written but not recorded is found by name.
+        """
+        if self.options.since is None or fstate.last_uid == 0:
+            return []
+        left_out = self.state.since(fstate)
+        if left_out is None or self.options.since >= left_out:
+            return []
+        found = self.conn.uids_before(fstate.last_uid, since=self.options.since, before=left_out)
+        done = self.state.delivered(fstate, found)
+        return [uid for uid in found if uid not in done]
 
     def _workers(self, count: int) -> Workers | None:
         """Worker processes for a large folder, or None (few messages, one CPU, or no fork)."""

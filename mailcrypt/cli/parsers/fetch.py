@@ -39,7 +39,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="deliver there instead of the account's target (imap:FOLDER stores the decrypted mail on the server)",
     )
     fetch.add_argument("--watch", action="store_true", help="keep running: wait for new mail with IMAP IDLE")
-    fetch.add_argument("--since", metavar="DATE", help="on a folder's first sync, only mail since DATE (YYYY-MM-DD)")
+    fetch.add_argument(
+        "--since",
+        metavar="DATE",
+        help="on a folder's first sync, only mail since DATE (YYYY-MM-DD); an earlier DATE on a later run "
+        "also fetches the older mail left out before",
+    )
     fetch.add_argument("--mark-seen", action="store_true", help="set \\Seen on the server for mail fetched")
     fetch.add_argument(
         "--accept-uidvalidity",
