@@ -115,3 +115,15 @@ def test_a_crl_signed_by_another_key_than_the_issuers_needs_a_trusted_crl_signer
     without = MessageCRLs(crls, certificates=others, anchors=[anchor], fallback=RevocationRequired(), policy=POLICY)
     answer = without.status(leaf, issuer, now=NOW)
     assert answer.state == "unavailable" and answer.blocking and "bad signature" in answer.reason, answer
+
+
+def test_a_dsa_crl_issuer_is_refused_by_policy() -> None:
+    # A CRL issuer's key is read as every other key is (envelope.public_key):
+    # DSA is refused by its OID and the policy, before a key object is built.
+    root = _require()
+    ca = x509.load_der_x509_certificate((root / "certs" / "DSACACert.crt").read_bytes())
+    leaf = x509.load_der_x509_certificate((root / "certs" / "ValidDSASignaturesTest4EE.crt").read_bytes())
+    crl = (root / "crls" / "DSACACRL.crl").read_bytes()
+    checker = MessageCRLs([crl], certificates=[ca], anchors=[_anchor(root)], fallback=RevocationRequired())
+    answer = checker.status(leaf, ca, now=NOW)
+    assert answer.state == "unavailable" and "DSA keys are not allowed by the policy" in answer.reason, answer

@@ -42,18 +42,19 @@ from datetime import datetime
 
 from cryptography import exceptions, x509
 
-from mailcrypt.errors import RevocationUnavailable
+from mailcrypt.envelope import public_key
+from mailcrypt.errors import CMSParseError, RevocationUnavailable, UnsupportedAlgorithm
 from mailcrypt.pki import crlscope
 from mailcrypt.pki.chain import validate_chain
 from mailcrypt.pki.purposes import purpose_problem
-from mailcrypt.pki.revanswer import check_window, public_key_of, serial_of, verify_signature
+from mailcrypt.pki.revanswer import check_window, serial_of, verify_signature
 from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["MessageCRLs", "RevocationRequired"]
 
 # asn1crypto's errors for a malformed value read lazily (as in envelope.signed_parts).
-_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError)
 
 
 class RevocationRequired:
@@ -227,13 +228,15 @@ class MessageCRLs:
             return self._signers[slot]
         try:
             algorithm = read.crl.signature_hash_algorithm
-            key = public_key_of(signer, source="the CRL")
+            # The envelope's reader refuses DSA and other keys by their OID,
+            # before cryptography builds (and warns about) a key object.
+            key = public_key(signer, policy=self.policy)
             crl = read.crl
             verify_signature(
                 key, crl.signature, crl.tbs_certlist_bytes, algorithm, policy=self.policy, source="the CRL"
             )
-        except exceptions.UnsupportedAlgorithm:
-            return "the CRL is signed with an unsupported algorithm"
+        except (exceptions.UnsupportedAlgorithm, UnsupportedAlgorithm, CMSParseError) as exc:
+            return f"the CRL cannot be checked with the key of {_subject(signer)}: {exc}"
         except RevocationUnavailable as exc:
             return f"not signed by {_subject(signer)}: {exc}"
         problem = self._trust_problem(signer, certificate, issuer, now)
