@@ -4,7 +4,9 @@ The PKITS data (2011 edition) ships in the ``cryptography-vectors`` package
 (test extra) under ``x509/PKITS_data/``: ``smime/Signed<Test>.eml`` are
 messages signed by each test's end entity, carrying the test's
 certificates; ``certs/TrustAnchorRootCertificate.crt`` is the anchor. Every
-message is unwrapped with that anchor, and each case's outcome
+message is unwrapped with that anchor, requiring revocation information
+from the CRLs the message carries (``RevocationRequired`` behind
+``MessageCRLs``, no network), and each case's outcome
 (``valid``, ``invalid`` or ``unsupported``, see ``classify``) must equal
 the one committed in ``pkits_expected.txt``, which says why each
 non-obvious one is what it is. A case that moves, in either direction,
@@ -32,7 +34,7 @@ from cryptography import x509
 from mailcrypt import errors
 from mailcrypt.cli import main
 from mailcrypt.mime.unwrap import unwrap_message
-from mailcrypt.pki import ChainVerifier, usage_problem, validate_chain
+from mailcrypt.pki import ChainVerifier, RevocationRequired, usage_problem, validate_chain
 from mailcrypt.policy import Policy
 
 # PKITS certificates are valid from 2010 to 2030.
@@ -41,9 +43,6 @@ NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 POLICY = Policy(signature_hashes=frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"}))
 
 EXPECTED = Path(__file__).with_name("pkits_expected.txt")
-# Revocation is not checked yet: a case expected ``invalid`` once CRLs are
-# read is labelled so in the file, and must come out ``valid`` until then.
-WITHOUT_REVOCATION = "valid-without-revocation"
 
 
 def _pkits() -> Path | None:
@@ -86,7 +85,7 @@ def classify(raw: bytes, anchor: x509.Certificate) -> tuple[str, str]:
     mailcrypt refuses by policy (DSA) or a chain it cannot judge.
     """
     try:
-        result = unwrap_message(raw, now=NOW, policy=POLICY, trust_anchors=[anchor])
+        result = unwrap_message(raw, now=NOW, policy=POLICY, trust_anchors=[anchor], revocation=RevocationRequired())
     except errors.UnsupportedAlgorithm as exc:
         return "unsupported", f"algorithm: {exc}"
     except errors.MailcryptError as exc:
@@ -115,7 +114,7 @@ def test_pkits_smime_messages_match_the_committed_outcomes(capsys: pytest.Captur
     for name, path in cases.items():
         outcome, reason = classify(path.read_bytes(), anchor)
         want = expected[name]
-        if want != outcome and not (want == WITHOUT_REVOCATION and outcome == "valid"):
+        if want != outcome:
             wrong.append(f"{name}: {outcome}, expected {want} ({reason})")
         kind = "Valid" if name.startswith("Valid") else "Invalid" if name.startswith("Invalid") else "other"
         counts[(kind, want)] += 1
@@ -124,12 +123,12 @@ def test_pkits_smime_messages_match_the_committed_outcomes(capsys: pytest.Captur
     assert not wrong, "\n".join(wrong)
     # The targets of issue 13, on the committed file itself: every Valid case
     # verified but the DSA ones (refused by policy, RFC 8551 §2.2); every
-    # Invalid one refused but those that need revocation.
+    # Invalid one refused, the CRL cases included.
     for name, want in expected.items():
         if name.startswith("Valid"):
             assert want == "valid" or (want == "unsupported" and "DSA" in name), name
         if name.startswith("Invalid"):
-            assert want in ("invalid", WITHOUT_REVOCATION) or (want == "unsupported" and "DSA" in name), name
+            assert want == "invalid" or (want == "unsupported" and "DSA" in name), name
 
 
 def test_signer_and_recipient_are_judged_alike() -> None:
@@ -210,22 +209,25 @@ def test_dsa_signer_through_the_command_line(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1, proc.stderr
 
 
-_EXIT = {"valid": 0, WITHOUT_REVOCATION: 0, "invalid": 5, "unsupported": 4}
+_EXIT = {"valid": 0, "invalid": 5, "unsupported": 4}
 
 
-def _home(tmp_path: Path, anchor_file: Path | None) -> Path:
+def _home(tmp_path: Path, anchor_file: Path | None, *, revocation: str = "soft-fail") -> Path:
     home = tmp_path / "home"
     home.mkdir(parents=True)
     anchors = f'["{anchor_file}"]' if anchor_file is not None else "[]"
-    (home / "config.toml").write_text(f"[keys]\ntrust_anchors = {anchors}\n")
+    (home / "config.toml").write_text(f'[keys]\ntrust_anchors = {anchors}\nrevocation = "{revocation}"\n')
     return home
 
 
 def test_verify_exit_status_with_the_pkits_anchor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # DESIGN.md §6: with trust anchors configured, a signer whose chain is not
     # valid is exit 5; the one-line error says why, and nothing is printed.
+    # Hard-fail is PKITS's "revocation information required": the CRLs the
+    # messages carry answer, and nothing else can (no PKITS certificate names
+    # an HTTP CRL or an OCSP responder).
     root = _require()
-    home = _home(tmp_path, root / "certs" / "TrustAnchorRootCertificate.crt")
+    home = _home(tmp_path, root / "certs" / "TrustAnchorRootCertificate.crt", revocation="hard-fail")
     expected = expected_outcomes()
     wrong = []
     for name, path in _cases(root).items():
@@ -267,11 +269,18 @@ def test_verify_through_the_command(tmp_path: Path) -> None:
         ("InvalidPolicyMappingTest2", "certificate policies"),
         ("InvalidNameChainingEETest1", "neither a trust anchor nor a certificate given"),  # unknown issuer
         ("InvalidEEnotAfterDateTest6", "is not valid at"),
+        # The default soft-fail still reads the CRLs a message carries: a revoked signer is refused.
+        ("InvalidRevokedEETest3", "is revoked (given CRL of CN=Good CA"),
     ):
         refused = verify(anchored, case)
         assert refused.returncode == 5, (case, refused.stderr)
-        assert "not trusted: certificate chain invalid" in refused.stderr and why in refused.stderr, refused.stderr
+        assert re.search("(not trusted|is revoked): certificate chain invalid", refused.stderr), refused.stderr
+        assert why in refused.stderr, refused.stderr
         assert refused.stdout == "" and refused.stderr.count("\n") == 1
+    # Soft-fail: a signer no CRL answers for is accepted, and the missing answer is said.
+    missing = verify(anchored, "MissingCRLTest1")
+    assert missing.returncode == 0, missing.stderr
+    assert "certificate chain: valid" in missing.stdout and "revocation of" in missing.stdout, missing.stdout
     # Without anchors the chain is not checked, and says so; the signature holds: exit 0.
     unanchored = _home(tmp_path / "plain", None)
     loose = verify(unanchored, "InvalidPolicyMappingTest2")

@@ -116,6 +116,8 @@ class SignatureInfo:
     signer_count: int = 1
     #: The hashes of ``Policy.weak_signature_hashes`` some SignerInfo uses (``accept_weak``).
     weak_hashes: tuple[str, ...] = ()
+    #: The DER CRLs the SignedData carries (RFC 5652 §5.1 ``crls``), unparsed: ``pki`` judges them.
+    crls: tuple[bytes, ...] = ()
 
     @property
     def weak(self) -> bool:
@@ -407,4 +409,5 @@ def verify(
         signature_digest=sig_digest,
         signer_count=len(results),
         weak_hashes=tuple(sorted({r[1] for r in results} - policy.signature_hashes)),
+        crls=tuple(parsed.crls),
     )

@@ -6,7 +6,10 @@ OCTET STRING as NSS writes it stays in pieces). The small parts are decoded
 with asn1crypto: the eContentType, each SignerInfo (kept together with the
 raw bytes of its signed attributes, which the signature covers) and the
 certificates, which cryptography loads; certificates of other kinds
-(attribute certificates, RFC 5652 §10.2.2) are skipped. CRLs are skipped.
+(attribute certificates, RFC 5652 §10.2.2) are skipped. The CRLs of the
+``crls`` field (RFC 5652 §5.1, §10.2.1) are handed on as DER, unparsed:
+judging them is the certificate judge's business (``pki``); other
+revocation information formats are skipped.
 
 It verifies nothing; ``signed.verify`` does. Malformations raise ``CMSParseError``.
 """
@@ -41,6 +44,7 @@ class SignedParts:
     econtent: list[memoryview] | None
     certificates: list[x509.Certificate]
     unreadable_certificates: int
+    crls: list[bytes]  # DER CertificateLists, not parsed here
     signer_infos: list[tuple[cms.SignerInfo, bytes | None]]  # with the raw signedAttrs
 
 
@@ -141,8 +145,14 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
                 except ValueError:
                     unreadable += 1
         pos += 1
+    crls: list[bytes] = []
     if pos < len(items) and items[pos].is_(CONTEXT, 1):
-        pos += 1  # CRLs: revocation is not checked.
+        for child in children(buf, items[pos]):
+            # A CertificateList is a SEQUENCE; the [1] other formats (OCSP
+            # responses, RFC 5940) are skipped.
+            if child.is_(UNIVERSAL, 16):
+                crls.append(bytes(buf[child.start : child.end]))
+        pos += 1
     infos_tlv = _expect(items[pos] if pos < len(items) else None, UNIVERSAL, 17, "signerInfos")
     if pos + 1 != len(items):
         raise CMSParseError("unexpected element at the end of SignedData")
@@ -153,4 +163,4 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
         signer_infos.append((info, raw_attrs))
     if not signer_infos:
         raise CMSParseError("SignedData without a SignerInfo is not a signature")
-    return SignedParts(content_type, econtent, certificates, unreadable, signer_infos)
+    return SignedParts(content_type, econtent, certificates, unreadable, crls, signer_infos)

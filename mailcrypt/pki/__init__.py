@@ -9,6 +9,8 @@
   (RFC 8550 §3), used by every caller that files, finds or matches one;
 - ``revocation``, ``online``: the revocation interface and its checker
   (OCSP from ``ocsp``, CRLs from ``crl``, kept by ``revcache``);
+- ``messagecrls``: the checker over CRLs a message carries (RFC 5652
+  §5.1), with ``crlscope`` for the CRL processing of RFC 5280 §6.3;
 - ``validate``: a certificate's fitness as a recipient or an identity, its
   fingerprint and key type.
 
@@ -17,6 +19,7 @@ are its API; the modules are its private parts.
 """
 from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
+from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired
 from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
 from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
 from mailcrypt.pki.validate import (
@@ -41,11 +44,13 @@ __all__ = [
     "fingerprint",
     "is_chain_certificate",
     "key_type",
+    "MessageCRLs",
     "names_address",
     "OnlineRevocationChecker",
     "recipient_problem",
     "REVOCATION_MODES",
     "RevocationChecker",
+    "RevocationRequired",
     "RevocationStatus",
     "usage_problem",
     "validate_chain",

@@ -52,7 +52,7 @@ from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, UnsupportedAlgorithm
 from mailcrypt.pki.nameconstraints import NameConstraintState, UnsupportedConstraint
 from mailcrypt.pki.policies import PolicyError, check_policies
-from mailcrypt.pki.purposes import PURPOSES, Purpose, issuer_problem, purpose_problem
+from mailcrypt.pki.purposes import ALL_PURPOSES, Purpose, issuer_problem, purpose_problem
 from mailcrypt.pki.revocation import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
@@ -333,7 +333,8 @@ def validate_chain(
     """Check that ``certificate`` chains to one of ``anchors`` at ``now``, fit for ``purpose``.
 
     ``purpose`` is ``signing`` (a signer) or ``encryption`` (a recipient);
-    the two differ only in the keyUsage asked of ``certificate`` itself.
+    the two differ only in the keyUsage asked of ``certificate`` itself
+    (``crl-signing``: a CRL issuer's certificate, for the revocation checker).
     ``intermediates`` are untrusted helpers (the certificates a message
     carries). ``revocation``, when given, is asked about every certificate of
     a path that passed the other checks (see ``pki.revocation``). Returns a
@@ -345,8 +346,8 @@ def validate_chain(
         raise TypeError("certificate must be a cryptography x509.Certificate")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    if purpose not in PURPOSES:
-        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
+    if purpose not in ALL_PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(ALL_PURPOSES)}")
     anchors = list(anchors)
     if not anchors:
         return ChainResult("not-checked", "no trust anchors are configured")

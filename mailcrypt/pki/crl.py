@@ -3,7 +3,9 @@
 ``distribution_points`` reads the certificate's cRLDistributionPoints for
 HTTP URLs (LDAP and other locations are skipped with a note, as are
 distribution points that name a separate cRLIssuer or only some reasons:
-mailcrypt does not process indirect or partitioned-by-reason CRLs).
+the online checker does not fetch indirect or partitioned-by-reason CRLs;
+the CRLs a message carries are judged in full by ``messagecrls`` and
+``crlscope``).
 ``load_crl`` parses and checks a CRL against the certificate's issuer:
 
 - the CRL's issuer is the issuer's subject and its signature holds under

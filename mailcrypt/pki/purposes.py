@@ -29,10 +29,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mailcrypt.envelope import algorithm_name
 from mailcrypt.errors import CMSParseError
 
-__all__ = ["PURPOSES", "Purpose", "issuer_problem", "purpose_problem"]
+__all__ = ["ALL_PURPOSES", "PURPOSES", "Purpose", "issuer_problem", "purpose_problem"]
 
-Purpose = Literal["signing", "encryption"]
+Purpose = Literal["signing", "encryption", "crl-signing"]
+#: The S/MIME purposes (RFC 8550); ``crl-signing`` is the judge's own, for
+#: the certificate of a CRL issuer (RFC 5280 §6.3.3 (f)).
 PURPOSES: tuple[Purpose, ...] = ("signing", "encryption")
+ALL_PURPOSES: tuple[Purpose, ...] = (*PURPOSES, "crl-signing")
 _MAIL_EKUS = (ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
 
 
@@ -56,9 +59,15 @@ def purpose_problem(certificate: x509.Certificate, purpose: Purpose) -> str | No
     Raises ``ValueError`` for malformed or duplicate extensions, as
     cryptography does, and for an unknown purpose.
     """
-    if purpose not in PURPOSES:
+    if purpose not in ALL_PURPOSES:
         raise ValueError(f"unknown certificate purpose {purpose!r}")
     ku = _extension(certificate, x509.KeyUsage)
+    if purpose == "crl-signing":
+        # A CRL issuer needs cRLSign when it states a keyUsage (RFC 5280
+        # §4.2.1.3, §6.3.3 (f)); extendedKeyUsage plays no part in it.
+        if isinstance(ku, x509.KeyUsage) and not ku.crl_sign:
+            return "has a keyUsage without cRLSign, which signing CRLs needs (RFC 5280 §4.2.1.3)"
+        return None
     if isinstance(ku, x509.KeyUsage):
         if purpose == "signing" and not (ku.digital_signature or ku.content_commitment):
             return "has a keyUsage without digitalSignature or nonRepudiation, which signing needs (RFC 8550 §4.4.2)"
