@@ -6,9 +6,9 @@ verifies the server's certificate against the system's authorities or a
 configured CA file, and logs in. After that, only UIDs are used
 (``use_uid=True``, STYLE.md §5): ``new_uids`` asks the server which UIDs are
 above the last one delivered, ``sizes`` gets their sizes in one command per
-thousand (``sizes_above`` only those of the large ones), and ``bodies``
-fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) for a whole batch of
-UIDs in one ``UID FETCH``. The caller bounds a batch in
+thousand (``sizes_above`` only those of the large ones), and ``messages``
+fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) and the message's
+``FLAGS`` for a whole batch of UIDs in one ``UID FETCH``. The caller bounds a batch in
 count and bytes, so that only one batch of bodies is in memory at a time.
 ``idle`` waits for new mail with IMAP IDLE (RFC 2177). ``list_folders``
 answers LIST with each folder's attributes (``\\Noselect``, and the
@@ -41,7 +41,7 @@ from imapclient import exceptions as imap_errors
 
 from mailcrypt import errors
 
-__all__ = ["IMAPConnection", "FolderInfo", "ListedFolder", "ranges"]
+__all__ = ["IMAPConnection", "FolderInfo", "ListedFolder", "ServerMessage", "ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ class ListedFolder:
     name: str
     delimiter: str | None
     attributes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ServerMessage:
+    """One fetched message: its bytes as the server holds them and its flags (``\\Seen``, ...), as sent."""
+
+    body: bytes
+    flags: frozenset[str] = frozenset()
 
 
 def ranges(uids: Iterable[int]) -> str:
@@ -258,15 +266,22 @@ class IMAPConnection:
         large = sorted(uid for uid in found if uid in wanted)
         return self.sizes(large) if large else {}
 
-    def bodies(self, uids: list[int]) -> dict[int, bytes]:
-        """The full message of each UID in one ``UID FETCH uids (BODY.PEEK[])``; expunged ones are missing."""
-        with _network(f"{self.label}: UID FETCH BODY.PEEK[] failed"):
-            data = self._client.fetch(uids, ["BODY.PEEK[]"])
+    def messages(self, uids: list[int]) -> dict[int, ServerMessage]:
+        """Each UID's message and flags in one ``UID FETCH uids (BODY.PEEK[] FLAGS)``; expunged ones are missing.
+
+        The flags come with the body, in the same response, so they are the
+        ones the message had when it was read (RFC 3501 §6.4.5).
+        """
+        with _network(f"{self.label}: UID FETCH BODY.PEEK[] FLAGS failed"):
+            data = self._client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
         out = {}
         for uid, item in data.items():
             body = item.get(b"BODY[]")
             if body is not None:
-                out[uid] = bytes(body)
+                flags = frozenset(
+                    f.decode("ascii", "replace") if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ())
+                )
+                out[uid] = ServerMessage(bytes(body), flags)
         return out
 
     def mark_seen(self, uids: list[int]) -> None:

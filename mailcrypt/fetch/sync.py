@@ -11,7 +11,8 @@
    batch_count`` (the others count as that much); cut them into batches of
    at most ``batch_count`` messages and ``batch_bytes`` bytes, so that only
    two batches of bodies are in memory (see below).
-3. ``UID FETCH <batch> (BODY.PEEK[])``: one command per batch.
+3. ``UID FETCH <batch> (BODY.PEEK[] FLAGS)``: one command per batch; the
+   flags go with each message to the sink (Maildir info letters).
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
    it), keep it; else decrypt/verify/check replay (``process``), write to
    ``tmp/``, fsync, rename into ``new/`` (or quarantine). After the user
@@ -96,6 +97,8 @@ class _Batch:
     digests: dict[int, bytes]
     #: Messages delivered under an earlier UIDVALIDITY: UID -> that record.
     recognised: dict[int, OldRecord]
+    #: The server's flags of each message fetched, read with its body.
+    flags: dict[int, frozenset[str]]
 
 
 # Messages whose replay keys are looked up together (about one worker chunk).
@@ -284,7 +287,8 @@ class FolderSync:
         """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
         if self.sink.needs_pending:
             self.state.add_pending(fstate, batch)
-        bodies = self.conn.bodies(batch)
+        fetched = self.conn.messages(batch)
+        bodies = {uid: message.body for uid, message in fetched.items()}
         self.fault("fetched", batch[0])
         digests = {uid: hashlib.sha256(body).digest() for uid, body in bodies.items()}
         recognised = self.state.recognise(fstate, digests, self._claimed)
@@ -296,7 +300,8 @@ class FolderSync:
             prepared = workers.submit(items)
         else:
             prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
-        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised)
+        flags = {uid: message.flags for uid, message in fetched.items()}
+        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised, flags)
 
     def _batch(
         self,
@@ -333,7 +338,13 @@ class FolderSync:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)
             else:
-                sink.deliver(uid, outcome.data, quarantine=outcome.quarantine, fault=_fault_at(self.fault, uid))
+                sink.deliver(
+                    uid,
+                    outcome.data,
+                    quarantine=outcome.quarantine,
+                    flags=fetched.flags.get(uid, frozenset()),
+                    fault=_fault_at(self.fault, uid),
+                )
                 if outcome.record is not None and not outcome.quarantine:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)
