@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fetch_helpers import make_home, maildir_files, plain, run_cli
+from fetch_helpers import maildir_files, make_home, plain, run_cli
 
 from mailcrypt.envelope.signed import Signer
 from mailcrypt.mime import enveloped as smime
@@ -127,7 +127,8 @@ def test_s_nail_and_mutt_read_the_fetched_maildir(tmp_path, imap_user, openssl, 
         (smime.encrypt_message(plain("encrypted and read"), [rsa2048.cert]), (b"\\Seen",)),
         (smime.encrypt_message(smime_signed.sign_message(plain("signed inside, flagged"), signer, signing_time=NOW),
                                [rsa2048.cert]), (b"\\Seen", b"\\Flagged")),
-        (smime_signed.sign_message(plain("signed only, answered"), signer, signing_time=NOW), (b"\\Seen", b"\\Answered")),
+        (smime_signed.sign_message(plain("signed only, answered"), signer, signing_time=NOW),
+         (b"\\Seen", b"\\Answered")),
         (plain("a draft"), (b"\\Draft",)),
         (smime.encrypt_message(plain("flagged unread"), [rsa2048.cert]), (b"\\Flagged",)),
     ]
@@ -145,7 +146,7 @@ def test_s_nail_and_mutt_read_the_fetched_maildir(tmp_path, imap_user, openssl, 
     mail = home / "mail"
     files = maildir_files(mail)
     assert sorted(files) == ["", ".Archive", ".Quarantine"]
-    for folder, paths in files.items():
+    for paths in files.values():
         for path in paths:
             assert b"\r" not in path.read_bytes(), f"CR on disk in {path}"
     server = {"": inbox, ".Archive": archive[:1], ".Quarantine": archive[1:]}

@@ -171,7 +171,7 @@ class MaildirFolder:
         return stem in self._known()
 
     def deliver(self, stem: str, data: bytes, *, info: str = "", fault: Fault = _no_fault) -> str:
-        """Write ``data`` (CRLF turned into LF) as ``new/stem``, or ``cur/stem:2,INFO``, through ``tmp/``; return the path.
+        """Write ``data`` (CRLF as LF) to ``new/stem`` or ``cur/stem:2,INFO`` through ``tmp/``; return its path.
 
         ``info`` is Maildir info letters (``maildir_info``): with any, the
         message goes to ``cur/``. The file is complete and on disk before it
