@@ -89,8 +89,9 @@ def maildir_files(root: Path) -> dict[str, list[Path]]:
     for folder in folders:
         name = "" if folder == root else folder.name
         for sub in ("new", "cur"):
-            if (folder / sub).is_dir():
-                out.setdefault(name, []).extend(sorted((folder / sub).iterdir()))
+            # A folder with no messages (the root, a mailbox even when INBOX is not fetched) is not listed.
+            if (folder / sub).is_dir() and (paths := sorted((folder / sub).iterdir())):
+                out.setdefault(name, []).extend(paths)
     return out
 
 
@@ -106,8 +107,8 @@ def by_uid(root: Path) -> dict[int, tuple[str, bytes]]:
 
 
 def status(data: bytes) -> str:
-    """The X-Mailcrypt-Status value of a delivered file."""
-    for line in data.split(b"\r\n"):
+    """The X-Mailcrypt-Status value of a delivered file (LF line ends on disk, CRLF on the server)."""
+    for line in data.replace(b"\r\n", b"\n").split(b"\n"):
         if line.lower().startswith(b"x-mailcrypt-status:"):
             return line.split(b":", 1)[1].strip().decode()
         if not line:
@@ -118,7 +119,7 @@ def status(data: bytes) -> str:
 def strip_status(data: bytes) -> bytes:
     """The file without the X-Mailcrypt-* fields the fetcher put on top."""
     while data.lower().startswith(b"x-mailcrypt-"):
-        data = data.split(b"\r\n", 1)[1]
+        data = data.split(b"\n", 1)[1]
     return data
 
 
@@ -132,3 +133,8 @@ def append_at(user, messages, folder: str = "INBOX") -> None:  # type: ignore[no
             client.append(folder, message, msg_time=when)
     finally:
         client.logout()
+
+
+def lf(data: bytes) -> bytes:
+    """``data`` as the Maildir stores it: CRLF turned into LF."""
+    return data.replace(b"\r\n", b"\n")

@@ -54,9 +54,10 @@ def _subjects(root: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for folder, paths in maildir_files(root).items():
         for path in paths:
-            header = path.read_bytes().split(b"\r\n\r\n", 1)[0]
+            # The Maildir holds LF line ends, as local mail tools write it.
+            header = path.read_bytes().split(b"\n\n", 1)[0]
             subject = next(
-                line.split(b":", 1)[1].strip().decode() for line in header.split(b"\r\n")
+                line.split(b":", 1)[1].strip().decode() for line in header.split(b"\n")
                 if line.lower().startswith(b"subject:")
             )
             out.setdefault(folder, []).append(subject)

@@ -288,5 +288,5 @@ def test_fetcher_marks_a_revoked_signer(tmp_path: Path, world: RevocationWorld) 
         )
         outcome = processor.process(raw, source="test")
     head = outcome.data.split(b"\r\n\r\n", 1)[0]
-    assert b"signature verified, signer certificate revoked" in head
+    assert b"signature valid; signer revoked" in head
     assert b"is revoked" in head

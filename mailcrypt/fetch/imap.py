@@ -6,11 +6,11 @@ verifies the server's certificate against the system's authorities or a
 configured CA file, and logs in. After that, only UIDs are used
 (``use_uid=True``, STYLE.md §5): ``new_uids`` asks the server which UIDs are
 above the last one delivered, ``sizes`` gets their sizes in one command per
-thousand (``sizes_above`` only those of the large ones), and ``bodies``
-fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``) with the INTERNALDATE
-(when the message reached the server, RFC 3501 §2.3.3: the replay guard's
-freshness window lies around it) for a whole batch of UIDs in one
-``UID FETCH``. The caller bounds a batch in
+thousand (``sizes_above`` only those of the large ones), and ``messages``
+fetches ``BODY.PEEK[]`` (which never sets ``\\Seen``), the message's ``FLAGS``
+and its INTERNALDATE (when the message reached the server, RFC 3501 §2.3.3:
+the replay guard's freshness window lies around it) for a whole batch of UIDs
+in one ``UID FETCH``. The caller bounds a batch in
 count and bytes, so that only one batch of bodies is in memory at a time.
 ``idle`` waits for new mail with IMAP IDLE (RFC 2177). ``list_folders``
 answers LIST with each folder's attributes (``\\Noselect``, and the
@@ -37,14 +37,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import imapclient
 from imapclient import exceptions as imap_errors
 
 from mailcrypt import errors
 
-__all__ = ["IMAPConnection", "FetchedMessage", "FolderInfo", "ListedFolder", "ranges"]
+__all__ = ["IMAPConnection", "FolderInfo", "ListedFolder", "ServerMessage", "ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +71,14 @@ class ListedFolder:
     attributes: frozenset[str]
 
 
-class FetchedMessage(NamedTuple):
-    """One message as the server holds it, and when it arrived there (INTERNALDATE; None if the server sent none)."""
+@dataclass(frozen=True)
+class ServerMessage:
+    """One fetched message: its bytes as the server holds them, its flags (``\\Seen``, ...) as sent,
+    and when it arrived there (INTERNALDATE; None if the server sent none)."""
 
     body: bytes
-    arrival: datetime | None
+    flags: frozenset[str] = frozenset()
+    arrival: datetime | None = None
 
 
 def ranges(uids: Iterable[int]) -> str:
@@ -283,18 +285,23 @@ class IMAPConnection:
         large = sorted(uid for uid in found if uid in wanted)
         return self.sizes(large) if large else {}
 
-    def bodies(self, uids: list[int]) -> dict[int, FetchedMessage]:
-        """Each UID's full message and INTERNALDATE in one ``UID FETCH uids (BODY.PEEK[] INTERNALDATE)``.
+    def messages(self, uids: list[int]) -> dict[int, ServerMessage]:
+        """Each UID's message, flags and INTERNALDATE in one ``UID FETCH uids (BODY.PEEK[] FLAGS INTERNALDATE)``.
 
-        Expunged UIDs are missing.
+        Expunged UIDs are missing. The flags come with the body, in the same
+        response, so they are the ones the message had when it was read
+        (RFC 3501 §6.4.5).
         """
-        with _network(f"{self.label}: UID FETCH BODY.PEEK[] failed"):
-            data = self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        with _network(f"{self.label}: UID FETCH BODY.PEEK[] FLAGS INTERNALDATE failed"):
+            data = self._client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         out = {}
         for uid, item in data.items():
             body = item.get(b"BODY[]")
             if body is not None:
-                out[uid] = FetchedMessage(bytes(body), _arrival(item.get(b"INTERNALDATE")))
+                flags = frozenset(
+                    f.decode("ascii", "replace") if isinstance(f, bytes) else str(f) for f in item.get(b"FLAGS", ())
+                )
+                out[uid] = ServerMessage(bytes(body), flags, _arrival(item.get(b"INTERNALDATE")))
         return out
 
     def mark_seen(self, uids: list[int]) -> None:

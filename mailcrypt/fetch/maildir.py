@@ -1,8 +1,8 @@
 """A Maildir++ writer that never leaves half a message and never writes one twice.
 
 Delivery follows the Maildir protocol: the message is written to ``tmp/``,
-flushed to disk (fsync), renamed into ``new/``, and the directory entry is
-made durable by an fsync of ``new/`` (``sync``; the fetcher does it once per
+flushed to disk (fsync), renamed into ``new/`` (or ``cur/``, see below), and
+the directory entry is made durable by an fsync of that directory (``sync``; the fetcher does it once per
 batch, before it records progress). A reader never sees a partial file.
 
 File names are derived from where the message came from, (account, server
@@ -13,6 +13,24 @@ it, in ``cur/`` with a ``:2,FLAGS`` suffix. Folders are Maildir++: the server
 folder ``INBOX`` is the root, any other folder ``a/b`` is ``.a.b`` with a
 ``maildirfolder`` marker. Directories are made mode 0700 and messages 0600:
 they hold decrypted mail.
+
+Files are written as local mail tools (Dovecot, mbsync, getmail, mutt)
+write them, so that any of them can open the tree:
+
+- Line ends are LF on disk: every CRLF becomes LF when the file is written
+  (``to_lf``). Signatures are verified before (``process``), and a signed
+  part kept whole stays verifiable: a reader that checks it converts LF back
+  to CRLF (RFC 8551 §3.1.1 canonical form, as ``openssl smime -verify`` and
+  mailcrypt's own ``verify`` do) and gets the bytes that were signed.
+- Server flags become Maildir info (``maildir_info``): ``\\Seen`` S,
+  ``\\Answered`` R, ``\\Flagged`` F, ``\\Draft`` D. A message with any of
+  them goes to ``cur/`` as ``stem:2,FLAGS``, since only names in ``cur/``
+  carry flags (so a flagged unread message is in ``cur/`` without S, which
+  readers show as unread); a message with none goes to ``new/``.
+  ``\\Deleted`` is not carried over: a reader would purge the local copy.
+- The root is a mailbox (``tmp``, ``new``, ``cur``) even when only
+  subfolders are written (``Maildir.prepare_root``); Maildir++ readers
+  refuse a root without them.
 
 What it won't do: decide what goes where (``sync``), parse messages, or
 touch any file it did not name itself.
@@ -29,7 +47,15 @@ from imapclient import imap_utf7
 
 from mailcrypt.state import fsync_dir
 
-__all__ = ["Maildir", "MaildirFolder", "maildir_folder_name", "message_stem", "stem_prefix"]
+__all__ = [
+    "Maildir",
+    "MaildirFolder",
+    "maildir_folder_name",
+    "maildir_info",
+    "message_stem",
+    "stem_prefix",
+    "to_lf",
+]
 
 _SUBDIRS = ("tmp", "new", "cur")
 
@@ -38,6 +64,29 @@ Fault = Callable[[str], None]
 
 def _no_fault(step: str) -> None:
     return None
+
+
+# IMAP system flags (RFC 3501 §2.3.2), lower-cased, and their Maildir info letters
+# (https://cr.yp.to/proto/maildir.html: "2," then the letters in ASCII order).
+_FLAG_LETTERS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S"}
+
+
+def maildir_info(flags: frozenset[str] | set[str] | tuple[str, ...]) -> str:
+    """The Maildir info letters for IMAP flags ("" when none maps), in ASCII order as the format requires.
+
+    IMAP flags are case-insensitive (RFC 3501 §2.3.2); keywords and
+    ``\\Deleted``, ``\\Recent`` have no letter here.
+    """
+    return "".join(sorted({_FLAG_LETTERS[f.lower()] for f in flags if f.lower() in _FLAG_LETTERS}))
+
+
+def to_lf(data: bytes) -> bytes:
+    """``data`` with every CRLF turned into LF, the line end of files on a Unix system.
+
+    Lone CR or LF bytes are left as they are. Converting back (LF to CRLF)
+    gives the CRLF form again, which is what signatures are computed over.
+    """
+    return data.replace(b"\r\n", b"\n")
 
 
 def maildir_folder_name(folder: str, delimiter: str | None) -> str:
@@ -78,10 +127,15 @@ class MaildirFolder:
         # about as much as writing it (a profile of 1,000 messages).
         self._tmp = os.path.join(path, "tmp")
         self._new = os.path.join(path, "new")
+        self._cur = os.path.join(path, "cur")
         self._marker = marker
         self._ready = False
         self._names: set[str] | None = None
-        self._dirty = False
+        self._dirty: set[str] = set()
+
+    def prepare(self) -> None:
+        """Create ``tmp``, ``new`` and ``cur`` (and the Maildir++ marker) unless they exist."""
+        self._prepare()
 
     def _prepare(self) -> None:
         if self._ready:
@@ -116,14 +170,16 @@ class MaildirFolder:
         """True when a message of this name is in new/ or cur/ (with any flags)."""
         return stem in self._known()
 
-    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault) -> str:
-        """Write ``data`` as ``new/stem`` through ``tmp/``; return the new path.
+    def deliver(self, stem: str, data: bytes, *, info: str = "", fault: Fault = _no_fault) -> str:
+        """Write ``data`` (CRLF as LF) to ``new/stem`` or ``cur/stem:2,INFO`` through ``tmp/``; return its path.
 
-        The file is complete and on disk before it appears in new/; call
-        ``sync`` before relying on the name itself surviving a crash.
-        ``fault`` is called after each step (crash tests).
+        ``info`` is Maildir info letters (``maildir_info``): with any, the
+        message goes to ``cur/``. The file is complete and on disk before it
+        appears there; call ``sync`` before relying on the name itself
+        surviving a crash. ``fault`` is called after each step (crash tests).
         """
         known = self._known()
+        data = to_lf(data)
         tmp = os.path.join(self._tmp, stem)
         # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -142,18 +198,19 @@ class MaildirFolder:
             os.unlink(tmp)
             raise
         fault("fsynced")
-        final = os.path.join(self._new, stem)
+        directory = self._cur if info else self._new
+        final = os.path.join(directory, f"{stem}:2,{info}" if info else stem)
         os.rename(tmp, final)
         known.add(stem)
-        self._dirty = True
+        self._dirty.add(directory)
         fault("renamed")
         return final
 
     def sync(self) -> None:
-        """Make the renames into new/ durable (one fsync of the directory)."""
-        if self._dirty:
-            fsync_dir(self._new)
-            self._dirty = False
+        """Make the renames into new/ and cur/ durable (one fsync of each directory written to)."""
+        for directory in sorted(self._dirty):
+            fsync_dir(directory)
+        self._dirty.clear()
 
     def clean_tmp(self, prefix: str) -> int:
         """Remove files in tmp/ whose names start with ``prefix``: leftovers of a crashed run."""
@@ -182,6 +239,10 @@ class Maildir:
             path = self.root / name if name else self.root
             self._folders[name] = MaildirFolder(path, marker=bool(name))
         return self._folders[name]
+
+    def prepare_root(self) -> None:
+        """Make the root a mailbox (``tmp``, ``new``, ``cur``), as readers expect of a Maildir++ tree."""
+        self.folder("").prepare()
 
     def sync(self) -> None:
         """``sync`` every folder written to."""

@@ -6,17 +6,20 @@ the folder or to quarantine. It peels every S/MIME layer with
 ``mailcrypt.mime.unwrap.unwrap_message`` (enveloped or authEnveloped, any
 profile, any sender; signed, detached or opaque; nested in any order), asks
 the replay guard whether the message is fresh and new, and writes status
-header fields on top (``X-Mailcrypt-Status``, the key used, the cipher, the
-signer and signing time, a warning for unauthenticated CBC content that is
-not signed). Decrypted HTML of such unsigned CBC mail has its remote content
+header fields on top (``X-Mailcrypt-Status`` in the vocabulary of
+``status``, the key used, the cipher, the signer and signing time, a warning
+for unauthenticated CBC content that is not signed). Decrypted HTML of such unsigned CBC mail has its remote content
 removed (``efail``). ``unwrap_message`` returns the message as bytes and
 only once every GCM tag, CBC padding and signature has been checked, so no
 unverified plaintext reaches a sink: a failure is quarantined as the server's
 copy and the plaintext is never written.
 
-What goes to quarantine, unchanged below one status field: a replay or a
-stale message, mail no identity can open, broken envelopes and bad
-signatures, and anything that makes processing fail. Nothing is dropped.
+What goes to quarantine, the server's copy below the status fields: a
+replay or a stale message, mail no identity can open, broken envelopes and
+bad signatures, and anything that makes processing fail. Nothing is
+dropped. In delivered and quarantined copies alike, X-Mailcrypt-* fields
+the message brought with it are renamed ``X-Mailcrypt-Original-*``
+(``status.disarm``): only the fetcher's own fields, on top, carry our names.
 
 The work is split in two so that it can be spread over processes:
 ``prepare`` needs only the keys and the clock (decrypt, verify, build the
@@ -47,8 +50,9 @@ from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt.envelope import CertificateRef, Identity
+from mailcrypt.fetch import status as st
 from mailcrypt.fetch.efail import strip_remote_content
-from mailcrypt.mime import Field, Unwrapped, content_type, read_header_block, split_fields, unwrap_message
+from mailcrypt.mime import Field, Unwrapped, content_type, unwrap_message
 from mailcrypt.pki import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 from mailcrypt.state import ReplayGuard
@@ -58,7 +62,6 @@ __all__ = ["Outcome", "Prepared", "MessageProcessor", "REASON_EXIT_CODES", "STAT
 log = logging.getLogger(__name__)
 
 STATUS_FIELD = "X-Mailcrypt-Status"
-_PREFIX = b"x-mailcrypt-"
 
 #: The exit code each quarantine reason stands for (DESIGN.md §6); delivered mail is 0.
 REASON_EXIT_CODES = {
@@ -177,19 +180,6 @@ def _date(when: datetime) -> str:
     return email.utils.format_datetime(when.astimezone(UTC))
 
 
-def _without_our_fields(message: bytes) -> bytes:
-    """``message`` with any X-Mailcrypt-* header fields removed: only the fetcher may write them.
-
-    A sender could otherwise forge "X-Mailcrypt-Status: decrypted; verified".
-    The body is not touched.
-    """
-    header, sep, rest = read_header_block(iter((message,)), errors.CMSParseError)
-    if _PREFIX not in header.lower():
-        return message
-    kept = [f.raw for f in split_fields(header) if not f.name.startswith("x-mailcrypt-")]
-    return b"".join(kept) + sep + rest
-
-
 def _classify(exc: errors.MailcryptError) -> str:
     if isinstance(exc, errors.NoKeyError):
         return "no-key"
@@ -266,7 +256,7 @@ class MessageProcessor:
             log.exception("unexpected error while reading %s", source)
             return Prepared(failure="error", detail=f"internal error: {type(exc).__name__}")
         if not unwrapped.layers:
-            fields = [_field(STATUS_FIELD, "plain; not encrypted, not signed")]
+            fields = [_field(STATUS_FIELD, f"{st.PLAIN}; {st.NOT_ENCRYPTED}; {st.NOT_SIGNED}")]
             return Prepared(data=self._delivered(raw, fields, source), reason="plain", note="plain")
         return self._layered(raw, unwrapped, now, source)
 
@@ -321,9 +311,10 @@ class MessageProcessor:
     # ------------------------------------------------------------------ outcomes
 
     def _quarantine(self, raw: bytes, reason: str, detail: str, source: str) -> Outcome:
-        status = _field(STATUS_FIELD, f"quarantined; {reason}; {detail}")
-        # Quarantine keeps the server's copy byte for byte under the status fields.
-        data = status + _field("X-Mailcrypt-Source", source) + raw
+        status = _field(STATUS_FIELD, st.quarantined(reason, detail))
+        # Quarantine keeps the server's copy under the status fields, its own X-Mailcrypt-*
+        # fields renamed: a forged "X-Mailcrypt-Status: decrypted" must not pass for ours.
+        data = status + _field("X-Mailcrypt-Source", source) + st.disarm(raw)
         return Outcome(data, True, reason, note=f"quarantined ({reason}): {_clean(detail)}")
 
     def _key_field(self, certificate: x509.Certificate) -> bytes:
@@ -331,14 +322,14 @@ class MessageProcessor:
         cached = self._key_fields.get(certificate)
         if cached is None:
             ref = CertificateRef(certificate)
-            cached = _field("X-Mailcrypt-Key", f"sha256:{ref.fingerprint} ({certificate.subject.rfc4514_string()})")
+            cached = _field("X-Mailcrypt-Key", f"sha256:{ref.fingerprint} ({st.rfc4514_name(certificate.subject)})")
             self._key_fields[certificate] = cached
         return cached
 
     @staticmethod
     def _delivered(message: bytes, fields: list[bytes], source: str) -> bytes:
         fields.append(_field("X-Mailcrypt-Source", source))
-        return b"".join(fields) + _without_our_fields(message)
+        return b"".join(fields) + st.disarm(message)
 
     def _layered(self, raw: bytes, unwrapped: Unwrapped, now: datetime, source: str) -> Prepared:
         fields: list[bytes] = []
@@ -361,7 +352,7 @@ class MessageProcessor:
                 fields.append(
                     _field(
                         "X-Mailcrypt-Signer",
-                        f"{ref.certificate.subject.rfc4514_string()} sha256:{ref.fingerprint}; "
+                        f"{st.rfc4514_name(ref.certificate.subject)} sha256:{ref.fingerprint}; "
                         f"{sig.signature_algorithm} with {sig.digest_algorithm}{weak}; "
                         f"certificate chain {layer.chain.status} ({layer.chain.reason})",
                     )
@@ -371,19 +362,20 @@ class MessageProcessor:
         encrypted = unwrapped.encrypted
         proofs = unwrapped.proofs
         verified = bool(proofs)
-        status.append("decrypted" if encrypted else "not encrypted")
+        status.append(st.DECRYPTED if encrypted else st.NOT_ENCRYPTED)
         if verified:
-            trusted = all(layer.chain is not None and layer.chain.trusted for layer in proofs)
-            revoked = any(layer.chain is not None and layer.chain.revoked for layer in proofs)
+            status.append(st.SIGNATURE_VALID)
             status.append(
-                "signature verified"
-                + ("" if trusted else ", signer certificate revoked" if revoked else ", signer not trusted")
+                st.signer_status(
+                    (layer.chain.status, layer.chain.revoked) if layer.chain is not None else ("invalid", False)
+                    for layer in proofs
+                )
             )
         for layer in unwrapped.weak_signatures:
             assert layer.signature is not None
-            status.append(f"signature uses {layer.signature.weak_description}, not accepted as proof")
+            status.append(st.weak_signature(layer.signature.weak_description))
         if not unwrapped.signatures:
-            status.append("not signed")
+            status.append(st.NOT_SIGNED)
         message = unwrapped.message
         stripped = False
         if cbc and not signed_inside_cbc:

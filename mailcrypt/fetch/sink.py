@@ -7,12 +7,15 @@ questions for crash safety and does one thing:
   which of the ``pending`` UIDs it did write;
 - ``where(uid)``: is there already a copy of this message, and where
   (``"folder"`` or ``"quarantine"``), so that a rerun never writes a second;
-- ``deliver(uid, data, quarantine=...)``: store one message;
+- ``deliver(uid, data, quarantine=..., flags=...)``: store one message,
+  with the server's flags (``\\Seen``, ``\\Answered``, ``\\Flagged``,
+  ``\\Draft``; the others are not carried over);
 - ``sync()``: make everything delivered so far durable.
 
 ``MaildirSink`` writes ``maildir.Maildir`` files whose names say where the
 message came from, so ``where`` is a look at the directory and no pending
-entries are needed. ``IMAPSink`` APPENDs to ``FOLDER`` (server folder
+entries are needed; the flags become Maildir info, and the root is made a
+mailbox as soon as any folder is opened. ``IMAPSink`` APPENDs to ``FOLDER`` (server folder
 INBOX), ``FOLDER/<server folder>`` or ``FOLDER/Quarantine``; an APPEND
 whose answer was lost cannot be seen afterwards by name, so it asks for
 pending entries (``needs_pending``) and finds those messages again by their
@@ -29,11 +32,15 @@ from pathlib import Path
 from typing import Protocol
 
 from mailcrypt.fetch.imap import IMAPConnection
-from mailcrypt.fetch.maildir import Maildir, maildir_folder_name, message_stem, stem_prefix
+from mailcrypt.fetch.maildir import Maildir, maildir_folder_name, maildir_info, message_stem, stem_prefix
 
 __all__ = ["FolderSink", "Sink", "MaildirSink", "IMAPSink", "source_label", "source_labels"]
 
 Fault = Callable[[str], None]
+
+# The flags a copy takes over from the server's message (RFC 3501 §2.3.2 system flags).
+# \Deleted stays behind: the copy is new mail, and a reader would purge it.
+_KEPT_FLAGS = {"\\seen": b"\\Seen", "\\answered": b"\\Answered", "\\flagged": b"\\Flagged", "\\draft": b"\\Draft"}
 
 
 def _no_fault(step: str) -> None:
@@ -58,7 +65,9 @@ class FolderSink(Protocol):
 
     def where(self, uid: int) -> str | None: ...
 
-    def deliver(self, uid: int, data: bytes, *, quarantine: bool, fault: Fault = _no_fault) -> None: ...
+    def deliver(
+        self, uid: int, data: bytes, *, quarantine: bool, flags: frozenset[str] = frozenset(), fault: Fault = _no_fault
+    ) -> None: ...
 
     def sync(self) -> None: ...
 
@@ -94,8 +103,11 @@ class _MaildirFolderSink:
             return "quarantine"
         return None
 
-    def deliver(self, uid: int, data: bytes, *, quarantine: bool, fault: Fault = _no_fault) -> None:
-        (self._quarantine if quarantine else self._main).deliver(self._stem(uid), data, fault=fault)
+    def deliver(
+        self, uid: int, data: bytes, *, quarantine: bool, flags: frozenset[str] = frozenset(), fault: Fault = _no_fault
+    ) -> None:
+        target = self._quarantine if quarantine else self._main
+        target.deliver(self._stem(uid), data, info=maildir_info(flags), fault=fault)
 
     def sync(self) -> None:
         self._main.sync()
@@ -116,6 +128,8 @@ class MaildirSink:
     def open_folder(self, account: str, folder: str, delimiter: str | None, uidvalidity: int) -> FolderSink:
         name = maildir_folder_name(folder, delimiter)
         quarantine = maildir_folder_name(self.quarantine, None)
+        # Readers open the root as a mailbox (mutt -f, s-nail -f), whichever folders are fetched.
+        self.maildir.prepare_root()
         return _MaildirFolderSink(self.maildir, name, quarantine, account, folder, uidvalidity)
 
     def sync(self) -> None:
@@ -147,8 +161,11 @@ class _IMAPFolderSink:
     def where(self, uid: int) -> str | None:
         return self._present.get(uid)
 
-    def deliver(self, uid: int, data: bytes, *, quarantine: bool, fault: Fault = _no_fault) -> None:
-        self._conn.append(self._quarantine if quarantine else self._target, data)
+    def deliver(
+        self, uid: int, data: bytes, *, quarantine: bool, flags: frozenset[str] = frozenset(), fault: Fault = _no_fault
+    ) -> None:
+        kept = tuple(sorted(_KEPT_FLAGS[f.lower()] for f in flags if f.lower() in _KEPT_FLAGS))
+        self._conn.append(self._quarantine if quarantine else self._target, data, flags=kept)
         self._present[uid] = "quarantine" if quarantine else "folder"
         # The server has answered OK: the message is stored, as durable as the server makes it.
         fault("written")

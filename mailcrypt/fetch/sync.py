@@ -12,7 +12,8 @@
    batch_count`` (the others count as that much); cut them into batches of
    at most ``batch_count`` messages and ``batch_bytes`` bytes, so that only
    two batches of bodies are in memory (see below).
-3. ``UID FETCH <batch> (BODY.PEEK[] INTERNALDATE)``: one command per batch;
+3. ``UID FETCH <batch> (BODY.PEEK[] FLAGS INTERNALDATE)``: one command per
+   batch; the flags go with each message to the sink (Maildir info letters),
    the INTERNALDATE is the arrival the replay guard's freshness window lies
    around (DESIGN.md §2).
 4. Per message, in UID order: if a copy already exists (a crashed run wrote
@@ -101,6 +102,8 @@ class _Batch:
     recognised: dict[int, OldRecord]
     #: When each message reached the server (INTERNALDATE), where the server said.
     arrivals: dict[int, datetime | None]
+    #: The server's flags of each message fetched, read with its body.
+    flags: dict[int, frozenset[str]]
 
 
 # Messages whose replay keys are looked up together (about one worker chunk).
@@ -311,7 +314,7 @@ class FolderSync:
         """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
         if self.sink.needs_pending:
             self.state.add_pending(fstate, batch)
-        fetched = self.conn.bodies(batch)
+        fetched = self.conn.messages(batch)
         self.fault("fetched", batch[0])
         bodies = {uid: message.body for uid, message in fetched.items()}
         arrivals = {uid: message.arrival for uid, message in fetched.items()}
@@ -325,7 +328,8 @@ class FolderSync:
             prepared = workers.submit(items)
         else:
             prepared = (self.processor.prepare(raw, source=source) for raw, source in items)
-        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised, arrivals)
+        flags = {uid: message.flags for uid, message in fetched.items()}
+        return _Batch(batch, zip(present, items, prepared, strict=True), digests, recognised, arrivals, flags)
 
     def _batch(
         self,
@@ -364,7 +368,13 @@ class FolderSync:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)
             else:
-                sink.deliver(uid, outcome.data, quarantine=outcome.quarantine, fault=_fault_at(self.fault, uid))
+                sink.deliver(
+                    uid,
+                    outcome.data,
+                    quarantine=outcome.quarantine,
+                    flags=fetched.flags.get(uid, frozenset()),
+                    fault=_fault_at(self.fault, uid),
+                )
                 if outcome.record is not None and not outcome.quarantine:
                     records.append(outcome.record)
                     pending_keys.update(outcome.record.keys)
