@@ -45,7 +45,8 @@ def message(message_id: str, to: str, sender: str = SENDER) -> bytes:
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
-    return {"bob": person(tmp_path_factory.mktemp("once-people"), "bob@example.org", "p256")}
+    d = tmp_path_factory.mktemp("once-people")
+    return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
 
 
 def with_proxy_setting(settings: config.Settings, line: str) -> config.Settings:
@@ -142,6 +143,33 @@ def test_a_report_that_cannot_be_encrypted_is_sent_without_the_content(
     assert reports[0].recipients == [f"<{nokey}>".encode()]
     assert b"bob@example.org" in reports[0].data
     assert b"7c1f" not in reports[0].data  # The report names the recipient, never the content.
+
+
+def test_a_client_leaving_while_to_and_bcc_are_relayed_still_gets_the_bcc_copy_out(
+    tmp_path: Path, people: dict[str, Person], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client hangs up while the first copy waits for its final reply: the Bcc copy is still sent, and logged."""
+    up = FaultServer(lambda number, step, sender: 1.0 if step == "DOT" else None).start()
+    settings = make_home(tmp_path / "home", upstream_port=up.port, recipients=tuple(people.values()), timeout=10)
+    running = start_proxy(settings)
+    head = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nBcc: dave@example.com\r\nMessage-ID: <b@once>\r\n\r\n"
+    try:
+        with RawClient(running.port) as raw:
+            raw.login(SENDER, PASSWORD)
+            replies = raw.send(
+                f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<dave@example.com>\r\nDATA\r\n".encode(),
+                4,
+            )
+            assert replies[-1].startswith(b"354"), replies
+            raw.sock.sendall(head.encode() + BODY + b".\r\n")
+            time.sleep(0.3)  # The first copy is upstream, waiting for its final reply; the client leaves.
+        up.wait_for(2, timeout=15)
+    finally:
+        running.thread.stop()
+        up.stop()
+    copies = sorted(tuple(s.recipients) for s in up.stored)
+    assert copies == [(b"<bob@example.org>",), (b"<dave@example.com>",)]
+    assert "the client left while it was relayed" in caplog.text
 
 
 # ------------------------------------------------------------------ finding 3
