@@ -6,6 +6,13 @@ clear), says EHLO and logs in with AUTH PLAIN or LOGIN (RFC 4954). The
 commands return the server's ``Reply`` whatever its code; I/O failures —
 refused connection, timeout, connection lost, a 421 — raise
 ``UpstreamUnavailable``, and the connection is then closed and unusable.
+A connection counts the replies it still owes (pipelined commands sent,
+not yet answered); an exchange interrupted on the way (the caller was
+cancelled: its mail client went away) closes the connection, since its next
+reply would answer a command nobody asked, and ``in_step`` tells the pool
+whether a connection may be kept. The reply to the end of a message is
+awaited for ``ServerConfig.data_timeout`` (RFC 5321 §4.5.3.2.6), every
+other step for ``ServerConfig.timeout``.
 MAIL and RCPT (the null sender as ``<>``) are pipelined when the server
 offers PIPELINING (RFC 2920); a ``Transaction`` sends them in the
 background while recipients are still being named.
@@ -47,6 +54,14 @@ class Connection:
         self.login: str | None = None
         self.opened = time.monotonic()
         self._data_sent = False
+        # Replies owed for commands sent: a reply read while one is owed for
+        # an earlier command would be taken as the answer to the wrong one.
+        self.pending = 0
+
+    @property
+    def in_step(self) -> bool:
+        """Open and between commands: nothing sent is unanswered, so it can be reused."""
+        return not self.broken and self.pending == 0 and not self._data_sent
 
     # ------------------------------------------------------------------ setup
 
@@ -126,25 +141,30 @@ class Connection:
 
     # ------------------------------------------------------------------ talking
 
-    async def _reply(self, stage: str) -> Reply:
-        return (await self._replies(1, stage))[0]
+    async def _reply(self, stage: str, *, timeout: float | None = None) -> Reply:
+        return (await self._replies(1, stage, timeout=timeout))[0]
 
-    async def _replies(self, count: int, stage: str) -> list[Reply]:
+    async def _replies(self, count: int, stage: str, *, timeout: float | None = None) -> list[Reply]:
         """The server's next ``count`` replies (pipelined commands), under one timeout."""
         replies = []
+        limit = self.config.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(limit):
                 for _ in range(count):
                     replies.append(await self._read_reply(stage))
+                    self.pending = max(0, self.pending - 1)
         except TimeoutError:
             self.close()
-            raise UpstreamUnavailable(
-                f"the server did not answer in {self.config.timeout} s ({stage})", stage=stage
-            ) from None
+            raise UpstreamUnavailable(f"the server did not answer in {limit:g} s ({stage})", stage=stage) from None
         except (OSError, ssl.SSLError) as exc:
             self.close()
             raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
         except UpstreamUnavailable:
+            self.close()
+            raise
+        except BaseException:
+            # Interrupted (cancelled) with replies unread: they would answer
+            # the next commands, so the connection can never be used again.
             self.close()
             raise
         return replies
@@ -167,10 +187,12 @@ class Connection:
             raise UpstreamUnavailable(f"the server is shutting down: {reply}", stage=stage, reply=reply)
         return reply
 
-    async def _send(self, data: bytes | bytearray | memoryview, stage: str) -> None:
+    async def _send(self, data: bytes | bytearray | memoryview, stage: str, *, commands: int = 0) -> None:
+        """Write ``data``, holding ``commands`` commands, each of which owes a reply."""
         if self.broken or self._writer.transport.is_closing():
             self.close()
             raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
+        self.pending += commands
         try:
             self._writer.write(data)
             if not self._writer.transport.get_write_buffer_size():
@@ -183,9 +205,12 @@ class Connection:
         except (OSError, ssl.SSLError) as exc:
             self.close()
             raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
+        except BaseException:
+            self.close()  # Interrupted half-way through a write: the server's view is unknown.
+            raise
 
     async def command(self, line: bytes, stage: str) -> Reply:
-        await self._send(line + b"\r\n", stage)
+        await self._send(line + b"\r\n", stage, commands=1)
         return await self._reply(stage)
 
     async def envelope(
@@ -195,7 +220,7 @@ class Connection:
         mail = mail_command(sender, options)
         rcpts = [rcpt_command(r) for r in recipients]
         if "pipelining" in self.extensions:
-            await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail")
+            await self._send(b"".join(line + b"\r\n" for line in (mail, *rcpts)), "mail", commands=1 + len(rcpts))
             mail_reply, *rcpt_replies = await self._replies(1 + len(rcpts), "mail")
             return mail_reply, rcpt_replies
         mail_reply = await self.command(mail, "mail")
@@ -218,29 +243,44 @@ class Connection:
         the transaction without a delivery (RFC 5321 §3.3): a caller that
         cannot send the message must release the connection as unclean.
         """
-        await self._send(b"DATA\r\n", "data")
+        await self._send(b"DATA\r\n", "data", commands=1)
         self._data_sent = True
 
     async def data(self, message: bytes | bytearray | memoryview) -> Reply:
         """DATA (unless ``start_data`` sent it), the message, and the final dot; the server's answer."""
         if not self._data_sent:
-            await self._send(b"DATA\r\n", "data")
-        self._data_sent = False
+            await self._send(b"DATA\r\n", "data", commands=1)
         reply = await self._reply("data")
+        self._data_sent = False
         if reply.code != 354:
             return reply
+        # From here until the final reply is read the connection is in the
+        # middle of a message: if anything stops it, it is closed, never reused.
+        self._data_sent = True
         body = memoryview(stuff(message))
         ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
         if len(body) <= _PIECE:
             # One write for a small message: every write to a loopback peer costs a system call and a wakeup.
-            await self._send(b"".join((body, ending)), "data")
-            return await self._reply("data")
-        for start in range(0, len(body), _PIECE):
-            await self._send(body[start : start + _PIECE], "data")
-        await self._send(ending, "data")
-        return await self._reply("data")
+            await self._send(b"".join((body, ending)), "data", commands=1)
+        else:
+            for start in range(0, len(body), _PIECE):
+                await self._send(body[start : start + _PIECE], "data")
+            await self._send(ending, "data", commands=1)
+        # RFC 5321 §4.5.3.2.6: the reply to the end of the data may take 10
+        # minutes; giving up earlier would make the client send again a
+        # message the server may have stored.
+        final = await self._reply("data", timeout=self.config.data_timeout)
+        self._data_sent = False
+        return final
 
     async def rset(self) -> Reply:
+        """RSET, when the connection is in step; else it is closed (``UpstreamUnavailable``).
+
+        With a reply still owed, RSET's answer could not be told from it.
+        """
+        if not self.in_step:
+            self.close()
+            raise UpstreamUnavailable("the connection is out of step with the server; closed", stage="rset")
         return await self.command(b"RSET", "rset")
 
     def mail_options(self, *, size: int, eight_bit: bool, smtputf8: bool) -> list[str]:
@@ -304,7 +344,7 @@ class Transaction:
             if sent < len(self._lines):
                 batch = self._lines[sent:] if pipelining else self._lines[sent : sent + 1]
                 stage = "mail" if sent == 0 else "rcpt"
-                await conn._send(b"".join(line + b"\r\n" for line in batch), stage)
+                await conn._send(b"".join(line + b"\r\n" for line in batch), stage, commands=len(batch))
                 sent += len(batch)
                 self._replies.extend(await conn._replies(len(batch), stage))
                 if not self._replies[0].ok and not pipelining:
@@ -321,6 +361,13 @@ class Transaction:
         await self._task
         mail, *rcpts = self._replies
         return mail, (rcpts if mail.ok else [])
+
+    def cancel(self) -> None:
+        """Stop at once (the client left): a command still unanswered closes the connection."""
+        self._closed = True
+        if not self._task.done():
+            self._task.cancel()
+            self.conn.close()
 
     async def settle(self) -> None:
         """Wait for the commands under way to be answered, whatever the outcome."""

@@ -106,6 +106,12 @@ def _message_id_hash(fields: list[Field]) -> str:
     return "none"
 
 
+def _retrieve(task: asyncio.Task[str]) -> None:
+    # A relay whose client left has nobody to await it: its failure is logged here.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("relaying a message failed after its client left: %s", exc, exc_info=exc)
+
+
 class ProxyHandler:
     """The hooks (see the module docstring).
 
@@ -135,6 +141,8 @@ class ProxyHandler:
         self.login_required = auth_required
         self.max_failures = max_failures
         self.refresh = refresh
+        #: Messages being relayed (``handle_DATA``); they run to the end even if their client leaves.
+        self.relaying: set[asyncio.Task[str]] = set()
 
     # ------------------------------------------------------------------ greeting
 
@@ -248,11 +256,11 @@ class ProxyHandler:
         data = getattr(session, "auth_data", None)
         return data.credentials if isinstance(data, Login) else None
 
-    async def _drop_probe(self, session: Any) -> None:
+    async def _drop_probe(self, session: Any, *, leaving: bool = False) -> None:
         probe = getattr(session, "mailcrypt_probe", None)
         session.mailcrypt_probe = None
         if probe is not None:
-            await self.relay.abandon(probe)
+            await self.relay.abandon(probe, leaving=leaving)
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if self.login_required and not session.authenticated:
@@ -343,7 +351,7 @@ class ProxyHandler:
         return "250 2.0.0 OK"
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
-        await self._drop_probe(session)
+        await self._drop_probe(session, leaving=True)
         return "221 2.0.0 Bye"
 
     async def handle_DATA_COMMAND(self, server: Any, session: Any, envelope: Any) -> str | None:
@@ -386,31 +394,51 @@ class ProxyHandler:
         message_id = _message_id_hash(fields)
         login = self._login(session)
         smtputf8 = bool(envelope.smtp_utf8)
+
+        async def relay() -> str:
+            try:
+                delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
+            except errors.MessageError as exc:
+                # The MIME layer cannot take this message (the relay has closed any
+                # transaction it opened, and nothing was accepted): sending it
+                # again would fail the same way, so the refusal is permanent.
+                log.warning("message %s from %s cannot be sent: %s", message_id, envelope.mail_from, exc)
+                return f"554 5.6.0 {client_text(f'Message refused: {exc}')}"
+            if delivery.late and self.late is not None:
+                await self.late.handle(delivery.late, mail_from, login, message_id)
+            # One line a message: what was decided for each recipient, and the outcome.
+            log.info(
+                "message %s from %s in %d envelope(s): %s; %s",
+                message_id,
+                envelope.mail_from,
+                len(groups),
+                "; ".join(decisions),
+                delivery.reply,
+            )
+            return delivery.reply
+
+        # The relay runs in a task of its own that the client cannot cancel:
+        # once the first group went upstream, a client that hangs up must not
+        # leave the others unsent, unspooled and unreported (nor a connection
+        # in the middle of a message). A stop waits for these (``relaying``).
+        task = asyncio.get_running_loop().create_task(relay())
+        self.relaying.add(task)
+        task.add_done_callback(self.relaying.discard)
+        task.add_done_callback(_retrieve)
         try:
-            delivery = await self.relay.deliver(probe, mail_from, groups, login, smtputf8=smtputf8)
-        except errors.MessageError as exc:
-            # The MIME layer cannot take this message (the relay has closed any
-            # transaction it opened, and nothing was accepted): sending it
-            # again would fail the same way, so the refusal is permanent.
-            log.warning("message %s from %s cannot be sent: %s", message_id, envelope.mail_from, exc)
-            return f"554 5.6.0 {client_text(f'Message refused: {exc}')}"
-        if delivery.late and self.late is not None:
-            await self.late.handle(delivery.late, mail_from, login, message_id)
-        # One line a message: what was decided for each recipient, and the outcome.
-        log.info(
-            "message %s from %s in %d envelope(s): %s; %s",
-            message_id,
-            envelope.mail_from,
-            len(groups),
-            "; ".join(decisions),
-            delivery.reply,
-        )
-        return delivery.reply
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            log.warning(
+                "message %s from %s: the client left while it was relayed; relaying goes on",
+                message_id,
+                envelope.mail_from,
+            )
+            raise
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("SMTP session failed: %s", error, exc_info=error)
         return "451 4.3.0 Local error in processing; the message was not sent, try again later"
 
     async def session_closed(self, session: Any) -> None:
-        """The client went away: end an open upstream transaction."""
-        await self._drop_probe(session)
+        """The client went away: end an open upstream transaction at once."""
+        await self._drop_probe(session, leaving=True)

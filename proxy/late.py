@@ -6,7 +6,9 @@ encrypted group that failed temporarily goes into the durable ``Spool``
 before the client hears 250; a permanent refusal, a plaintext copy (which
 never touches the disk) or a group the spool cannot take is reported to the
 sender at once in a delivery status notification, encrypted to the sender's
-own certificate when there is one. The ``SpoolRunner`` sends spooled groups
+own certificate when there is one (else as it is: it names recipients and
+reasons, never the content), and spooled like a group when the server
+cannot take it at once. The ``SpoolRunner`` sends spooled groups
 later through ``send`` and gives up with ``bounce``.
 
 What it won't do: retry plaintext, or write any to disk.
@@ -118,16 +120,24 @@ class LateGroups:
             return
         except TemporaryFailure as exc:
             reason = str(exc)
-        if certificate is None:
-            log.error("the delivery report to %s could not be sent (%s) and is not encrypted: dropped", sender, reason)
-            return
+        # A report the sender's certificate could not encrypt quotes nothing of
+        # the message (``delivery_report``): it is spooled as it is, never dropped.
+        encrypted = certificate is not None
         try:
             await loop.run_in_executor(
                 None,
                 lambda: self.spool.put(
-                    "", [sender], report, encrypted=True, login=None, reason=reason, message_id=message_id
+                    "",
+                    [sender],
+                    report,
+                    encrypted=encrypted,
+                    report=True,
+                    login=None,
+                    reason=reason,
+                    message_id=message_id,
                 ),
             )
+            log.warning("the delivery report to %s could not be sent yet (%s); spooled for retry", sender, reason)
             self.on_spooled()
         except OSError as exc:
             log.error("the delivery report to %s could not be sent or spooled: %s", sender, exc)

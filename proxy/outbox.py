@@ -112,7 +112,7 @@ class OutboxRelay:
     async def open(self, probe: object, recipients: Sequence[str]) -> None:
         return None
 
-    async def abandon(self, probe: object) -> None:
+    async def abandon(self, probe: object, *, leaving: bool = False) -> None:
         return None
 
     async def deliver(

@@ -57,7 +57,7 @@ class Pool:
             for i, (who, conn, since) in enumerate(self._idle):
                 if who == creds:
                     del self._idle[i]
-                    if not conn.broken and now - since < self.idle_seconds:
+                    if conn.in_step and now - since < self.idle_seconds:
                         return conn
                     conn.close()
                     break
@@ -69,7 +69,7 @@ class Pool:
 
     def release(self, conn: Connection, login: Credentials | None = None, *, clean: bool) -> None:
         """Give a connection back: kept if it is between transactions, else closed."""
-        if not clean or conn.broken or len(self._idle) >= self.max_idle:
+        if not clean or not conn.in_step or len(self._idle) >= self.max_idle:
             conn.close()
             return
         self._idle.append((login or self.credentials, conn, time.monotonic()))

@@ -200,9 +200,21 @@ class UpstreamRelay:
         code = reply.code if 500 <= reply.code < 600 else 554
         raise Refused(f"{code} {client_text(f'upstream {self.host} refused <{address}>{others}: {reply.text}')}")
 
-    async def abandon(self, probe: Probe | None) -> None:
-        """The client reset or left: end the open transaction."""
+    async def abandon(self, probe: Probe | None, *, leaving: bool = False) -> None:
+        """The client reset (RSET) or, with ``leaving``, went away: end the open transaction.
+
+        A client that leaves frees its upstream transaction at once: the
+        connection is closed, which ends the transaction (RFC 5321 §3.3),
+        rather than waiting for answers nobody will read. After RSET the
+        connection is kept only when every reply was read and RSET's own
+        answer is the next one (``Connection.rset``).
+        """
         if probe is None:
+            return
+        if leaving:
+            probe.transaction.cancel()
+            probe.conn.close()
+            self.pool.release(probe.conn, probe.login, clean=False)
             return
         await probe.transaction.settle()
         clean = False

@@ -7,8 +7,12 @@ spool and its runner, the user store and login guard, and the listening
 socket — STARTTLS with the home's certificate, or TLS from the first byte
 (``proxy.tls = "implicit"``). AUTH is allowed without TLS only when the
 proxy listens on loopback; elsewhere STARTTLS comes first. ``serve``
-runs until SIGTERM or SIGINT and then stops cleanly: no new connections,
-running transactions finish, pooled connections are closed. SIGHUP, and
+runs until SIGTERM or SIGINT and then stops cleanly (``stop``): no new
+connections; clients between transactions hear 421 and are closed; running
+transactions get ``proxy.shutdown_grace`` seconds to finish (so a client
+never loses the 250 of a message the server stored and sends it again),
+then 421; messages being relayed are relayed to the end; pooled
+connections are closed; only then does it return. SIGHUP, and
 any change to the identities folder (looked for at every MAIL), reload the
 identities without a restart (``refresh``).
 
@@ -70,8 +74,10 @@ _addresses: dict[tuple[str, int], tuple[str | None, str | None]] = {}
 class ProxySMTP(SMTP):
     """aiosmtpd's SMTP: a one-buffer DATA reader, checked commands, remembered addresses (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sessions: set[ProxySMTP] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The server's open sessions, for a stop that lets transactions finish.
+        self._sessions = sessions if sessions is not None else set()
         # aiosmtpd dispatches every command through this table: checking here
         # covers every command, the ones added by later aiosmtpd versions too.
         self._smtp_methods = {verb: self._checked(verb, method) for verb, method in self._smtp_methods.items()}
@@ -162,7 +168,23 @@ class ProxySMTP(SMTP):
             self._set_post_data_state()
         await self.push(status)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sessions.add(self)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between MAIL and the reply to the end of the data (or RSET)."""
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    async def shut(self, reply: str) -> None:
+        """Tell the client ``reply`` (a 421) and close the connection (RFC 5321 §3.8)."""
+        if self.transport is not None and not self.transport.is_closing():
+            await self.push(reply)
+            self.transport.close()
+
     def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
         session = self.session
         super().connection_lost(error)
         closed = getattr(self.event_handler, "session_closed", None)
@@ -265,7 +287,14 @@ class ProxyServer:
             self.pool = None
         else:
             tls = upstream_tls_context(settings) if upstream.security != "none" else None
-            config = ServerConfig(upstream.host, upstream.port, upstream.security, tls, float(upstream.timeout))
+            config = ServerConfig(
+                upstream.host,
+                upstream.port,
+                upstream.security,
+                tls,
+                float(upstream.timeout),
+                data_timeout=float(upstream.data_timeout),
+            )
             creds = None
             if upstream.username is not None and upstream.password is not None:
                 creds = Credentials(upstream.username, upstream.password.read())
@@ -291,6 +320,7 @@ class ProxyServer:
             refresh=self.refresh,
         )
         self._server: asyncio.Server | None = None
+        self._sessions: set[ProxySMTP] = set()
         self._runner_task: asyncio.Task[None] | None = None
 
     async def refresh(self, *, force: bool = False) -> None:
@@ -333,6 +363,7 @@ class ProxyServer:
             auth_require_tls=not implicit and not self.loopback,
             auth_required=False,
             timeout=300,
+            sessions=self._sessions,
         )
 
     async def start(self) -> tuple[str, int]:
@@ -349,9 +380,33 @@ class ProxyServer:
         log.info("listening on %s:%d", self.host, self.port)
         return self.host, self.port
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop accepting, let transactions finish (up to ``grace`` s, else ``proxy.shutdown_grace``), close.
+
+        Every session not in a transaction hears 421 and is closed at once
+        (and every one that finishes its transaction during the grace
+        period); those still in one when it ends hear 421 too. Messages
+        being relayed then are relayed to the end (the relay's own
+        timeouts bound that), so none is left half-sent.
+        """
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # No new connections; wait_closed follows once the sessions are.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.settings.proxy.shutdown_grace if grace is None else grace)
+        bye = "421 4.3.2 mailcrypt proxy shutting down; try again later"
+        while True:
+            busy = [s for s in self._sessions if s.in_transaction]
+            for session in [s for s in self._sessions if not s.in_transaction]:
+                await session.shut(bye)
+            if not busy or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for session in list(self._sessions):
+            log.warning("a client is still in a transaction after the grace period: 421")
+            await session.shut(bye)
+        if self.handler.relaying:
+            await asyncio.gather(*self.handler.relaying, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
         if self._runner_task is not None:
             self._runner_task.cancel()
@@ -383,8 +438,9 @@ class ProxyServer:
         try:
             await stop.wait()
         finally:
-            log.info("stopping")
+            log.info("stopping: no new connections; transactions in flight may finish")
             await self.stop()
+            log.info("stopped")
 
 
 class ProxyThread:
@@ -401,7 +457,8 @@ class ProxyThread:
 
     def stop(self) -> None:
         try:
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+            grace = self.server.settings.proxy.shutdown_grace
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(grace + 30)
             asyncio.run_coroutine_threadsafe(self.loop.shutdown_default_executor(), self.loop).result(30)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)

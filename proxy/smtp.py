@@ -69,7 +69,12 @@ class LoginRefused(Exception):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How to reach one server: ``security`` is ``tls``, ``starttls`` or ``none``."""
+    """How to reach one server: ``security`` is ``tls``, ``starttls`` or ``none``.
+
+    ``timeout`` bounds every step but one: the wait for the reply to the end
+    of a message, which ``data_timeout`` bounds (RFC 5321 §4.5.3.2.6: 10
+    minutes, as the server may scan the message before it answers).
+    """
 
     host: str
     port: int
@@ -77,6 +82,7 @@ class ServerConfig:
     tls_context: ssl.SSLContext | None
     timeout: float
     local_hostname: str = "localhost"
+    data_timeout: float = 600.0
 
 
 def path(address: str) -> str:

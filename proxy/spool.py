@@ -5,7 +5,9 @@ See ``relay`` for when a group lands here. An entry is one file in
 mail client hears 250: a first line of JSON (sender, recipients, the login
 to relay with by name, when it was spooled and why) and then the message.
 Only encrypted messages are accepted (``put`` refuses anything else), so no
-plaintext ever lands on the disk. Retry state (attempts, next try, last
+plaintext ever lands on the disk; the one exception is a delivery report
+(``delivery_report``, ``put(report=True)``) to a sender without a
+certificate, which quotes nothing of the message. Retry state (attempts, next try, last
 reason) lives beside it in a small ``.retry`` file, replaced atomically.
 
 ``SpoolRunner`` retries due entries in the background: after 1, 5, 15 and
@@ -97,9 +99,15 @@ class Spool:
         login: str | None,
         reason: str,
         message_id: str = "",
+        report: bool = False,
     ) -> Path:
-        """Store one encrypted group durably; return its file. Raises ``ValueError`` for plaintext."""
-        if not encrypted:
+        """Store one encrypted group durably; return its file. Raises ``ValueError`` for plaintext.
+
+        ``report`` marks a delivery report made by ``delivery_report``: it
+        names recipients and reasons and never the content, so it may be
+        stored unencrypted when the sender has no certificate to encrypt to.
+        """
+        if not encrypted and not report:
             raise ValueError("the spool holds encrypted messages only")
         self.ensure()
         now = time.time()

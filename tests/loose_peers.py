@@ -7,8 +7,11 @@ line end, and so "<LF>.<LF>" or "<CR>.<CR>" as the end of data, where a
 strict peer sees none). It keeps every byte it got, so a test can tell
 whether the proxy let anything through that such a server would read as a
 second transaction. ``RawClient`` is the attacker's side: it sends exactly
-the bytes it is given, on a raw socket. Both run on 127.0.0.1 with
-ephemeral ports (STYLE.md §6); ``proxy_kit`` exports them.
+the bytes it is given, on a raw socket. ``FaultServer`` is a strict server
+(CRLF lines, pipelining, a thread per connection) whose ``rule`` injects
+faults at any step: a stall, a hang-up without a reply, or another reply.
+All run on 127.0.0.1 with ephemeral ports (STYLE.md §6); ``proxy_kit``
+exports them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import base64
 import re
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["LooseServer", "LooseTransaction", "RawClient"]
+__all__ = ["LooseServer", "LooseTransaction", "RawClient", "FaultServer", "Stored"]
 
 # Any of CRLF, a bare CR or a bare LF ends a line for the loose server.
 _ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -176,3 +181,168 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------ faults on purpose
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
+
+#: ``rule(connection, step, sender)``: None (answer normally), a float (wait so
+#: many seconds, then answer normally), "drop" (hang up without a reply) or a
+#: reply line to give instead (b"451 4.3.0 busy"). ``step`` is MAIL, RCPT,
+#: DATA or DOT (the end of the data); ``connection`` counts from 1.
+Rule = Callable[[int, str, bytes], "float | str | bytes | None"]
+
+
+@dataclass
+class Stored:
+    """A message the server answered 250 at the end of its data: its envelope and its data (unstuffed)."""
+
+    sender: bytes
+    recipients: list[bytes]
+    data: bytes
+
+    @property
+    def message_id(self) -> bytes | None:
+        found = _MESSAGE_ID.search(self.data.split(b"\r\n\r\n", 1)[0])
+        return found.group(1) if found else None
+
+
+class FaultServer:
+    """A strict SMTP server on a thread per connection that fails on purpose (see ``Rule``).
+
+    It stores a message only when it answers 250 to its end, so what is in
+    ``stored`` is exactly what an upstream server would have accepted; a
+    hang-up or a refusal stores nothing. ``lines`` holds each connection's
+    command lines.
+    """
+
+    def __init__(self, rule: Rule | None = None) -> None:
+        self.rule = rule
+        self.stored: list[Stored] = []
+        self.lines: list[list[bytes]] = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._open: set[socket.socket] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> FaultServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+        with self.lock:
+            for conn in list(self._open):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Stored]:
+        deadline = time.monotonic() + timeout
+        while len(self.stored) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.stored
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self._open.add(conn)
+                lines: list[bytes] = []
+                self.lines.append(lines)
+                number = len(self.lines)
+            threading.Thread(target=self._run, args=(conn, number, lines), daemon=True).start()
+
+    def _run(self, conn: socket.socket, number: int, lines: list[bytes]) -> None:
+        try:
+            with conn:
+                conn.settimeout(60)
+                self._talk(conn, number, lines)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self._open.discard(conn)
+
+    def _fault(self, number: int, step: str, sender: bytes) -> bytes | None:
+        """The reply instead of the normal one, b"" to hang up, or None to go on."""
+        fault = self.rule(number, step, sender) if self.rule is not None else None
+        if isinstance(fault, float):
+            time.sleep(fault)
+            return None
+        if fault == "drop":
+            return b""
+        if isinstance(fault, bytes):
+            return fault + b"\r\n"
+        return None
+
+    def _talk(self, conn: socket.socket, number: int, lines: list[bytes]) -> None:
+        conn.sendall(b"220 fault.test ESMTP\r\n")
+        reader = conn.makefile("rb")
+        sender: bytes | None = None
+        recipients: list[bytes] = []
+        while True:
+            line = reader.readline()
+            if not line.endswith(b"\r\n"):
+                return
+            lines.append(line)
+            verb = line[:4].upper()
+            step = {b"MAIL": "MAIL", b"RCPT": "RCPT", b"DATA": "DATA"}.get(verb)
+            fault = None
+            if step is not None and (sender is not None or step == "MAIL"):
+                fault = self._fault(number, step, sender or line[10:].strip())
+            if fault == b"":
+                return  # Hang up without a reply.
+            if fault is not None:
+                if step == "MAIL":
+                    sender = None
+                conn.sendall(fault)
+                continue
+            if verb == b"EHLO":
+                conn.sendall(b"250-fault.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            elif verb == b"MAIL" and sender is None:
+                sender, recipients = line[10:].strip(), []
+                conn.sendall(b"250 2.1.0 OK\r\n")
+            elif verb == b"RCPT" and sender is not None:
+                recipients.append(line[8:].strip())
+                conn.sendall(b"250 2.1.5 OK\r\n")
+            elif verb == b"DATA" and sender is not None and recipients:
+                conn.sendall(b"354 go ahead\r\n")
+                data = bytearray()
+                while (piece := reader.readline()) != b".\r\n":
+                    if not piece.endswith(b"\r\n"):
+                        return
+                    data += piece[1:] if piece.startswith(b".") else piece
+                fault = self._fault(number, "DOT", sender)
+                if fault == b"":
+                    return
+                if fault is None:
+                    with self.lock:
+                        self.stored.append(Stored(sender, recipients, bytes(data)))
+                    fault = b"250 2.0.0 stored\r\n"
+                sender, recipients = None, []
+                conn.sendall(fault)
+            elif verb in (b"MAIL", b"RCPT", b"DATA"):
+                conn.sendall(b"503 5.5.1 bad sequence of commands\r\n")
+            elif verb == b"RSET":
+                sender, recipients = None, []
+                conn.sendall(b"250 2.0.0 OK\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 2.0.0 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 2.0.0 OK\r\n")

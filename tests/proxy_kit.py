@@ -28,9 +28,11 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, AuthResult
 from cryptography.hazmat.primitives import serialization
+from loose_peers import FaultServer as FaultServer
 from loose_peers import LooseServer as LooseServer  # Re-exported: the tests import every peer from here.
 from loose_peers import LooseTransaction as LooseTransaction
 from loose_peers import RawClient as RawClient
+from loose_peers import Stored as Stored
 
 from mailcrypt import config
 from mailcrypt.keydir import KeyDirectory, init_home, keygen

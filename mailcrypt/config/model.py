@@ -93,6 +93,8 @@ class ProxySettings:
     users_file: Path | None = None
     #: Failed logins from one client address within 15 minutes before AUTH is refused there.
     max_auth_failures: int = 5
+    #: Seconds a stop (SIGTERM) waits for transactions in flight before it answers 421 to them.
+    shutdown_grace: int = 30
 
     @property
     def listen(self) -> str:
@@ -122,6 +124,8 @@ class UpstreamSettings:
     #: "configured": log in with username/password above (or not at all);
     #: "client": log in with the login the mail client gave the proxy.
     login: str = "configured"
+    #: Seconds to wait for the server's reply to the end of a message (RFC 5321 §4.5.3.2.6: 10 minutes).
+    data_timeout: int = 600
 
 
 @dataclass(frozen=True)

@@ -180,9 +180,13 @@ def _proxy(t: Table) -> model.ProxySettings:
     tls = t.choice("tls", "starttls", ("starttls", "implicit"))
     users_file = t.path("users_file", "proxy/users")
     failures = t.integer("max_auth_failures", 5, low=1, high=1000)
+    grace = t.integer("shutdown_grace", 30, low=0, high=3600)
     t.finish()
     assert size is not None and tls_cert is not None and tls_key is not None and tls is not None
-    return model.ProxySettings(host, port, auth, size, tls_cert, tls_key, tls, users_file, failures)
+    assert grace is not None
+    return model.ProxySettings(
+        host, port, auth, size, tls_cert, tls_key, tls, users_file, failures, shutdown_grace=grace
+    )
 
 
 def _secret(t: Table, *, required: bool) -> model.SecretRef | None:
@@ -248,10 +252,22 @@ def _upstream(t: Table) -> model.UpstreamSettings:
     timeout = t.integer("timeout", 60, low=1, high=3600)
     check = t.boolean("check_recipients", True)
     retry_hours = t.integer("retry_hours", 120, low=1, high=24 * 30)
+    data_timeout = t.integer("data_timeout", 600, low=1, high=24 * 3600)
     t.finish()
-    assert login is not None
+    assert login is not None and data_timeout is not None
     return model.UpstreamSettings(
-        host, port, security, username, password, tls_verify, ca_file, timeout, check, retry_hours, login
+        host,
+        port,
+        security,
+        username,
+        password,
+        tls_verify,
+        ca_file,
+        timeout,
+        check_recipients=check,
+        retry_hours=retry_hours,
+        login=login,
+        data_timeout=data_timeout,
     )
 
 
