@@ -93,6 +93,8 @@ class ProxySettings:
     users_file: Path | None = None
     #: Failed logins from one client address within 15 minutes before AUTH is refused there.
     max_auth_failures: int = 5
+    #: Recipients one message may have; the next RCPT gets 452 4.5.3 (RFC 5321 §4.5.3.1.10).
+    max_recipients: int = 100
 
     @property
     def listen(self) -> str:
