@@ -126,3 +126,33 @@ def test_advertised_size_follows_the_upstream_when_the_pool_reconnects(proxy, up
         client.rset()
         after = advertised(client)
     assert after == fitting_size(52428800, UPSTREAM_SIZE // 2, recipients=100) < before
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3])
+def test_a_spilled_message_is_dot_stuffed_across_pieces(cut: int) -> None:
+    """A line that starts with a dot at a piece boundary is stuffed as in a message held in memory."""
+    from proxy_kit import RawServer
+
+    from proxy.client import Connection
+    from proxy.smtp import ServerConfig
+    from proxy.spill import PIECE, Spilled
+
+    body = b"a" * (PIECE - cut) + b"\r\n.dot\r\n..two\r\nend"
+    spilled = Spilled()
+    spilled.write(body)
+    spilled.seal()
+    server = RawServer(accept=True).start()
+
+    async def send() -> int:
+        conn = await Connection.open(ServerConfig("127.0.0.1", server.port, "none", None, 10.0))
+        await conn.envelope(SENDER, ["bob@example.org"])
+        reply = await conn.data(spilled)
+        await conn.quit()
+        return reply.code
+
+    try:
+        assert asyncio.run(send()) == 250
+    finally:
+        server.stop()
+    # RawServer keeps the lines as sent (stuffed), up to the final dot.
+    assert server.data == body.replace(b"\r\n.", b"\r\n..") + b"\r\n"
