@@ -18,7 +18,8 @@ offers PIPELINING (RFC 2920); a ``Transaction`` sends them in the
 background while recipients are still being named.
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
 waiting for the socket to drain between pieces, so a large message is
-never copied whole into the transport's buffer. ``start_data`` sends DATA
+never copied whole into the transport's buffer; a ``spill.Spilled`` message
+is read from its file a piece at a time. ``start_data`` sends DATA
 ahead, so that the server's 354 comes back while the message is still being
 made.
 
@@ -36,6 +37,7 @@ import time
 from collections.abc import Sequence
 
 from proxy.smtp import LoginRefused, Reply, ServerConfig, UpstreamUnavailable, mail_command, rcpt_command, stuff
+from proxy.spill import Spilled
 
 __all__ = ["Connection", "Transaction"]
 
@@ -246,7 +248,7 @@ class Connection:
         await self._send(b"DATA\r\n", "data", commands=1)
         self._data_sent = True
 
-    async def data(self, message: bytes | bytearray | memoryview) -> Reply:
+    async def data(self, message: bytes | bytearray | memoryview | Spilled) -> Reply:
         """DATA (unless ``start_data`` sent it), the message, and the final dot; the server's answer."""
         if not self._data_sent:
             await self._send(b"DATA\r\n", "data", commands=1)
@@ -257,21 +259,39 @@ class Connection:
         # From here until the final reply is read the connection is in the
         # middle of a message: if anything stops it, it is closed, never reused.
         self._data_sent = True
-        body = memoryview(stuff(message))
-        ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
-        if len(body) <= _PIECE:
-            # One write for a small message: every write to a loopback peer costs a system call and a wakeup.
-            await self._send(b"".join((body, ending)), "data", commands=1)
+        if isinstance(message, Spilled):
+            await self._send_pieces(message)
         else:
-            for start in range(0, len(body), _PIECE):
-                await self._send(body[start : start + _PIECE], "data")
-            await self._send(ending, "data", commands=1)
+            body = memoryview(stuff(message))
+            ending = b".\r\n" if body[-2:] == b"\r\n" or not body else b"\r\n.\r\n"
+            if len(body) <= _PIECE:
+                # One write for a small message: every write to a loopback peer costs a system call and a wakeup.
+                await self._send(b"".join((body, ending)), "data", commands=1)
+            else:
+                for start in range(0, len(body), _PIECE):
+                    await self._send(body[start : start + _PIECE], "data")
+                await self._send(ending, "data", commands=1)
         # RFC 5321 §4.5.3.2.6: the reply to the end of the data may take 10
         # minutes; giving up earlier would make the client send again a
         # message the server may have stored.
         final = await self._reply("data", timeout=self.config.data_timeout)
         self._data_sent = False
         return final
+
+    async def _send_pieces(self, message: Spilled) -> None:
+        """The message from its file, dot-stuffed (RFC 5321 §4.5.2) across piece boundaries, and the final dot."""
+        line_start, tail = True, b""
+        for piece in message.pieces():
+            if not piece:
+                continue
+            if b"\n." in piece:
+                piece = piece.replace(b"\n.", b"\n..")
+            if line_start and piece[:1] == b".":
+                piece = b"." + piece
+            line_start = piece[-1:] == b"\n"
+            tail = (tail + piece[-2:])[-2:]
+            await self._send(piece, "data")
+        await self._send(b".\r\n" if tail in (b"", b"\r\n") else b"\r\n.\r\n", "data", commands=1)
 
     async def rset(self) -> Reply:
         """RSET, when the connection is in step; else it is closed (``UpstreamUnavailable``).

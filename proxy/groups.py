@@ -62,6 +62,7 @@ from mailcrypt.mime import (
 from mailcrypt.pki import fingerprint
 from mailcrypt.policy import PolicyTable, Profile, common_profile
 from proxy.relay import Group, Refused, client_text
+from proxy.spill import SPILL_OVER, Body, Spilled
 
 if TYPE_CHECKING:
     from mailcrypt.envelope import Signer
@@ -242,7 +243,7 @@ def make_groups(
             profiles.append(sender.profile)
         profile = common_profile(profiles)
 
-        async def render() -> bytes:
+        async def render() -> Body:
             parts = await signed_parts()
             if encrypts_inline(sum(len(p) for p in parts)):
                 return _encrypt(parts, certs, profile)
@@ -283,7 +284,17 @@ def make_groups(
 
 def _encrypt(
     parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
-) -> bytes:
-    out = io.BytesIO()
-    encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
-    return out.getvalue()
+) -> Body:
+    if sum(len(p) for p in parts) <= SPILL_OVER:
+        out = io.BytesIO()
+        encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
+        return out.getvalue()
+    # A large message's encrypted copy goes to an encrypted temporary file, so
+    # that the proxy holds about one copy of the message, not 2.4 (``spill``).
+    spilled = Spilled()
+    try:
+        encrypt_stream(ChainReader(parts), spilled, certificates, profile=profile)
+    except BaseException:
+        spilled.close()
+        raise
+    return spilled.seal()

@@ -14,6 +14,11 @@
   vacation replies) is allowed for every login and relayed as ``<>``; an
   address with a control character is refused (``wire``). Changes to the
   key directory are looked for here (``refresh``), once a transaction.
+- EHLO advertises the SIZE that still fits the upstream server's limit
+  once encrypted (``sizes.MessageLimit``); ``server.ProxySMTP`` enforces it.
+- RCPT takes at most ``max_recipients`` (default 100, like Postfix's
+  smtpd_recipient_limit); the next one gets 452 4.5.3 (RFC 5321
+  §4.5.3.1.10), and the client sends the rest in another transaction.
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
@@ -55,6 +60,7 @@ from proxy.guard import GuardBusy, LoginGuard
 from proxy.late import LateGroups
 from proxy.outbox import OutboxRelay
 from proxy.relay import Credentials, Probe, Refused, UpstreamRelay, client_text
+from proxy.sizes import MessageLimit
 from proxy.smtp import LoginRefused, UpstreamUnavailable
 from proxy.wire import check_address, check_message
 
@@ -116,7 +122,8 @@ class ProxyHandler:
     """The hooks (see the module docstring).
 
     ``senders`` picks the sender's keys; ``refresh``, when given, is awaited
-    at every MAIL to pick up changes to the key directory.
+    at every MAIL to pick up changes to the key directory. ``limit`` is the
+    message size advertised at EHLO (the configured one when not given).
     """
 
     def __init__(
@@ -131,6 +138,8 @@ class ProxyHandler:
         auth_required: bool,
         max_failures: int = 5,
         refresh: Callable[[], Awaitable[None]] | None = None,
+        limit: MessageLimit | None = None,
+        max_recipients: int = 100,
     ) -> None:
         self.book = book
         self.senders = senders
@@ -143,6 +152,8 @@ class ProxyHandler:
         self.refresh = refresh
         #: Messages being relayed (``handle_DATA``); they run to the end even if their client leaves.
         self.relaying: set[asyncio.Task[str]] = set()
+        self.limit = limit
+        self.max_recipients = max_recipients
 
     # ------------------------------------------------------------------ greeting
 
@@ -150,8 +161,17 @@ class ProxyHandler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        if self.limit is not None:
+            # What fits upstream once encrypted; ProxySMTP checks MAIL's SIZE= and the end of DATA against it.
+            size = await self.limit.learn()
+            server.data_size_limit = size
+            responses = [f"250-SIZE {size}" if r.startswith("250-SIZE ") else r for r in responses]
         # aiosmtpd reads pipelined commands in order; say so (RFC 2920).
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    def message_limit(self) -> int | None:
+        """The message size that fits now (``server.ProxySMTP`` asks at every MAIL); None when not limited here."""
+        return self.limit.current() if self.limit is not None else None
 
     # ------------------------------------------------------------------ AUTH
 
@@ -331,6 +351,9 @@ class ProxyHandler:
         # One recipient once (mailcrypt.addresses.recipient_key: IDNA form, any case).
         if any(recipient_key(a) == recipient_key(address) for a in plans):
             return "250 2.1.5 OK (already a recipient)"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452, and the client sends the rest in a later transaction.
+            return "452 4.5.3 Too many recipients"
         loop = asyncio.get_running_loop()
         try:
             plan = self.book.cached(address)

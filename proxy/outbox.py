@@ -31,6 +31,7 @@ from pathlib import Path
 
 from mailcrypt.state import fsync_dir
 from proxy.relay import Credentials, Delivery, Group, temporary
+from proxy.spill import Spilled, body_pieces
 
 __all__ = ["Outbox", "OutboxRelay", "Staged"]
 
@@ -63,7 +64,9 @@ class Outbox:
         host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{next(_counter)}R{os.urandom(4).hex()}.{host}"
 
-    def stage(self, sender: str, recipients: Sequence[str], message: bytes | bytearray | memoryview) -> Staged:
+    def stage(
+        self, sender: str, recipients: Sequence[str], message: bytes | bytearray | memoryview | Spilled
+    ) -> Staged:
         """Write one copy into ``tmp/`` and sync it. Raises ``OSError`` (disk full, ...)."""
         self.ensure()
         name = self._unique()
@@ -73,7 +76,8 @@ class Outbox:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(envelope)
-                f.write(message)
+                for piece in body_pieces(message):
+                    f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

@@ -3,7 +3,9 @@
 ``Pool.acquire`` hands out a connection logged in as the given
 ``Credentials`` (or the configured ones): an idle one when there is one,
 not older than ``idle_seconds`` (servers drop idle clients after a while),
-else a new one. ``release`` keeps a connection that is between
+else a new one, whose EHLO keywords become ``extensions`` (so what the
+server offers, its SIZE among it, is followed when the pool reconnects).
+``release`` keeps a connection that is between
 transactions and closes anything else.
 
 What it won't do: retry, or decide what a failure means (``relay``).
@@ -45,6 +47,8 @@ class Pool:
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
         self._idle: list[tuple[Credentials | None, Connection, float]] = []
+        #: What the server offered at the latest new connection's EHLO; None before the first one.
+        self.extensions: dict[str, str] | None = None
 
     async def acquire(self, login: Credentials | None = None, *, fresh: bool = False) -> Connection:
         """A connection logged in as ``login`` (else the configured credentials).
@@ -63,9 +67,11 @@ class Pool:
                     break
             else:
                 break
-        return await Connection.open(
+        conn = await Connection.open(
             self.config, username=creds.username if creds else None, password=creds.password if creds else None
         )
+        self.extensions = conn.extensions
+        return conn
 
     def release(self, conn: Connection, login: Credentials | None = None, *, clean: bool) -> None:
         """Give a connection back: kept if it is between transactions, else closed."""

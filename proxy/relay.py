@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from proxy.client import Connection, Transaction
 from proxy.pool import Credentials, Pool
 from proxy.smtp import LoginRefused, Reply, UpstreamUnavailable
+from proxy.spill import Body
 
 __all__ = [
     "Credentials",
@@ -68,7 +69,7 @@ class Group:
     """One envelope: its recipients, and how to make the message (``render`` runs just before sending)."""
 
     recipients: tuple[str, ...]
-    render: Callable[[], Awaitable[bytes]]
+    render: Callable[[], Awaitable[Body]]
     encrypted: bool
     kind: str  # "to/cc", "bcc" or "plaintext"
 
@@ -117,7 +118,7 @@ class Late:
 
     group: Group
     recipients: tuple[str, ...]
-    message: bytes | None
+    message: Body | None
     reason: str
     permanent: bool
 
@@ -298,7 +299,7 @@ class UpstreamRelay:
         return delivery
 
     async def _send(
-        self, conn: Connection, sender: str, group: Group, message: bytes, *, smtputf8: bool, open_envelope: bool
+        self, conn: Connection, sender: str, group: Group, message: Body, *, smtputf8: bool, open_envelope: bool
     ) -> _Outcome:
         """One transaction for one group, all its recipients or none of them."""
         outcome = _Outcome()

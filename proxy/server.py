@@ -24,8 +24,10 @@ a line starts with a dot. It refuses every command whose argument holds a
 CR or NUL before aiosmtpd parses it (``wire.check_command``: such an
 address would end the proxy's own command line early upstream). It remembers the addresses it parsed (aiosmtpd
 parses each MAIL and RCPT argument with the e-mail header parser, 50 µs a
-time, and a client names the same few addresses over and over). It also
-tells the handler when a client goes away.
+time, and a client names the same few addresses over and over). It
+refuses ``MAIL FROM:<...> SIZE=n`` with 552 5.3.4 when n is over the size
+that fits upstream once encrypted (the handler's ``message_limit``, which
+the DATA reader enforces too). It also tells the handler when a client goes away.
 
 What it won't do: parse the configuration (``mailcrypt.config`` does) or
 decide anything about a message.
@@ -56,6 +58,7 @@ from proxy.late import LateGroups
 from proxy.outbox import Outbox, OutboxRelay
 from proxy.relay import Credentials, Pool, Refused, UpstreamRelay
 from proxy.senders import Senders
+from proxy.sizes import MessageLimit
 from proxy.smtp import ServerConfig
 from proxy.spool import INTERVALS, Spool, SpoolRunner
 from proxy.wire import check_command
@@ -108,6 +111,19 @@ class ProxySMTP(SMTP):
                 _addresses.clear()
             _addresses[key] = found
         return found
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        limit = getattr(self.event_handler, "message_limit", None)
+        if limit is not None and self.session is not None and self.session.extended_smtp:
+            # The upstream server's SIZE may have changed since EHLO (a new pooled connection).
+            self.data_size_limit = limit() or self.data_size_limit
+        size = _size_parameter(arg)
+        if size is not None and self.data_size_limit and size > self.data_size_limit:
+            # RFC 1870 §6.1: refuse before the body, with the code for a message too big (RFC 3463 5.3.4).
+            await self.push(f"552 5.3.4 Message too big: the limit is {self.data_size_limit} bytes")
+            return
+        await super().smtp_MAIL(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -195,6 +211,15 @@ class ProxySMTP(SMTP):
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+def _size_parameter(arg: str | None) -> int | None:
+    """The number of a ``SIZE=`` parameter of MAIL (RFC 1870 §3), None when there is none or it is no number."""
+    for word in (arg or "").split()[1:]:
+        keyword, _, value = word.partition("=")
+        if keyword.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -318,6 +343,8 @@ class ProxyServer:
             auth_required=proxy.auth == "required",
             max_failures=proxy.max_auth_failures,
             refresh=self.refresh,
+            limit=MessageLimit(proxy.max_message_size, recipients=proxy.max_recipients, pool=self.pool),
+            max_recipients=proxy.max_recipients,
         )
         self._server: asyncio.Server | None = None
         self._sessions: set[ProxySMTP] = set()

@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import json
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from mailcrypt.state import fsync_dir
+from proxy.spill import Body, body_pieces
 
 __all__ = ["Spool", "Entry", "SpoolRunner", "delivery_report", "INTERVALS"]
 
@@ -62,7 +64,7 @@ class Entry:
     reason: str = ""
 
 
-def _write_atomic(directory: Path, target: Path, parts: Sequence[bytes]) -> None:
+def _write_atomic(directory: Path, target: Path, parts: Iterable[bytes | memoryview]) -> None:
     tmp = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
@@ -93,7 +95,7 @@ class Spool:
         self,
         sender: str,
         recipients: Sequence[str],
-        message: bytes,
+        message: Body,
         *,
         encrypted: bool,
         login: str | None,
@@ -120,7 +122,9 @@ class Spool:
             "reason": reason,
         }
         target = self.path / "new" / f"{int(now)}.{uuid.uuid4().hex}.msg"
-        _write_atomic(self.path / "tmp", target, [json.dumps(meta).encode() + b"\n", message])
+        _write_atomic(
+            self.path / "tmp", target, itertools.chain([json.dumps(meta).encode() + b"\n"], body_pieces(message))
+        )
         self._write_retry(target, attempts=0, next_try=now + self.intervals[0], reason=reason)
         return target
 

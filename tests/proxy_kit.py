@@ -114,13 +114,17 @@ class _Recorder:
 class Upstream:
     """A recording aiosmtpd server (see the module docstring).
 
+    ``size`` is the SIZE it announces and enforces (None: none).
     ``rcpt_rules[address]`` is a reply, a float (seconds to stall), or a
     callable returning one of them (or None for "accept"); ``data_rule(rcpts)``
     likewise at the end of DATA.
     """
 
-    def __init__(self, *, tls_context: object = None, auth: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, tls_context: object = None, auth: dict[str, str] | None = None, size: int | None = None
+    ) -> None:
         self.tls_context = tls_context
+        self.size = size
         self.auth = auth
         self.received: list[Received] = []
         self.attempts: list[Received] = []
@@ -153,7 +157,7 @@ class Upstream:
                 return AuthResult(success=ok, handled=False)
 
             options.update(authenticator=check, auth_require_tls=self.tls_context is not None)
-        return SMTP(_Recorder(self), hostname="upstream.test", data_size_limit=None, **options)  # type: ignore[arg-type]
+        return SMTP(_Recorder(self), hostname="upstream.test", data_size_limit=self.size, **options)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         async def down() -> None:

@@ -95,6 +95,8 @@ class ProxySettings:
     max_auth_failures: int = 5
     #: Seconds a stop (SIGTERM) waits for transactions in flight before it answers 421 to them.
     shutdown_grace: int = 30
+    #: Recipients one message may have; the next RCPT gets 452 4.5.3 (RFC 5321 §4.5.3.1.10).
+    max_recipients: int = 100
 
     @property
     def listen(self) -> str:

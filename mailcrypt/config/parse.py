@@ -181,11 +181,14 @@ def _proxy(t: Table) -> model.ProxySettings:
     users_file = t.path("users_file", "proxy/users")
     failures = t.integer("max_auth_failures", 5, low=1, high=1000)
     grace = t.integer("shutdown_grace", 30, low=0, high=3600)
+    # RFC 5321 §4.5.3.1.8: a server MUST take at least 100 recipients.
+    recipients = t.integer("max_recipients", 100, low=100, high=100000)
     t.finish()
     assert size is not None and tls_cert is not None and tls_key is not None and tls is not None
-    assert grace is not None
+    assert grace is not None and recipients is not None
     return model.ProxySettings(
-        host, port, auth, size, tls_cert, tls_key, tls, users_file, failures, shutdown_grace=grace
+        host, port, auth, size, tls_cert, tls_key, tls, users_file, failures, shutdown_grace=grace,
+        max_recipients=recipients,
     )
 
 
