@@ -312,7 +312,9 @@ class ProxyHandler:
             fields = header_fields(message)
             sender = self.senders(mail_from, from_addresses(fields))
             decisions: list[str] = []
-            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
+            groups = make_groups(
+                message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions, own_copy=bool(mail_from)
+            )
         except BaseException:
             await self.relay.abandon(probe)
             raise

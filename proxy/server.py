@@ -42,6 +42,7 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcrypt import errors
 from mailcrypt.config import Settings, is_loopback
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
+from proxy.announced import Announced
 from proxy.auth import LoginGuard, UserStore
 from proxy.client import ServerConfig
 from proxy.groups import RecipientBook
@@ -243,7 +244,8 @@ class ProxyServer:
         self.loopback = is_loopback(self.host)
         keys = KeyDirectory.from_settings(settings)
         self.senders = Senders.load(keys, settings, passphrase or PassphraseSource.from_settings(settings))
-        self.book = RecipientBook(keys, settings.policy)
+        self.announced = Announced(settings.state_db)
+        self.book = RecipientBook(keys, settings.policy, advertised=self.announced)
         self.tls = server_tls_context(proxy.tls_cert, proxy.tls_key)
         self.guard = guard or LoginGuard(max_failures=proxy.max_auth_failures)
         upstream = settings.upstream
@@ -325,6 +327,7 @@ class ProxyServer:
             await self.late.wait()
         if self.pool is not None:
             await self.pool.close()
+        self.announced.close()
 
     async def serve(self, *, ready: Any = None) -> None:
         """Run until SIGTERM or SIGINT; ``ready(host, port)`` is called once listening."""
