@@ -14,18 +14,28 @@ decides nothing about fallbacks, which belong to the proxy and the fetcher.
 A ``PolicyTable`` holds the administrator's per-recipient settings (DESIGN.md
 §4-5): for each address, ``require``, ``opportunistic`` or ``plaintext`` and
 the profile to send with, resolved address > domain > default, plus
-domain-level gateway certificates. It is plain data too: ``mailcrypt.config``
-builds it from the configuration file, the key directory and the proxy read
-it. No message header can change it.
+domain-level gateway certificates and ``mixed_recipient_infos``. It is plain
+data too: ``mailcrypt.config`` builds it from the configuration file, the key
+directory and the proxy read it. No message header can change it.
+
+``readable_together`` and ``readable_envelopes`` hold the rule of DESIGN.md
+§1 "Readable by every recipient": older NSS (3.87, Debian's
+``libnss3-tools`` and many installed Thunderbirds) rejects a whole envelope
+as bad DER when it holds any KeyAgreeRecipientInfo (RFC 5652 §6.2.2, the EC
+recipients' kind), so key agreement shares an envelope with a key transport
+(RSA) recipient only when that recipient's client is known to read it: by
+``mixed_recipient_infos`` or by the ECDH capabilities it announced in
+signed mail (RFC 8551 §2.5.2). Which members an envelope has is the
+caller's business; these functions only say which may go together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from mailcrypt.addresses import address_key, domain_key
 
@@ -43,6 +53,9 @@ __all__ = [
     "Decision",
     "PolicyTable",
     "common_profile",
+    "EnvelopeMember",
+    "readable_together",
+    "readable_envelopes",
 ]
 
 #: Content ciphers by name: (mode, key length in bytes).
@@ -163,11 +176,15 @@ class RecipientPolicy:
     ``None`` means "not set here": the value comes from the next level
     (address > domain > default). ``gateway`` is a certificate file used for
     every address of a domain (only domains have one).
+    ``mixed_recipient_infos`` True says the recipients' mail clients read an
+    envelope that holds key agreement (EC) and key transport (RSA)
+    RecipientInfos side by side (see the module docstring).
     """
 
     policy: str | None = None
     profile: str | None = None
     gateway: Path | None = None
+    mixed_recipient_infos: bool | None = None
 
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy not in RECIPIENT_POLICIES:
@@ -176,6 +193,8 @@ class RecipientPolicy:
             raise ValueError(f"unknown profile {self.profile!r}")
         if self.gateway is not None and not isinstance(self.gateway, Path):
             raise TypeError("gateway must be a pathlib.Path")
+        if self.mixed_recipient_infos is not None and not isinstance(self.mixed_recipient_infos, bool):
+            raise TypeError("mixed_recipient_infos must be a bool")
 
 
 class Decision(NamedTuple):
@@ -190,6 +209,9 @@ class Decision(NamedTuple):
     #: is the table's default, which capabilities a correspondent advertised in
     #: signed mail may raise to ``modern`` (DESIGN.md §1).
     profile_set: bool = False
+    #: True when the administrator says this recipient's client reads envelopes
+    #: that mix key agreement with key transport (``mixed_recipient_infos``).
+    mixed_recipient_infos: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,13 +222,15 @@ class PolicyTable:
     normalised with ``domain_key``/``address_key`` on construction, so lookups
     follow the RFC 5280 comparison rules. Each of policy and profile is
     resolved on its own: an address that sets only a profile takes its
-    policy from its domain or the default.
+    policy from its domain or the default. ``mixed_recipient_infos`` is the
+    default of that setting (``[policy] mixed_recipient_infos``).
     """
 
     default: str = "require"
     profile: str = "compatible"
     domains: Mapping[str, RecipientPolicy] = field(default_factory=dict)
     addresses: Mapping[str, RecipientPolicy] = field(default_factory=dict)
+    mixed_recipient_infos: bool = False
 
     def __post_init__(self) -> None:
         if self.default not in RECIPIENT_POLICIES:
@@ -224,7 +248,15 @@ class PolicyTable:
         object.__setattr__(self, "addresses", MappingProxyType(addresses))
 
     def __hash__(self) -> int:
-        return hash((self.default, self.profile, tuple(self.domains.items()), tuple(self.addresses.items())))
+        return hash(
+            (
+                self.default,
+                self.profile,
+                tuple(self.domains.items()),
+                tuple(self.addresses.items()),
+                self.mixed_recipient_infos,
+            )
+        )
 
     def decide(self, address: str) -> Decision:
         """The policy, profile and gateway for ``address``, with the reason."""
@@ -238,6 +270,7 @@ class PolicyTable:
         )
         policy, policy_from = self.default, "policy.default"
         profile, profile_from = self.profile, "policy.profile"
+        mixed, mixed_from = self.mixed_recipient_infos, "policy.mixed_recipient_infos"
         for entry, where in reversed(levels):
             if entry is None:
                 continue
@@ -245,6 +278,8 @@ class PolicyTable:
                 policy, policy_from = entry.policy, where
             if entry.profile is not None:
                 profile, profile_from = entry.profile, where
+            if entry.mixed_recipient_infos is not None:
+                mixed, mixed_from = entry.mixed_recipient_infos, where
         gateway = None
         domain_entry = self.domains.get(domain)
         if domain_entry is not None and domain_entry.gateway is not None:
@@ -252,7 +287,9 @@ class PolicyTable:
         reason = f"policy {policy} from {policy_from}, profile {profile} from {profile_from}"
         if gateway is not None:
             reason += f', gateway certificate from policy.domains."{domain}".gateway'
-        return Decision(policy, PROFILES[profile], reason, gateway, profile_from != "policy.profile")
+        if mixed:
+            reason += f", mixed recipient infos from {mixed_from}"
+        return Decision(policy, PROFILES[profile], reason, gateway, profile_from != "policy.profile", mixed)
 
 
 def common_profile(profiles: Iterable[Profile]) -> Profile:
@@ -268,3 +305,53 @@ def common_profile(profiles: Iterable[Profile]) -> Profile:
     if all(p.name == MODERN.name for p in chosen):
         return MODERN
     return COMPATIBLE
+
+
+# ------------------------------------------------------------ readable by every recipient
+
+
+class EnvelopeMember(Protocol):
+    """One certificate an envelope is encrypted to, as far as the rule below cares."""
+
+    @property
+    def key_agreement(self) -> bool:
+        """True when its RecipientInfo is a KeyAgreeRecipientInfo (an EC key, RFC 5753)."""
+        ...
+
+    @property
+    def reads_key_agreement(self) -> bool:
+        """True when its client is known to read an envelope that holds a KeyAgreeRecipientInfo."""
+        ...
+
+
+_Member = TypeVar("_Member", bound=EnvelopeMember)
+
+
+def _reads(member: EnvelopeMember) -> bool:
+    # A client that holds an EC key reads key agreement by definition.
+    return member.key_agreement or member.reads_key_agreement
+
+
+def readable_together(members: Iterable[EnvelopeMember]) -> bool:
+    """Whether one envelope for all ``members`` is readable by each of them (module docstring).
+
+    It is, when no member needs key agreement (only KeyTransRecipientInfos,
+    which every S/MIME client reads), or when every member is known to read it.
+    """
+    chosen = list(members)
+    return not any(m.key_agreement for m in chosen) or all(_reads(m) for m in chosen)
+
+
+def readable_envelopes(members: Sequence[_Member]) -> list[list[_Member]]:
+    """``members`` split into as few envelopes as the rule allows, each readable by all of its members.
+
+    One envelope when ``readable_together`` allows it; otherwise two: the key
+    transport members not known to read key agreement, and everyone else
+    (the key agreement members and the key transport members known to read
+    it). Order is kept within each; an empty ``members`` gives no envelope.
+    """
+    if not members:
+        return []
+    if readable_together(members):
+        return [list(members)]
+    return [[m for m in members if not _reads(m)], [m for m in members if _reads(m)]]

@@ -9,11 +9,32 @@ are cached until the key directory changes (its directories' mtimes), for
 at most five minutes; a missing certificate is never cached, so an import
 takes effect at the next attempt.
 
-At DATA time ``make_groups`` splits the recipients (DESIGN.md §3): every
-encrypted To/Cc recipient shares one envelope; every Bcc recipient (an RCPT
+At DATA time ``make_groups`` splits the recipients (DESIGN.md §3): the
+encrypted To/Cc recipients share one envelope; every Bcc recipient (an RCPT
 TO address absent from To and Cc) gets an envelope encrypted only to them
 and the sender; plaintext copies go one to the To/Cc recipients and one to
-each Bcc recipient. The Bcc field never leaves. Each envelope's profile is
+each Bcc recipient. The Bcc field never leaves.
+
+Readable by every recipient (DESIGN.md §1): older NSS (3.87, in many
+installed Thunderbirds) rejects a whole envelope that holds any key
+agreement RecipientInfo, so an EC certificate never shares an envelope with
+an RSA recipient who is not known to read that (``Plan.reads_key_agreement``:
+``mixed_recipient_infos`` in the policy, or ECDH announced in their signed
+mail; the rule is ``mailcrypt.policy.readable_envelopes``). The To/Cc
+recipients then go in two envelopes: those RSA recipients in one, everyone
+else in the other; every recipient still gets exactly one copy, and the
+headers inside are the same. The sender's own certificate is one more
+member of that split (its reader is mailcrypt, which reads everything), and
+joins every envelope it can join without making it unreadable. An EC
+sender's copy therefore leaves out envelopes of RSA recipients not known to
+read key agreement. When that leaves it in no envelope of the message at
+all, the sender gets an envelope of its own, addressed to the sender's
+address and encrypted to the sender alone (``kind`` "sender copy"): the
+promise that every message sent stays readable by its sender (DESIGN.md §1,
+step 3) is kept in the one place the proxy can put a message, the sender's
+mailbox, as a Bcc to oneself would be. Automatic mail with the null
+reverse-path (read receipts, vacation replies: ``own_copy=False``) gets no
+such copy. Each envelope's profile is
 ``common_profile`` of its recipients and the sender (DESIGN.md §1). When
 the sender has an identity, the message is signed once (sign-then-encrypt,
 DESIGN.md §2) and that signed message goes into every envelope. Signing and
@@ -45,6 +66,7 @@ from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
+from mailcrypt.envelope import uses_key_agreement
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.mime import (
     HEADER_LIMIT,
@@ -60,12 +82,16 @@ from mailcrypt.mime import (
     split_fields,
 )
 from mailcrypt.pki import fingerprint
-from mailcrypt.policy import PolicyTable, Profile, common_profile
+from mailcrypt.policy import PolicyTable, Profile, common_profile, readable_envelopes, readable_together
 from proxy.relay import Group, Refused, client_text
 from proxy.spill import SPILL_OVER, Body, Spilled
 
 if TYPE_CHECKING:
     from mailcrypt.envelope import Signer
+
+#: ``advertised(address, certificate)``: what a correspondent announced in signed mail
+#: (``mailcrypt.keydir.advertised``), or None when nothing is known.
+Advertised = Callable[[str, x509.Certificate], tuple[str, ...] | None]
 
 __all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "sign_for_sender"]
 
@@ -76,20 +102,29 @@ _CACHE_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class Plan:
-    """What to do for one recipient: encrypt to ``certificate``, or send a plaintext copy (None)."""
+    """What to do for one recipient: encrypt to ``certificate``, or send a plaintext copy (None).
+
+    ``key_agreement``: the certificate is EC (a KeyAgreeRecipientInfo);
+    ``reads_key_agreement``: the recipient's client is known to read an
+    envelope holding one (see the module docstring).
+    """
 
     address: str
     policy: str
     certificate: x509.Certificate | None
     profile: Profile
     reason: str
+    key_agreement: bool = False
+    reads_key_agreement: bool = False
 
     @functools.cached_property
     def description(self) -> str:
         """For the log line of every message to this recipient; a plan is cached, so this is made once."""
         if self.certificate is None:
             return f"plaintext copy ({self.reason})"
-        return f"certificate sha256:{fingerprint(self.certificate)[:16]}, profile {self.profile.name} ({self.reason})"
+        reads = ", reads key agreement" if self.reads_key_agreement and not self.key_agreement else ""
+        label = f"certificate sha256:{fingerprint(self.certificate)[:16]}"
+        return f"{label}, profile {self.profile.name}{reads} ({self.reason})"
 
     def describe(self) -> str:
         return self.description
@@ -98,9 +133,10 @@ class Plan:
 class RecipientBook:
     """RCPT-time decisions (see the module docstring). ``plan`` blocks briefly on the key directory."""
 
-    def __init__(self, keys: KeyDirectory, policy: PolicyTable) -> None:
+    def __init__(self, keys: KeyDirectory, policy: PolicyTable, *, advertised: Advertised | None = None) -> None:
         self.keys = keys
         self.policy = policy
+        self.advertised = advertised
         self._cache: dict[str, tuple[str, float, Plan]] = {}
         layout = keys.layout
         # Looked at for every RCPT: the paths are made once.
@@ -133,7 +169,7 @@ class RecipientBook:
         if decision.policy == "plaintext":
             return Plan(address, "plaintext", None, decision.profile, decision.reason)
         try:
-            (choice,) = self.keys.recipients_for([address])
+            (choice,) = self.keys.recipients_for([address], advertised=self.advertised)
         except errors.NoRecipientCertificate as exc:
             if decision.policy == "opportunistic":
                 return Plan(address, "opportunistic", None, decision.profile, f"no certificate; {decision.reason}")
@@ -146,7 +182,15 @@ class RecipientBook:
                     480,
                 )
             ) from None
-        plan = Plan(address, decision.policy, choice.certificate, choice.profile, decision.reason)
+        plan = Plan(
+            address,
+            decision.policy,
+            choice.certificate,
+            choice.profile,
+            decision.reason,
+            choice.key_agreement,
+            choice.reads_key_agreement,
+        )
         self._cache[key] = (stamp, time.monotonic(), plan)
         return plan
 
@@ -159,6 +203,16 @@ class SenderKeys:
     certificate: x509.Certificate | None
     profile: Profile
     signer: Signer | None = None
+
+    @functools.cached_property
+    def key_agreement(self) -> bool:
+        return self.certificate is not None and uses_key_agreement(self.certificate)
+
+    @property
+    def reads_key_agreement(self) -> bool:
+        # The sender's copy is read with mailcrypt (fetch, decrypt), which reads
+        # every RecipientInfo kind.
+        return True
 
 
 def _header_end(message: bytes | bytearray) -> int:
@@ -204,13 +258,15 @@ def make_groups(
     decisions: list[str] | None = None,
     signing_time: datetime.datetime | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    own_copy: bool = True,
 ) -> list[Group]:
     """The groups for one message (see the module docstring), in no particular order.
 
     ``fields`` are ``header_fields(message)`` when the caller has them already.
     What was decided for each recipient (address, certificate fingerprint,
     profile, why) is appended to ``decisions`` for the caller's log line.
-    ``signing_time`` and ``rng`` go to ``sign_for_sender``.
+    ``signing_time`` and ``rng`` go to ``sign_for_sender``. ``own_copy``
+    False (the null reverse-path) sends no envelope of the sender's own.
     """
     if decisions is None:
         decisions = []
@@ -220,6 +276,7 @@ def make_groups(
     # whose To/Cc spelling differs only in case or IDNA form is visible.
     visible = {recipient_key(a) for a in addresses_in(fields, ("to", "cc"))}
     shared: list[Plan] = []
+    hidden: list[Plan] = []
     clear_shared: list[str] = []
     groups: list[Group] = []
     signed: list[SignedMessage | None] = []
@@ -235,10 +292,10 @@ def make_groups(
                 signed.append(await asyncio.get_running_loop().run_in_executor(None, sign))
         return signed[0].parts if signed[0] is not None else [message]
 
-    def encrypted(plans_: list[Plan], kind: str) -> Group:
+    def encrypted(plans_: list[Plan], kind: str, addresses: tuple[str, ...], with_sender: bool) -> Group:
         certs = list(dict.fromkeys(p.certificate for p in plans_ if p.certificate is not None))
         profiles = [p.profile for p in plans_]
-        if sender.certificate is not None and sender.certificate not in certs:
+        if with_sender and sender.certificate is not None and sender.certificate not in certs:
             certs.append(sender.certificate)
             profiles.append(sender.profile)
         profile = common_profile(profiles)
@@ -249,7 +306,7 @@ def make_groups(
                 return _encrypt(parts, certs, profile)
             return await asyncio.get_running_loop().run_in_executor(None, _encrypt, parts, certs, profile)
 
-        return Group(tuple(p.address for p in plans_), render, True, kind)
+        return Group(addresses, render, True, kind)
 
     def clear(addresses: list[str], kind: str) -> Group:
         async def render() -> bytes:
@@ -271,10 +328,29 @@ def make_groups(
         elif in_header:
             shared.append(plan)
         else:
-            groups.append(encrypted([plan], "bcc"))
+            hidden.append(plan)
         decisions.append(f"{address}: {plan.describe()}{'' if in_header else ' [bcc: own envelope]'}")
-    if shared:
-        groups.insert(0, encrypted(shared, "to/cc"))
+    # The sender's certificate takes part in the To/Cc split (module docstring):
+    # an EC sender's copy then shares an envelope with the recipients who read it.
+    mine = [sender] if sender.certificate is not None else []
+    members_: list[Plan | SenderKeys] = [*shared, *mine]
+    envelopes: list[tuple[list[Plan], str]] = [
+        ([p for p in members if isinstance(p, Plan)], "to/cc") for members in readable_envelopes(members_)
+    ]
+    envelopes = [e for e in envelopes if e[0]] + [([p], "bcc") for p in hidden]
+    if len([e for e in envelopes if e[1] == "to/cc"]) > 1:
+        decisions.append("to/cc in two envelopes: key agreement (EC) kept apart from clients not known to read it")
+    carried = False
+    for members, kind in envelopes:
+        with_sender = bool(mine) and readable_together([*members, sender])
+        carried = carried or with_sender
+        if mine and not with_sender:
+            names = ", ".join(p.address for p in members)
+            decisions.append(f"sender's copy left out of the envelope for {names}: not known to read key agreement")
+        groups.append(encrypted(members, kind, tuple(p.address for p in members), with_sender))
+    if envelopes and mine and not carried and own_copy:
+        groups.append(encrypted([], "sender copy", (sender.address,), True))
+        decisions.append(f"{sender.address}: the sender's copy in an envelope of its own")
     if clear_shared:
         groups.insert(0, clear(clear_shared, "plaintext"))
     if sender.certificate is None:

@@ -407,7 +407,9 @@ class ProxyHandler:
             fields = header_fields(message)
             sender = self.senders(mail_from, from_addresses(fields), self._allowed(session))
             decisions: list[str] = []
-            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
+            groups = make_groups(
+                message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions, own_copy=bool(mail_from)
+            )
         except Refused as exc:
             await self.relay.abandon(probe)
             return exc.reply

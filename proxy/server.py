@@ -50,6 +50,7 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcrypt import errors
 from mailcrypt.config import Settings, is_loopback
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
+from proxy.announced import Announced
 from proxy.auth import UserStore
 from proxy.groups import RecipientBook
 from proxy.guard import LoginGuard
@@ -299,7 +300,8 @@ class ProxyServer:
         self._given_passphrase = passphrase
         self._reload_passphrase = passphrase or PassphraseSource.from_settings(settings, interactive=False)
         self._reloading = asyncio.Lock()
-        self.book = RecipientBook(keys, settings.policy)
+        self.announced = Announced(settings.state_db)
+        self.book = RecipientBook(keys, settings.policy, advertised=self.announced)
         self.tls = server_tls_context(proxy.tls_cert, proxy.tls_key)
         self.guard = guard or LoginGuard()
         upstream = settings.upstream
@@ -442,6 +444,7 @@ class ProxyServer:
             await self.late.wait()
         if self.pool is not None:
             await self.pool.close()
+        self.announced.close()
 
     async def serve(self, *, ready: Any = None) -> None:
         """Run until SIGTERM or SIGINT (SIGHUP reloads identities); ``ready(host, port)`` is called when listening."""

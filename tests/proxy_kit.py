@@ -179,6 +179,12 @@ class Upstream:
         return self.received
 
 
+def copy_for(received: list[Received], address: str) -> Received:
+    """The one envelope among ``received`` addressed to ``address`` alone."""
+    (copy,) = [r for r in received if r.recipients == [address]]
+    return copy
+
+
 class RawServer:
     """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up.
 
@@ -378,6 +384,14 @@ def inner_body(decrypted: bytes) -> bytes:
 
 def outer_header(data: bytes) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
+
+
+def recipient_info_kinds(data: bytes) -> list[str]:
+    """The RecipientInfo choices of an S/MIME message's envelope, in order: "ktri", "kari", ..."""
+    from asn1crypto import cms
+    from nss import envelope_der
+
+    return [info.name for info in cms.ContentInfo.load(envelope_der(data))["content"]["recipient_infos"]]
 
 
 def is_encrypted(data: bytes) -> bool:

@@ -314,12 +314,29 @@ def test_to_selects_among_the_certificates(tmp_path: Path, ids: dict[str, Ident]
     assert_error(proc, 3)
 
 
+def test_rsa_and_ec_recipients_share_one_only_when_said_to(tmp_path: Path, ids: dict[str, Ident], msg: Path) -> None:
+    """DESIGN.md §1: NSS 3.87 cannot read an envelope holding any EC RecipientInfo; one output is one envelope."""
+    alice, bob = ids["alice"], ids["bob"]
+    proc = run("encrypt", "--cert", alice.cert, "--cert", bob.cert, msg, "-o", "sent.p7m", cwd=tmp_path)
+    assert_error(proc, 2, "alice@example.org (RSA) not known to read")
+    assert b"--mixed-recipient-infos" in proc.stderr and not (tmp_path / "sent.p7m").exists()
+    # The sender's own EC certificate is left out, with a warning, rather than refused.
+    proc = run("encrypt", "--cert", alice.cert, "--cert", bob.cert, "--from", bob.address, msg, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert b"warning: your own EC certificate (bob@example.org) is left out" in proc.stderr
+    assert run("decrypt", *bob.decrypt_args(), input=proc.stdout, cwd=tmp_path).returncode == 3
+    plain = run("decrypt", *alice.decrypt_args(), input=proc.stdout, cwd=tmp_path, env=alice.env())
+    assert plain.returncode == 0, plain.stderr
+
+
 # ---------------------------------------------------------------- end to end
 
 
 def test_end_to_end_two_recipients(tmp_path: Path, ids: dict[str, Ident], msg: Path) -> None:
     alice, bob = ids["alice"], ids["bob"]
-    proc = run("encrypt", "--cert", alice.cert, "--cert", bob.cert, msg, "-o", "sent.p7m", cwd=tmp_path)
+    # Alice (RSA) and Bob (EC) in one envelope: said to be readable by both (DESIGN.md §1).
+    proc = run("encrypt", "--cert", alice.cert, "--cert", bob.cert, "--mixed-recipient-infos", msg, "-o", "sent.p7m",
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
     sent = (tmp_path / "sent.p7m").read_bytes()
@@ -363,7 +380,7 @@ def test_stdin_stdout_and_verbose(tmp_path: Path, ids: dict[str, Ident]) -> None
 ])
 def test_profiles_decrypt_with_openssl(tmp_path: Path, ids: dict[str, Ident], extra, content_type) -> None:
     alice, bob = ids["alice"], ids["bob"]
-    sent = encrypt(tmp_path, ids, "alice", "bob", extra=extra)
+    sent = encrypt(tmp_path, ids, "alice", "bob", extra=(*extra, "--mixed-recipient-infos"))
     assert b"smime-type=" + content_type in sent.replace(b'"', b"")
     (tmp_path / "sent.p7m").write_bytes(sent)
     plain = run_openssl("cms", "-decrypt", "-in", tmp_path / "sent.p7m", "-recip", bob.cert, "-inkey", bob.key)

@@ -125,7 +125,17 @@ def test_encrypt_to_an_imported_certificate_reads_with_openssl(home: Path, peopl
     assert b"Hello Bob" not in sent.stdout and b"Subject: [...]" in sent.stdout
     # Bob reads it with OpenSSL and his own key ...
     assert b"Hello Bob, from the key directory." in openssl_decrypt(sent.stdout, people["bob"])
-    # ... and the sender reads the sent copy: mailcrypt finds the identity on its own.
+    # ... but nothing says his client reads key agreement beside his RSA key (DESIGN.md §1), so the
+    # sender's own EC certificate was left out, with a warning, and the sender cannot read this one.
+    assert b"warning: your own EC certificate (me@example.org) is left out: bob@example.org" in sent.stderr
+    assert mc(home, "decrypt", "--no-replay-check", input=sent.stdout, ok=False).returncode == 3
+    # Once the policy says Bob's client reads it, the sender reads the sent copy: mailcrypt finds the
+    # identity on its own.
+    with (home / "config.toml").open("a") as f:
+        f.write('\n[policy.addresses."bob@example.org"]\nmixed_recipient_infos = true\n')
+    sent = mc(home, "-v", "encrypt", "--to", "bob@example.org", input=MESSAGE)
+    assert b"warning" not in sent.stderr
+    assert b"Hello Bob, from the key directory." in openssl_decrypt(sent.stdout, people["bob"])
     mine = mc(home, "-v", "decrypt", input=sent.stdout)
     assert mine.stdout == MESSAGE
     assert b"decrypted with CN=me@example.org" in mine.stderr
@@ -135,6 +145,12 @@ def test_recipients_come_from_to_and_cc(home: Path, people: dict[str, Made]) -> 
     mc(home, "keys", "import", people["bob"].cert)
     mc(home, "keys", "import", people["carol"].cert)
     message = MESSAGE.replace(b"To: Bob <bob@example.org>", b"To: bob@example.org\r\nCc: carol@EXAMPLE.net")
+    # Bob (RSA) and Carol (EC) in one envelope only when Bob's client is known to read it (DESIGN.md §1).
+    refused = mc(home, "encrypt", input=message, ok=False)
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert b"bob@example.org (RSA) not known to read" in refused.stderr and b"carol@EXAMPLE.net" in refused.stderr
+    with (home / "config.toml").open("a") as f:
+        f.write('\n[policy.domains."example.org"]\nmixed_recipient_infos = true\n')
     sent = mc(home, "encrypt", input=message).stdout
     for who in ("bob", "carol"):
         assert b"Hello Bob" in openssl_decrypt(sent, people[who])
@@ -143,7 +159,7 @@ def test_recipients_come_from_to_and_cc(home: Path, people: dict[str, Made]) -> 
 def test_modern_profile_from_the_policy(home: Path, people: dict[str, Made]) -> None:
     mc(home, "keys", "import", people["bob"].cert)
     with (home / "config.toml").open("a") as f:
-        f.write('\n[policy.addresses."bob@example.org"]\nprofile = "modern"\n')
+        f.write('\n[policy.addresses."bob@example.org"]\nprofile = "modern"\nmixed_recipient_infos = true\n')
     # The sender's own copy shares the envelope, but mailcrypt reads every profile.
     sent = mc(home, "-v", "encrypt", "--to", "bob@example.org", input=MESSAGE)
     assert b"profile modern" in sent.stderr, sent.stderr

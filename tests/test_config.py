@@ -126,6 +126,7 @@ def test_example_configuration_with_every_optional_setting(tmp_path: Path) -> No
         home / "certs" / "example.net-gateway.pem",
     )
     assert settings.policy.decide("bob@example.org")[:2] == ("require", MODERN)
+    assert decision.mixed_recipient_infos and not settings.policy.decide("bob@example.org").mixed_recipient_infos
     assert settings.upstream == config.UpstreamSettings(
         "smtp.example.org",
         587,
@@ -414,6 +415,26 @@ def test_policy_table_from_config(tmp_path: Path) -> None:
     assert 'gateway certificate from policy.domains."example.org".gateway' in decision.reason
     assert settings.policy.decide("Bob@example.net")[:2] == ("opportunistic", COMPATIBLE)
     assert settings.policy.decide("bob@example.net")[:2] == ("opportunistic", MODERN)
+    assert not any(settings.policy.decide(a).mixed_recipient_infos for a in ("someone@example.org", "bob@example.net"))
+
+
+def test_mixed_recipient_infos_from_config(tmp_path: Path) -> None:
+    """DESIGN.md §1 "Readable by every recipient": said per default, domain and address, address first."""
+    settings = load(
+        tmp_path,
+        "[policy]\nmixed_recipient_infos = true\n"
+        '[policy.domains."example.org"]\nmixed_recipient_infos = false\n'
+        '[policy.addresses."bob@example.org"]\nmixed_recipient_infos = true\n',
+    )
+    decide = settings.policy.decide
+    assert [decide(a).mixed_recipient_infos for a in ("x@example.net", "x@example.org", "bob@example.org")] == [
+        True,
+        False,
+        True,
+    ]
+    assert 'mixed recipient infos from policy.addresses."bob@example.org"' in decide("bob@example.org").reason
+    message = error(tmp_path, '[policy.domains."example.org"]\nmixed_recipient_infos = "yes"\n')
+    assert "mixed_recipient_infos: expected true or false, got the string 'yes'" in message
 
 
 def test_policy_table_rejects_bad_values() -> None:

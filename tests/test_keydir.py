@@ -323,13 +323,37 @@ def test_recipients_for_uses_policy_profiles_and_gateways(tmp_path: Path, certs:
         ("x@mx.example.com", certs["gateway"].certificate, "compatible"),
     ]
     assert chosen[0].profile == MODERN
-    address, certificate, profile = chosen[1]  # a plain 3-tuple for the command line
-    assert address == "carol@example.net"
+    address, certificate, profile, agreement, reads = chosen[1]  # a plain tuple for the command line
+    assert address == "carol@example.net" and agreement and reads  # Carol's key is EC (P-384).
+    assert (chosen[0].key_agreement, chosen[0].reads_key_agreement) == (False, False)  # RSA, nothing known.
     with pytest.raises(errors.NoRecipientCertificate) as info:
         kd.recipients_for(["carol@example.net", "nobody@example.org"])
     assert info.value.address == "nobody@example.org"
     assert info.value.exit_code == 3
     assert "no certificate for nobody@example.org" in str(info.value)
+
+
+def test_an_rsa_client_reads_key_agreement_by_policy_or_by_what_it_announced(
+    tmp_path: Path, certs: dict[str, Made]
+) -> None:
+    """DESIGN.md §1 "Readable by every recipient": known from ``mixed_recipient_infos`` or announced ECDH."""
+    policy = PolicyTable(domains={"example.org": RecipientPolicy(mixed_recipient_infos=True)})
+    kd = KeyDirectory(tmp_path / "keys", policy=policy)
+    kd.import_file(certs["bob"].cert)
+    (by_policy,) = kd.recipients_for(["Bob@Example.org"])
+    assert by_policy.reads_key_agreement and not by_policy.key_agreement
+    plain = KeyDirectory(tmp_path / "keys", policy=PolicyTable())
+    announced = {"aes256-cbc": ("aes256-cbc", "rsa-pkcs1v15"), "ecdh": ("aes256-cbc", "ecdh-sha1kdf-aes256-wrap")}
+    for name, expected in (("aes256-cbc", False), ("ecdh", True)):
+        (choice,) = plain.recipients_for(["Bob@Example.org"], advertised=lambda a, c, n=name: announced[n])
+        assert choice.reads_key_agreement is expected, name
+    # An address's own setting wins over its domain's.
+    strict = PolicyTable(
+        domains={"example.org": RecipientPolicy(mixed_recipient_infos=True)},
+        addresses={"Bob@example.org": RecipientPolicy(mixed_recipient_infos=False)},
+    )
+    assert strict.decide("Bob@EXAMPLE.org").mixed_recipient_infos is False
+    assert policy.decide("Bob@EXAMPLE.org").mixed_recipient_infos is True
 
 
 def test_certificates_are_checked_again_at_use(kd: KeyDirectory, certs: dict[str, Made]) -> None:
@@ -533,7 +557,7 @@ def test_encrypting_to_the_directory_choice_opens_with_openssl(
     policy = PolicyTable(addresses={"Bob@example.org": RecipientPolicy(profile=profile_name)})
     kd = KeyDirectory(tmp_path / "keys", policy=policy)
     kd.import_file(certs[name].cert)
-    ((address, certificate, profile),) = kd.recipients_for(["Bob@EXAMPLE.org"])
+    ((address, certificate, profile, _, _),) = kd.recipients_for(["Bob@EXAMPLE.org"])
     assert profile.name == profile_name
     message = b"Content-Type: text/plain\r\n\r\nhello Bob\r\n"
     der = tmp_path / "message.der"

@@ -16,12 +16,14 @@ from proxy_kit import (
     SENDER,
     Person,
     Upstream,
+    copy_for,
     decrypt,
     inner_body,
     is_encrypted,
     make_home,
     outer_header,
     person,
+    recipient_info_kinds,
     sender_key,
     start_proxy,
 )
@@ -75,17 +77,28 @@ def proxy(tmp_path: Path, upstream: Upstream, people: dict[str, Person]):  # typ
     running.thread.stop()
 
 
-def test_to_cc_share_an_envelope_and_bcc_gets_its_own(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+def test_to_cc_share_an_envelope_and_bcc_gets_its_own(tmp_path: Path, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    """Bob's client is said to read key agreement: the To/Cc recipients share one envelope with the sender."""
     bob, carol, dave = people["bob"], people["carol"], people["dave"]
-    msg = message(f"Bob <{bob.address}>", cc=carol.address, bcc=dave.address)
-    with proxy.client() as client:
-        refused = client.sendmail(SENDER, [bob.address, carol.address, dave.address], msg)
+    settings = make_home(
+        tmp_path / "home",
+        upstream_port=upstream.port,
+        recipients=(bob, carol, dave),
+        extra=f'\n[policy.addresses."{bob.address}"]\nmixed_recipient_infos = true\n',
+    )
+    running = start_proxy(settings)
+    try:
+        with running.client() as client:
+            msg = message(f"Bob <{bob.address}>", cc=carol.address, bcc=dave.address)
+            refused = client.sendmail(SENDER, [bob.address, carol.address, dave.address], msg)
+    finally:
+        running.thread.stop()
     assert refused == {}
     received = upstream.wait_for(2)
     assert len(received) == 2
     shared = next(r for r in received if sorted(r.recipients) == sorted([bob.address, carol.address]))
-    own = next(r for r in received if r.recipients == [dave.address])
-    me_key, me_cert = sender_key(proxy.settings)
+    own = copy_for(received, dave.address)
+    me_key, me_cert = sender_key(settings)
     for copy, readers, outsiders in ((shared, (bob, carol), (dave,)), (own, (dave,), (bob, carol))):
         assert is_encrypted(copy.data)
         head = outer_header(copy.data)
@@ -107,22 +120,43 @@ def test_to_cc_share_an_envelope_and_bcc_gets_its_own(proxy, upstream: Upstream,
     assert b"bcc" not in (decrypt(own.data, dave.key_path, dave.cert_path) or b"x").lower().split(b"\r\n\r\n")[0]
 
 
+def test_key_agreement_never_shares_an_envelope_with_an_unknown_rsa_client(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
+    """DESIGN.md §1: Bob (RSA, nothing known) gets an envelope without EC RecipientInfos; the rest share one."""
+    bob, carol, dave = people["bob"], people["carol"], people["dave"]
+    msg = message(f"Bob <{bob.address}>", cc=carol.address, bcc=dave.address)
+    with proxy.client() as client:
+        assert client.sendmail(SENDER, [bob.address, carol.address, dave.address], msg) == {}
+    received = upstream.wait_for(3)
+    assert sorted(r.recipients for r in received) == [[bob.address], [carol.address], [dave.address]]
+    me_key, me_cert = sender_key(proxy.settings)
+    bobs, carols, daves = (copy_for(received, p.address) for p in (bob, carol, dave))
+    assert recipient_info_kinds(bobs.data) == ["ktri"]
+    assert decrypt(bobs.data, me_key, me_cert) is None  # The sender's EC copy would make it unreadable.
+    for copy, reader in ((bobs, bob), (carols, carol), (daves, dave)):
+        plain = decrypt(copy.data, reader.key_path, reader.cert_path)
+        assert plain is not None and inner_body(plain) == BODY
+        # Bob and Carol see the same To and Cc: the split is invisible inside.
+        assert f"Cc: {carol.address}".encode() in plain and b"To: Bob" in plain
+    for copy in (carols, daves):  # The sender's copy rides with the EC recipients: no envelope of its own.
+        assert inner_body(decrypt(copy.data, me_key, me_cert) or b"") == BODY
+
+
 def test_profile_follows_every_recipient_of_the_envelope(proxy, upstream: Upstream, people) -> None:  # type: ignore[no-untyped-def]
     carol, bob = people["carol"], people["bob"]
     with proxy.client() as client:
         client.sendmail(SENDER, [carol.address], message(carol.address))
         client.sendmail(SENDER, [carol.address, bob.address], message(f"{carol.address}, {bob.address}"))
-    first, second = upstream.wait_for(2)
+    received = upstream.wait_for(3)  # The second message: one envelope for Bob (RSA), one for Carol (EC).
+    assert len(received) == 3
     # Carol alone: modern for her; but the sender's own policy says compatible, and a message has one cipher.
-    assert b"smime-type=enveloped-data" in outer_header(first.data)
-    assert b"smime-type=enveloped-data" in outer_header(second.data)
+    assert all(b"smime-type=enveloped-data" in outer_header(r.data) for r in received)
 
 
 def test_signed_inside_the_encryption(proxy, upstream: Upstream, people, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bob = people["bob"]
     with proxy.client() as client:
         client.sendmail(SENDER, [bob.address], message(bob.address))
-    (copy,) = upstream.wait_for(1)
+    copy = copy_for(upstream.wait_for(2), bob.address)
     plain = decrypt(copy.data, bob.key_path, bob.cert_path)
     assert plain is not None and b"multipart/signed" in plain
     _, me_cert = sender_key(proxy.settings)
@@ -184,11 +218,15 @@ def test_outbox_is_the_embedded_default(tmp_path: Path, people) -> None:  # type
             assert client.sendmail(SENDER, [bob.address], message(bob.address)) == {}
     finally:
         running.thread.stop()
-    (stored,) = list((settings.outbox / "new").iterdir())
-    data = stored.read_bytes()
+    # Bob's envelope, and the sender's copy (an EC key, which Bob's client is not known to read beside his).
+    stored = {p.read_bytes().split(b"\r\n")[1]: p for p in (settings.outbox / "new").iterdir()}
+    assert sorted(stored) == sorted(f"X-Envelope-To: {a}".encode() for a in (bob.address, SENDER))
+    data = stored[f"X-Envelope-To: {bob.address}".encode()].read_bytes()
     assert data.startswith(f"Return-Path: <{SENDER}>\r\nX-Envelope-To: {bob.address}\r\n".encode())
-    assert stored.stat().st_mode & 0o777 == 0o600
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in stored.values())
     assert inner_body(decrypt(data, bob.key_path, bob.cert_path) or b"") == BODY
+    mine = stored[f"X-Envelope-To: {SENDER}".encode()].read_bytes()
+    assert inner_body(decrypt(mine, *sender_key(settings)) or b"") == BODY
     assert list((settings.outbox / "tmp").iterdir()) == []
 
 
@@ -247,7 +285,7 @@ def test_pipelined_commands_right_after_the_data(proxy, upstream: Upstream, peop
         expect(250, 250, 250, 354)
         sock.sendall(msg + b".\r\nQUIT\r\n")
         expect(250, 221)
-    received = upstream.wait_for(2)
+    received = [r for r in upstream.wait_for(4) if r.recipients == [bob]]  # And two sender's copies.
     assert len(received) == 2
     key, cert = people["bob"].key_path, people["bob"].cert_path
     assert all(inner_body(decrypt(r.data, key, cert) or b"") == BODY for r in received)
@@ -292,7 +330,7 @@ def test_upstream_starttls_is_verified(tmp_path: Path, people) -> None:  # type:
                         assert caught.value.smtp_code == 451 and b"CERTIFICATE_VERIFY_FAILED" in caught.value.smtp_error
             finally:
                 running.thread.stop()
-        (copy,) = up.wait_for(1)
+        copy = copy_for(up.wait_for(2), bob.address)
         assert is_encrypted(copy.data)
     finally:
         up.stop()
@@ -329,7 +367,7 @@ def test_a_message_without_message_id_gets_one_inside_the_encryption(proxy, upst
     msg = message(bob.address).replace(b"Message-ID: <m1@example.org>\r\n", b"")
     with proxy.client() as client:
         assert client.sendmail(SENDER, [bob.address], msg) == {}
-    (copy,) = upstream.wait_for(1)
+    copy = copy_for(upstream.wait_for(2), bob.address)
     pattern = rb"\nMessage-ID: (<[0-9a-f]{32}@example\.org>)\r\n"
     outside = re.search(pattern, outer_header(copy.data))
     inside = re.search(pattern, decrypt(copy.data, bob.key_path, bob.cert_path) or b"")

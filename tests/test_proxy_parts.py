@@ -1,17 +1,24 @@
-"""The proxy's parts on their own: spool, outbox, delivery report, chained reader, dot-stuffing, wire checks."""
+"""The proxy's parts on their own: spool, outbox, delivery report, chained reader, dot-stuffing, wire checks, groups."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from proxy_kit import recipient_info_kinds
 
+from mailcrypt.envelope import uses_key_agreement
+from mailcrypt.keydir import keygen
 from mailcrypt.mime import ChainReader
+from mailcrypt.policy import COMPATIBLE, readable_envelopes, readable_together
+from proxy.groups import Plan, SenderKeys, make_groups
 from proxy.outbox import Outbox
-from proxy.relay import Refused
+from proxy.relay import Group, Refused
 from proxy.smtp import path, stuff
 from proxy.spool import PermanentFailure, Spool, SpoolRunner, TemporaryFailure, delivery_report
 from proxy.wire import check_message
@@ -139,3 +146,86 @@ def test_addresses_go_upstream_as_smtp_paths() -> None:
     for bad in ("a\r@example.org", "a\n@example.org", "a\0@example.org"):
         with pytest.raises(ValueError):
             path(bad)
+
+
+# ------------------------------------------------------------------ readable by every recipient (DESIGN.md §1)
+
+
+@functools.cache
+def _certificate(address: str, key_type: str) -> x509.Certificate:
+    return keygen.generate_identity(address, key_type=key_type)[1]
+
+
+def _plan(address: str, key_type: str, *, reads: bool = False) -> Plan:
+    certificate = _certificate(address, key_type)
+    agreement = uses_key_agreement(certificate)
+    return Plan(address, "require", certificate, COMPATIBLE, "the test's policy", agreement, reads or agreement)
+
+
+def _sender(key_type: str) -> SenderKeys:
+    return SenderKeys("me@example.org", _certificate("me@example.org", key_type), COMPATIBLE)
+
+
+def _groups(
+    sender: SenderKeys, to: list[Plan], bcc: tuple[Plan, ...] = (), *, own_copy: bool = True
+) -> dict[tuple[str, ...], Group]:
+    """``make_groups`` for a message to ``to`` with Bcc ``bcc``, by each group's recipients."""
+    head = f"From: me@example.org\r\nTo: {', '.join(p.address for p in to)}\r\nSubject: s\r\n\r\nbody\r\n"
+    plans = {p.address: p for p in [*to, *bcc]}
+    groups = make_groups(head.encode(), list(plans), plans, sender, own_copy=own_copy)
+    return {g.recipients: g for g in groups}
+
+
+def _kinds(group: Group) -> list[str]:
+    return recipient_info_kinds(asyncio.run(group.render()))
+
+
+def test_key_agreement_is_kept_from_rsa_clients_not_known_to_read_it() -> None:
+    rsa, ec, hidden = _plan("rsa@example.net", "rsa2048"), _plan("ec@example.net", "p256"), _plan("b@x.org", "rsa2048")
+    groups = _groups(_sender("p256"), [rsa, ec], (hidden,))
+    # Every recipient once; the EC sender's copy rides with the EC recipient, so it needs no envelope of its own.
+    assert sorted(groups) == [("b@x.org",), ("ec@example.net",), ("rsa@example.net",)]
+    assert [g.kind for g in groups.values()].count("to/cc") == 2
+    assert _kinds(groups[("rsa@example.net",)]) == ["ktri"]
+    assert _kinds(groups[("b@x.org",)]) == ["ktri"]
+    assert _kinds(groups[("ec@example.net",)]) == ["kari", "kari"]
+
+
+def test_an_ec_senders_copy_gets_its_own_envelope_when_it_fits_in_none() -> None:
+    rsa = _plan("rsa@example.net", "rsa2048")
+    groups = _groups(_sender("p256"), [rsa])
+    assert sorted(groups) == [("me@example.org",), ("rsa@example.net",)]
+    assert groups[("me@example.org",)].kind == "sender copy" and groups[("me@example.org",)].encrypted
+    assert _kinds(groups[("rsa@example.net",)]) == ["ktri"]
+    assert _kinds(groups[("me@example.org",)]) == ["kari"]
+    # Automatic mail (the null reverse-path) gets no copy of its own.
+    assert sorted(_groups(_sender("p256"), [rsa], own_copy=False)) == [("rsa@example.net",)]
+
+
+def test_known_readers_and_rsa_senders_share_one_envelope() -> None:
+    rsa, ec = _plan("rsa@example.net", "rsa2048"), _plan("ec@example.net", "p256")
+    known = _plan("rsa@example.net", "rsa2048", reads=True)
+    # An RSA sender joins both envelopes: key transport is read by every client.
+    groups = _groups(_sender("rsa2048"), [rsa, ec])
+    assert sorted(groups) == [("ec@example.net",), ("rsa@example.net",)]
+    assert _kinds(groups[("rsa@example.net",)]) == ["ktri", "ktri"]
+    assert sorted(_kinds(groups[("ec@example.net",)])) == ["kari", "ktri"]
+    # An RSA client known to read key agreement (policy or announced ECDH) shares one envelope with everyone.
+    (shared,) = _groups(_sender("p256"), [known, ec]).values()
+    assert shared.recipients == ("rsa@example.net", "ec@example.net")
+    assert sorted(_kinds(shared)) == ["kari", "kari", "ktri"]
+    # Only RSA recipients, one of them known: the EC sender's copy goes with the known one, not apart.
+    other = _plan("other@example.net", "rsa2048")
+    groups = _groups(_sender("p256"), [other, known])
+    assert sorted(groups) == [("other@example.net",), ("rsa@example.net",)]
+    assert _kinds(groups[("other@example.net",)]) == ["ktri"]
+    assert sorted(_kinds(groups[("rsa@example.net",)])) == ["kari", "ktri"]
+
+
+def test_readable_together_and_envelopes() -> None:
+    rsa, ec = _plan("rsa@example.net", "rsa2048"), _plan("ec@example.net", "p256")
+    known = _plan("k@example.net", "rsa2048", reads=True)
+    assert readable_together([rsa, known]) and readable_together([ec, known]) and readable_together([])
+    assert not readable_together([rsa, ec])
+    assert readable_envelopes([rsa, ec, known]) == [[rsa], [ec, known]]
+    assert readable_envelopes([rsa, known]) == [[rsa, known]] and readable_envelopes([]) == []

@@ -7,6 +7,19 @@ announced capabilities give (DESIGN.md §1: ``modern`` only if every
 recipient can read it); the choice and its reason are reported with ``-v``.
 Everything cryptographic happens in the MIME layer's one sign-then-encrypt
 pipeline (``mailcrypt.mime.pipeline``), which the SMTP proxy uses too.
+
+One output is one envelope, so it must be readable by every recipient
+(DESIGN.md §1 "Readable by every recipient"): older NSS (3.87, many
+installed Thunderbirds) cannot read an envelope that holds any key agreement
+(EC) RecipientInfo. Recipients whose certificates mix EC with RSA are
+refused (exit 2) unless every RSA recipient is known to read that
+(``mixed_recipient_infos`` in the policy, ECDH announced in their signed
+mail, or ``--mixed-recipient-infos``), with a message saying how to split
+them. The sender's own certificate never makes the output unreadable: an EC
+own certificate that cannot join is left out with a warning — the sender
+still has the message they encrypted, the recipients could not read it
+otherwise. With ``--cert`` files, the sender's own is any file naming the
+sender's address, and nothing is known about the other recipients.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
@@ -22,13 +36,66 @@ from cryptography import x509
 from mailcrypt import errors
 from mailcrypt.cli.files import Output, open_input, read_headers
 from mailcrypt.cli.home import Home, home_if_any, open_home
-from mailcrypt.cli.report import note
-from mailcrypt.envelope import Identity
+from mailcrypt.cli.report import note, warn
+from mailcrypt.envelope import Identity, uses_key_agreement
 from mailcrypt.keydir import certificates_for, load_certificates
 from mailcrypt.mime import ChainReader, encrypt_stream, recipient_addresses, sender_address
-from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, common_profile
+from mailcrypt.policy import COMPATIBLE, PROFILES, Profile, common_profile, readable_together
 
 __all__ = ["encrypt"]
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One recipient certificate of the output, for ``mailcrypt.policy.readable_together``."""
+
+    address: str
+    certificate: x509.Certificate
+    key_agreement: bool
+    reads_key_agreement: bool
+
+
+def _member(address: str, certificate: x509.Certificate, *, reads: bool) -> _Member:
+    agreement = uses_key_agreement(certificate)
+    return _Member(address, certificate, agreement, reads or agreement)
+
+
+def _label(certificate: x509.Certificate) -> str:
+    from mailcrypt.pki import certificate_addresses
+
+    addresses = certificate_addresses(certificate)
+    return addresses[0] if addresses else certificate.subject.rfc4514_string()
+
+
+def _readable(members: list[_Member], own: Sequence[_Member]) -> list[x509.Certificate]:
+    """The certificates of one envelope every recipient can read (see the module docstring).
+
+    ``own`` are the sender's certificates, kept where they fit and left out
+    with a warning elsewhere. Raises ``UsageError`` when the recipients
+    themselves cannot share one envelope.
+    """
+    unknown = ", ".join(m.address for m in members if not m.reads_key_agreement)
+    if not readable_together(members):
+        agreeing = ", ".join(m.address for m in members if m.key_agreement)
+        raise errors.UsageError(
+            f"one message cannot be read by every recipient: {unknown} (RSA) not known to read an envelope that "
+            f"also holds key agreement for the EC certificates of {agreeing}, which older clients (Thunderbird "
+            "with NSS 3.87) cannot read at all; encrypt once for each group (--to), or, if their clients read "
+            "it, set mixed_recipient_infos = true for them in the policy or give --mixed-recipient-infos"
+        )
+    certificates = _unique([m.certificate for m in members])
+    for mine in own:
+        if mine.certificate in certificates:
+            continue
+        if readable_together([*members, mine]):
+            certificates.append(mine.certificate)
+        else:
+            warn(
+                f"your own EC certificate ({mine.address}) is left out: {unknown} not known to read an envelope "
+                "that also holds key agreement, so only the recipients can decrypt the output (keep your "
+                "original; mixed_recipient_infos = true in the policy says their clients read it)"
+            )
+    return certificates
 
 
 def _with_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
@@ -113,7 +180,11 @@ def encrypt(args: argparse.Namespace) -> None:
         sender = args.from_ or sender_address(headers)
         if certificates:
             # Key files named: exactly those (or those of them for --to).
-            recipients = _select(certificates, args.to) if args.to else _unique(certificates)
+            chosen = _select(certificates, args.to) if args.to else _unique(certificates)
+            mine = certificates_for(sender, chosen) if sender else []
+            others = [_member(_label(c), c, reads=args.mixed_recipient_infos) for c in chosen if c not in mine]
+            own = [_member(_label(c), c, reads=True) for c in mine]
+            recipients = _readable(others, own)
             profile, why = (PROFILES[args.profile], "asked for") if args.profile else (COMPATIBLE, "the default")
             home = home_if_any(args) if args.sign is not False else None
         else:
@@ -147,13 +218,19 @@ def _directory_recipients(
         choices = home.keys.recipients_for(addresses, advertised=advertised(store))
     finally:
         store.close()
-    recipients = _unique([c.certificate for c in choices])
-    profiles = [c.profile for c in choices]
-    # DESIGN.md §1: the sender's own certificate too, so the sent copy stays readable.
+    # DESIGN.md §1: the sender's own certificate too, so the sent copy stays readable,
+    # unless it would make the message unreadable to a recipient (module docstring).
     me = sender or home.settings.identity.address
     own = home.keys.sender_certificate(me) if me else None
-    if me is not None and own is not None and own not in recipients:
-        recipients.append(own)
+    members = [
+        _Member(c.address, c.certificate, c.key_agreement, c.reads_key_agreement or args.mixed_recipient_infos)
+        for c in choices
+        if c.certificate != own
+    ]
+    mine = [_member(me, own, reads=True)] if me is not None and own is not None else []
+    recipients = _readable(members, mine)
+    profiles = [c.profile for c in choices if c.certificate in recipients]
+    if me is not None and own is not None and own in recipients:
         # The sender's copy is read with mailcrypt, which reads every profile; only a
         # profile the administrator set for the sender's own address restricts it.
         decision = home.settings.policy.decide(me)

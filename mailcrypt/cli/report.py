@@ -1,4 +1,4 @@
-"""How commands talk to the user: notes on stderr under -v, one-line errors."""
+"""How commands talk to the user: notes on stderr under -v, warnings, one-line errors."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def note(args: argparse.Namespace, message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """Say ``message`` on stderr always: something the user must know although the command succeeded."""
-    print(f"mailcrypt: warning: {message}", file=sys.stderr)
+    """Say ``message`` on stderr always: something the user should know although the command succeeds."""
+    print(f"mailcrypt: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def fail(message: str, code: int) -> int:

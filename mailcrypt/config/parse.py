@@ -81,13 +81,15 @@ def _recipient_policy(t: Table, *, gateway_allowed: bool) -> RecipientPolicy:
             count = t.certificate_file("gateway", gateway)
             if count != 1:
                 fail(t, "gateway", f"a file with exactly one certificate, got {count} in {gateway}")
+    mixed = t.boolean("mixed_recipient_infos", None)
     t.finish()
-    return RecipientPolicy(policy, profile, gateway)
+    return RecipientPolicy(policy, profile, gateway, mixed)
 
 
 def _policy(t: Table) -> PolicyTable:
     default = t.choice("default", "require", RECIPIENT_POLICIES)
     profile = t.choice("profile", "compatible", ("compatible", "modern"))
+    mixed = t.boolean("mixed_recipient_infos", False)
     domains: dict[str, RecipientPolicy] = {}
     domain_table = t.table("domains")
     for name in domain_table.keys():
@@ -109,7 +111,7 @@ def _policy(t: Table) -> PolicyTable:
         addresses[normal] = _recipient_policy(entry, gateway_allowed=False)
     address_table.finish()
     t.finish()
-    return PolicyTable(default, profile, domains, addresses)
+    return PolicyTable(default, profile, domains, addresses, mixed)
 
 
 def _valid_domain(domain: str) -> bool:

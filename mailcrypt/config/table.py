@@ -165,7 +165,11 @@ class Table:
             fail(self, key, f"a whole number from {low} to {high}, got {_kind(value)}")
         return value
 
-    def boolean(self, key: str, default: bool) -> bool:
+    @overload
+    def boolean(self, key: str, default: bool) -> bool: ...
+    @overload
+    def boolean(self, key: str, default: None) -> bool | None: ...
+    def boolean(self, key: str, default: bool | None) -> bool | None:
         value = self._get(key, False)
         if value is _MISSING:
             return default

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from mailcrypt.envelope import pubkey
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
-from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, supports_profile
+from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, announces_key_agreement, supports_profile
 from mailcrypt.envelope.codec import read_element
 from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 from mailcrypt.envelope.fingerprint import content_type_of, envelope_digest
@@ -84,6 +84,21 @@ def recipient_from_certificate(
         f"{type(key).__name__} keys cannot receive S/MIME mail: {certificate.subject.rfc4514_string()}",
         subject=certificate.subject.rfc4514_string(),
     )
+
+
+def uses_key_agreement(certificate: x509.Certificate) -> bool:
+    """True when ``recipient_from_certificate`` wraps for it a KeyAgreeRecipientInfo (an EC key).
+
+    RFC 5652 §6.2: key transport (RSA) and key agreement (ECDH, RFC 5753) are
+    different RecipientInfo choices; which clients read which is DESIGN.md §1
+    "Readable by every recipient". A key that cannot be read is not EC here.
+    """
+    if not isinstance(certificate, x509.Certificate):
+        raise TypeError("certificate must be a cryptography x509.Certificate")
+    try:
+        return isinstance(certificate.public_key(), EllipticCurvePublicKey)
+    except (ValueError, UnsupportedAlgorithm):
+        return False
 
 
 def identity_from_key(private_key: object, certificate: x509.Certificate) -> Identity:
@@ -211,5 +226,7 @@ __all__ = [
     "read_element",
     "sign",
     "supports_profile",
+    "announces_key_agreement",
+    "uses_key_agreement",
     "verify",
 ]

@@ -35,7 +35,13 @@ from mailcrypt.envelope.asn1 import (
 )
 from mailcrypt.policy import Profile
 
-__all__ = ["OUR_CAPABILITIES", "capabilities_attribute", "parse_capabilities", "supports_profile"]
+__all__ = [
+    "OUR_CAPABILITIES",
+    "capabilities_attribute",
+    "parse_capabilities",
+    "supports_profile",
+    "announces_key_agreement",
+]
 
 _MGF1 = "1.2.840.113549.1.1.8"
 
@@ -150,3 +156,14 @@ def supports_profile(capabilities: Iterable[str], profile: Profile, *, key_type:
         prefix = f"ecdh-{profile.ecdh_kdf_hash}kdf"
         return any(c == prefix or c.startswith(prefix + "-") for c in caps)
     raise ValueError(f"unknown key type {key_type!r}")
+
+
+def announces_key_agreement(capabilities: Iterable[str]) -> bool:
+    """Whether a correspondent announced an ECDH key agreement scheme (``ecdh-…``).
+
+    A client that lists one decrypts KeyAgreeRecipientInfos, so it can read
+    an envelope holding them beside its own KeyTransRecipientInfo (DESIGN.md
+    §1 "Readable by every recipient"). A client that lists none is not known
+    to: it may be one that rejects such an envelope as a whole (NSS 3.87).
+    """
+    return any(c.startswith("ecdh-") for c in capabilities)

@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors
-from mailcrypt.envelope import Identity, supports_profile
+from mailcrypt.envelope import Identity, announces_key_agreement, supports_profile, uses_key_agreement
 from mailcrypt.keydir import identities as own
 from mailcrypt.keydir import keyfiles
 from mailcrypt.keydir.import_file import read_import_file
@@ -52,7 +52,6 @@ from mailcrypt.pki import (
     RevocationChecker,
     date_problem,
     fingerprint,
-    key_type,
     recipient_problem,
     usage_problem,
 )
@@ -69,11 +68,18 @@ _LISTED = ("recipient", "identity")
 
 
 class RecipientChoice(NamedTuple):
-    """The certificate to encrypt to for one address, and the profile for it."""
+    """The certificate to encrypt to for one address, and the profile for it.
+
+    ``key_agreement`` is True for an EC certificate (a KeyAgreeRecipientInfo);
+    ``reads_key_agreement`` says whether the address's client is known to
+    read an envelope that holds one (``mailcrypt.policy.readable_together``).
+    """
 
     address: str
     certificate: x509.Certificate
     profile: Profile
+    key_agreement: bool = False
+    reads_key_agreement: bool = False
 
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
@@ -252,13 +258,17 @@ class KeyDirectory:
             else:
                 certificate = self.best(address, now=now)
             profile, reason = decision.profile, decision.reason
-            if advertised is not None and not decision.profile_set and profile.name != MODERN.name:
-                announced = advertised(address, certificate)
-                kind = "ec" if key_type(certificate).startswith(("p", "ec")) else "rsa"
-                if announced and supports_profile(announced, MODERN, key_type=kind):
+            announced = tuple(advertised(address, certificate) or ()) if advertised is not None else ()
+            agreement = uses_key_agreement(certificate)
+            kind = "ec" if agreement else "rsa"
+            if announced and not decision.profile_set and profile.name != MODERN.name:
+                if supports_profile(announced, MODERN, key_type=kind):
                     profile, reason = MODERN, reason + "; modern: advertised in the correspondent's signed mail"
+            reads = agreement or decision.mixed_recipient_infos
+            if not reads and announces_key_agreement(announced):
+                reads, reason = True, reason + "; reads key agreement: ECDH advertised in its signed mail"
             log.info("%s: certificate sha256:%s, %s", address, fingerprint(certificate)[:16], reason)
-            out.append(RecipientChoice(address, certificate, profile))
+            out.append(RecipientChoice(address, certificate, profile, agreement, reads))
         return out
 
     def sender_certificate(self, address: str, *, now: datetime.datetime | None = None) -> x509.Certificate | None:

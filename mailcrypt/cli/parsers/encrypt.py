@@ -43,6 +43,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     enc.add_argument("--rsa-padding", choices=["pkcs1v15", "oaep"], help="RSA key transport, overriding the profile's")
     enc.add_argument(
+        "--mixed-recipient-infos",
+        action="store_true",
+        help="let EC and RSA recipients share the message although the RSA recipients' clients are not known "
+        "to read that (older Thunderbird cannot; default: only when the policy or their signed mail says so)",
+    )
+    enc.add_argument(
         "--from",
         dest="from_",
         metavar="ADDR",
