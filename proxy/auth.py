@@ -135,17 +135,20 @@ class UserStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: tuple[int, ...] | None = None
         self._users: dict[str, User] = {}
 
     def _read(self) -> dict[str, User]:
         try:
-            st = os.stat(self.path)
+            # lstat: a file swapped for a symbolic link is a change (read_private then refuses it).
+            st = os.lstat(self.path)
         except FileNotFoundError:
             # No file yet: no users (``mailcrypt users add`` creates it).
             self._seen, self._users = None, {}
             return {}
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # chmod and chown change only ctime and mode/owner: a file made readable by others
+        # must be read again, so that read_private refuses it.
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
         if stamp == self._seen:
             return self._users
         try:
