@@ -1,10 +1,11 @@
 """The aiosmtpd hooks of the proxy: who may send, to whom, and what the client hears.
 
-- AUTH PLAIN and LOGIN are checked against the ``UserStore`` (scrypt, in a
-  worker thread) or, with ``upstream.login = "client"``, against the
-  upstream server itself. Every attempt waits its turn and its delay in
-  the ``LoginGuard`` (``guard``) before the password is checked; after
-  ``max_failures`` failures on one connection it is closed (421).
+- AUTH PLAIN and LOGIN (the hooks inherited from ``login.AuthHooks``) are
+  checked against the ``UserStore`` (scrypt, in a worker thread) or, with
+  ``upstream.login = "client"``, against the upstream server itself. Every
+  attempt waits its turn and its delay in the ``LoginGuard`` (``guard``)
+  before the password is checked; after ``max_failures`` failures on one
+  connection it is closed (421).
 - MAIL needs a login unless ``proxy.auth = "none"`` (loopback only): 530
   otherwise, so the proxy is never an open relay. A login sends only as
   its addresses (``users add NAME --address A``; with ``upstream.login =
@@ -15,7 +16,7 @@
   address with a control character is refused (``wire``). Changes to the
   key directory are looked for here (``refresh``), once a transaction.
 - EHLO advertises the SIZE that still fits the upstream server's limit
-  once encrypted (``sizes.MessageLimit``); ``server.ProxySMTP`` enforces it.
+  once encrypted (``sizes.MessageLimit``); ``session.ProxySMTP`` enforces it.
 - RCPT takes at most ``max_recipients`` (default 100, like Postfix's
   smtpd_recipient_limit); the next one gets 452 4.5.3 (RFC 5321
   §4.5.3.1.10), and the client sends the rest in another transaction.
@@ -35,63 +36,37 @@
   unsigned). Only identities of the login's addresses sign.
 - ``handle_exception`` logs the details and answers a generic 451.
 
-What it won't do: parse SMTP (aiosmtpd and ``server.ProxySMTP`` do) or log
+What it won't do: parse SMTP (aiosmtpd and ``session.ProxySMTP`` do) or log
 message content: only addresses, decisions and hashed Message-IDs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-from aiosmtpd.smtp import MISSING, AuthResult
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
 from mailcrypt.mime import Field
 from proxy.auth import UserStore
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
-from proxy.guard import GuardBusy, LoginGuard
+from proxy.guard import LoginGuard
 from proxy.late import LateGroups
+from proxy.login import AuthHooks, Login
 from proxy.outbox import OutboxRelay
 from proxy.relay import Credentials, Probe, Refused, UpstreamRelay, client_text
 from proxy.sizes import MessageLimit
-from proxy.smtp import LoginRefused, UpstreamUnavailable
 from proxy.wire import check_address, check_message
 
 #: ``senders(mail_from, header_from, allowed)``: the sender's keys (``senders.Senders.for_message``).
 SenderLookup = Callable[[str, list[str], Callable[[str], bool] | None], SenderKeys]
 
-__all__ = ["ProxyHandler", "Login"]
+__all__ = ["ProxyHandler"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Login:
-    """Who logged in; ``credentials`` only when their login also relays (``upstream.login = "client"``)."""
-
-    login: str
-    credentials: Credentials | None = field(default=None, repr=False)
-
-
-def _decode_initial_response(text: str) -> bytes | None:
-    """The initial response of an AUTH command, or None when it is not base64.
-
-    RFC 4954 §4: the initial response is base64 (strict: no characters
-    outside the alphabet), and a single "=" stands for an empty response.
-    """
-    if text == "=":
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        return None
 
 
 def reverse_path(mail_from: str) -> str:
@@ -118,7 +93,7 @@ def _retrieve(task: asyncio.Task[str]) -> None:
         log.error("relaying a message failed after its client left: %s", exc, exc_info=exc)
 
 
-class ProxyHandler:
+class ProxyHandler(AuthHooks):
     """The hooks (see the module docstring).
 
     ``senders`` picks the sender's keys; ``refresh``, when given, is awaited
@@ -170,105 +145,8 @@ class ProxyHandler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     def message_limit(self) -> int | None:
-        """The message size that fits now (``server.ProxySMTP`` asks at every MAIL); None when not limited here."""
+        """The message size that fits now (``session.ProxySMTP`` asks at every MAIL); None when not limited here."""
         return self.limit.current() if self.limit is not None else None
-
-    # ------------------------------------------------------------------ AUTH
-
-    async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
-        peer = self._peer(server)
-        blob = await self._auth_response(server, args, "")
-        if blob is None:
-            return AuthResult(success=False, handled=True)
-        parts = blob.split(b"\0")
-        if len(parts) != 3:
-            await server.push("501 5.5.2 Cannot split the AUTH PLAIN value")
-            return AuthResult(success=False, handled=True)
-        return await self._check(server, peer, parts[1], parts[2])
-
-    async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
-        peer = self._peer(server)
-        user = await self._auth_response(server, args, "Username:")
-        if user is None:
-            return AuthResult(success=False, handled=True)
-        password = await server.challenge_auth("Password:")
-        if password is MISSING:
-            return AuthResult(success=False, handled=True)
-        return await self._check(server, peer, user, password)
-
-    @staticmethod
-    async def _auth_response(server: Any, args: list[str], challenge: str) -> bytes | None:
-        """The client's first answer: the initial response on the AUTH line, else the answer to ``challenge``.
-
-        None when the client cancelled or sent what is not base64; it has
-        had its 501 reply by then (from here, or from aiosmtpd's
-        ``challenge_auth``, which decodes the answers it asks for).
-        """
-        if len(args) == 1:
-            answer = await server.challenge_auth(challenge)
-            return None if answer is MISSING else bytes(answer)
-        decoded = _decode_initial_response(args[1])
-        if decoded is None:
-            await server.push("501 5.5.2 Cannot decode base64")
-        return decoded
-
-    @staticmethod
-    def _peer(server: Any) -> str:
-        peer = getattr(server.session, "peer", None)
-        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-    async def _check(self, server: Any, peer: str, user: bytes, password: bytes) -> AuthResult:
-        name = user.decode("utf-8", "replace")
-        try:
-            # Every attempt, on every connection, waits in line for its turn and
-            # its delay before the password is looked at (guard's docstring).
-            async with self.guard.turn(peer):
-                await self.guard.attempt(peer, name)
-                ok, credentials = await self._verify(name, password)
-                if ok:
-                    self.guard.succeeded(peer, name)
-                else:
-                    self.guard.failed(peer, name)
-        except GuardBusy:
-            log.warning("AUTH from %s refused: too many login attempts waiting", peer)
-            await server.push("454 4.7.0 Too many login attempts waiting from your address; try again later")
-            return AuthResult(success=False, handled=True)
-        if not ok:
-            log.warning("failed login as %r from %s", name, peer)
-            failures = getattr(server.session, "mailcrypt_failures", 0) + 1
-            server.session.mailcrypt_failures = failures
-            if failures >= self.max_failures:
-                # Like Postfix's smtpd_hard_error_limit: a connection that keeps
-                # failing is closed; the delay still applies to the next one.
-                await server.push("421 4.7.0 Too many failed logins; closing the connection")
-                server.transport.close()
-                return AuthResult(success=False, handled=True)
-            return AuthResult(success=False, handled=False)
-        if credentials is not None and self.late is not None:
-            self.late.logins[name] = credentials
-        log.info("%s logged in from %s", name, peer)
-        return AuthResult(success=True, auth_data=Login(name, credentials))
-
-    async def _verify(self, name: str, password: bytes) -> tuple[bool, Credentials | None]:
-        if isinstance(self.relay, UpstreamRelay) and self.users is None:
-            # upstream.login = "client": the server is the judge of the login.
-            credentials = Credentials(name, password)
-            try:
-                conn = await self.relay.pool.acquire(credentials, fresh=True)
-            except LoginRefused:
-                return False, None
-            except UpstreamUnavailable as exc:
-                log.warning("cannot check a login with the upstream server: %s", exc)
-                return False, None
-            self.relay.pool.release(conn, credentials, clean=True)
-            return True, credentials
-        assert self.users is not None
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(None, self.users.verify, name, password), None
-        except errors.ConfigError as exc:
-            log.error("%s", exc)
-            return False, None
 
     # ------------------------------------------------------------------ the transaction
 

@@ -17,7 +17,7 @@ client's EHLO), waiting at most ``wait`` seconds for it and trying again at
 most every ``retry`` seconds while the server cannot be reached; until then
 the configured limit stands, and the end of DATA checks again.
 
-What it won't do: refuse anything itself (``server.ProxySMTP`` answers
+What it won't do: refuse anything itself (``session.ProxySMTP`` answers
 ``MAIL ... SIZE=`` and the end of DATA with 552 5.3.4).
 """
 
