@@ -5,8 +5,11 @@ system temporary directory (the mail user must be able to reach it, which a
 pytest temporary directory, mode 0700 and owned by root, does not allow),
 listens on 127.0.0.1 on two free ports — plain IMAP with STARTTLS, and
 IMAPS — with a self-signed certificate made here, and waits until the
-server greets. Junk, Trash, Drafts and Sent are special-use folders (RFC 6154)
-once a test creates them. Users live in a passwd-file; as Dovecot does not reliably notice lines added
+server greets. With ``lmtp=True`` it also delivers mail over LMTP (RFC 2033)
+on a third free port, for the end-to-end test's Postfix; a recipient's
+domain is dropped there, so ``user7@example.org`` is the mailbox of ``user7``.
+Junk, Trash, Drafts and Sent are special-use folders (RFC 6154) once a test
+creates them. Users live in a passwd-file; as Dovecot does not reliably notice lines added
 while it runs, each test takes a user of its own, with an empty mailbox, from a pool written
 before the server starts.
 
@@ -40,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Dovecot", "ImapUser", "find_dovecot", "start_dovecot"]
+__all__ = ["Dovecot", "ImapUser", "find_dovecot", "self_signed", "start_dovecot"]
 
 _CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 _users = itertools.count(1)
@@ -68,7 +71,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
+def self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
@@ -151,6 +154,8 @@ class Dovecot:
     tls_port: int
     cert_path: Path
     process: subprocess.Popen[bytes]
+    #: The LMTP port on 127.0.0.1 (``start_dovecot(lmtp=True)``), else None.
+    lmtp_port: int | None = None
 
     @property
     def log(self) -> str:
@@ -249,7 +254,9 @@ def _mail_owner() -> tuple[int, int]:
     raise RuntimeError("running as root, but there is neither a dovecot nor a nobody user to store mail as")
 
 
-def _config(base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: int, gid: int) -> str:
+def _config(
+    base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: int, gid: int, lmtp_port: int | None
+) -> str:
     lines = [
         f"base_dir = {base}/run",
         f"state_dir = {base}/state",
@@ -301,6 +308,18 @@ def _config(base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: in
         "  }",
         "}",
     ]
+    if lmtp_port is not None:
+        lines[lines.index("protocols = imap")] = "protocols = imap lmtp"
+        lines += [
+            # LMTP names recipients by address; the passwd-file knows users by name (user7).
+            "auth_username_format = %Ln",
+            "service lmtp {",
+            "  inet_listener lmtp {",
+            "    address = 127.0.0.1",
+            f"    port = {lmtp_port}",
+            "  }",
+            "}",
+        ]
     if os.geteuid() != 0:
         user = pwd.getpwuid(os.getuid()).pw_name
         lines += [f"default_internal_user = {user}", f"default_login_user = {user}", "default_internal_group = "
@@ -308,15 +327,15 @@ def _config(base: Path, port: int, tls_port: int, cert: Path, key: Path, uid: in
     return "\n".join(lines) + "\n"
 
 
-def _greets(port: int) -> bool:
+def _greets(port: int, greeting: bytes = b"* OK") -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            return s.recv(64).startswith(b"* OK")
+            return s.recv(64).startswith(greeting)
     except OSError:
         return False
 
 
-def start_dovecot(binary: str, *, attempts: int = 3) -> Dovecot:
+def start_dovecot(binary: str, *, attempts: int = 3, lmtp: bool = False) -> Dovecot:
     """Start a private Dovecot and wait until it answers; raises RuntimeError with its log if it will not."""
     last = ""
     for _ in range(attempts):
@@ -326,19 +345,20 @@ def start_dovecot(binary: str, *, attempts: int = 3) -> Dovecot:
         (base / "mail").mkdir()
         os.chown(base / "mail", uid, gid)
         (base / "passwd").write_text("".join(f"user{n}:{{PLAIN}}{_password(n)}::::::\n" for n in range(1, _POOL + 1)))
-        cert, key = _self_signed(base)
+        cert, key = self_signed(base)
         port, tls_port = _free_port(), _free_port()
+        lmtp_port = _free_port() if lmtp else None
         conf = base / "dovecot.conf"
-        conf.write_text(_config(base, port, tls_port, cert, key, uid, gid))
+        conf.write_text(_config(base, port, tls_port, cert, key, uid, gid, lmtp_port))
         out = open(base / "stdout.log", "wb")  # the server writes to it while it runs
         process = subprocess.Popen(
             [binary, "-F", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         out.close()
-        server = Dovecot(binary, base, "127.0.0.1", port, tls_port, cert, process)
+        server = Dovecot(binary, base, "127.0.0.1", port, tls_port, cert, process, lmtp_port)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and process.poll() is None:
-            if _greets(port) and _greets_tls(tls_port, server):
+            if _greets(port) and _greets_tls(tls_port, server) and (lmtp_port is None or _greets(lmtp_port, b"220")):
                 return server
             time.sleep(0.05)
         last = (base / "stdout.log").read_text(errors="replace") + server.log
