@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailcrypt import errors
 from mailcrypt.config import read_private, read_secret_line
+from mailcrypt.pki import load_certificate as parse_certificate
+from mailcrypt.pki import load_certificates as parse_certificates
 from mailcrypt.pki import names_address
 
 __all__ = [
@@ -98,17 +100,17 @@ def passphrase_from(
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """All certificates in a PEM file (one or more) or a DER file (exactly one).
 
-    Raises ``errors.ConfigError`` if the file cannot be read or holds no
-    certificate.
+    Raises ``errors.ConfigError`` if the file cannot be read, holds no
+    certificate or one that the certificate parser (``pki.load_certificates``) refuses.
     """
     name = os.fspath(path)
     data = _read(path, "certificate file")
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise errors.ConfigError(f"certificate file {name}: no readable certificate (expected PEM or DER)") from None
+        return parse_certificates(data)
+    except errors.MalformedCertificate as exc:
+        raise errors.ConfigError(
+            f"certificate file {name}: no readable certificate (expected PEM or DER: {exc.reason})"
+        ) from None
 
 
 def load_private_key(
@@ -230,7 +232,12 @@ def load_pkcs12(
     candidates = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
     for entry in candidates:
         if _same_key(key, entry.certificate):
-            return KeyPair(key, entry.certificate, name)
+            # The certificate goes through the one parser like every other one.
+            try:
+                certificate = parse_certificate(entry.certificate.public_bytes(serialization.Encoding.DER))
+            except errors.MalformedCertificate as exc:
+                raise errors.ConfigError(f"PKCS#12 file {name}: its certificate is refused ({exc.reason})") from None
+            return KeyPair(key, certificate, name)
     raise errors.ConfigError(f"PKCS#12 file {name} has no certificate for its private key")
 
 

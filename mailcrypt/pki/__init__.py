@@ -9,12 +9,19 @@
   (RFC 8550 §3), used by every caller that files, finds or matches one;
 - ``revocation``, ``online``: the revocation interface and its checker
   (OCSP from ``ocsp``, CRLs from ``crl``, kept by ``revcache``);
+- ``load_certificate``, ``load_certificates``: the one certificate parser,
+  through which every certificate mailcrypt reads passes (from messages,
+  files and the key directory). It is defined in the envelope core, the
+  lowest layer that needs it (SignedData carries certificates), and is
+  exported here as the judge's entry point: every layer above imports it
+  from ``mailcrypt.pki``. Every failure is a ``MalformedCertificate``;
 - ``validate``: a certificate's fitness as a recipient or an identity, its
   fingerprint and key type.
 
 It sits above the envelope core and below the MIME layer. The names below
 are its API; the modules are its private parts.
 """
+from mailcrypt.envelope import load_certificate, load_certificates
 from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
 from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
@@ -41,6 +48,8 @@ __all__ = [
     "fingerprint",
     "is_chain_certificate",
     "key_type",
+    "load_certificate",
+    "load_certificates",
     "names_address",
     "OnlineRevocationChecker",
     "recipient_problem",
