@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mailcrypt import errors
 from mailcrypt.cli import main
 from mailcrypt.envelope import Signer
-from mailcrypt.keydir import KeyDirectory, load_certificates
+from mailcrypt.keydir import KeyDirectory, load_certificates, load_key_pair
 from mailcrypt.mime import sign_message, unwrap_message
 from mailcrypt.pki import load_certificate
 from mailcrypt.pki import load_certificates as parse_certificates
@@ -326,3 +326,17 @@ def test_a_malformed_trust_anchor_is_a_config_error(forged: dict[str, bytes], tm
     message = tmp_path / "m.eml"
     message.write_bytes(MESSAGE)
     assert main(["--home", str(home), "verify", str(message)]) == 2
+
+
+def test_a_key_file_with_a_certificate_of_an_unknown_key_type_is_a_config_error(
+    forged: dict[str, bytes], rsa2048: KeyPair, tmp_path: Path
+) -> None:
+    # The key is compared with the certificate's only when its algorithm is RSA or EC (by OID):
+    # cryptography's "Unknown key type" must not escape.
+    cert = tmp_path / "unknown.der"
+    cert.write_bytes(forged["unknown key algorithm"])
+    key = tmp_path / "key.pem"
+    key.write_bytes(rsa2048.key_path.read_bytes())
+    key.chmod(0o600)
+    with pytest.raises(errors.ConfigError, match="no certificate for the key"):
+        load_key_pair(key, cert)

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailcrypt import errors
 from mailcrypt.config import read_private, read_secret_line
+from mailcrypt.envelope import algorithm_name
 from mailcrypt.pki import load_certificate as parse_certificate
 from mailcrypt.pki import load_certificates as parse_certificates
 from mailcrypt.pki import names_address
@@ -169,10 +170,22 @@ def private_key_from(
     return key
 
 
-def _same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+def same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+    """Whether ``certificate`` is for ``key``; False for a certificate key that cannot be read.
+
+    The certificate's key object is built only for RSA and EC (judged by its
+    OID, ``envelope.algorithm_name``): building a DSA key warns, and an
+    unknown or malformed key raises, none of which may escape from here.
+    """
+    if algorithm_name(certificate) not in ("rsa", "ec"):
+        return False
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
-    return key.public_key().public_bytes(enc, fmt) == certificate.public_key().public_bytes(enc, fmt)
+    try:
+        theirs = certificate.public_key().public_bytes(enc, fmt)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return key.public_key().public_bytes(enc, fmt) == theirs
 
 
 def load_key_pair(
@@ -189,7 +202,7 @@ def load_key_pair(
     """
     key = load_private_key(key_path, password_file=password_file)
     for certificate in load_certificates(cert_path):
-        if _same_key(key, certificate):
+        if same_key(key, certificate):
             return KeyPair(key, certificate, os.fspath(key_path))
     raise errors.ConfigError(
         f"certificate file {os.fspath(cert_path)} has no certificate for the key in {os.fspath(key_path)}"
@@ -231,7 +244,7 @@ def load_pkcs12(
         raise errors.ConfigError(f"PKCS#12 file {name}: only RSA and EC keys can be used for S/MIME")
     candidates = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
     for entry in candidates:
-        if _same_key(key, entry.certificate):
+        if same_key(key, entry.certificate):
             # The certificate goes through the one parser like every other one.
             try:
                 certificate = parse_certificate(entry.certificate.public_bytes(serialization.Encoding.DER))
