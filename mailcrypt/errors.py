@@ -26,6 +26,7 @@ __all__ = [
     "NotForThisIdentity",
     "MessageError",
     "CMSParseError",
+    "MalformedCertificate",
     "NotEncryptedError",
     "NotSignedError",
     "DecryptionFailed",
@@ -121,6 +122,21 @@ class MessageError(MailcryptError):
 
 class CMSParseError(MessageError):
     """The CMS structure cannot be parsed (truncated, bad lengths, wrong types)."""
+
+
+class MalformedCertificate(CMSParseError):
+    """A certificate cannot be parsed, or is one mailcrypt refuses to parse.
+
+    Raised by the one certificate parser (``mailcrypt.pki.load_certificate``)
+    for bytes that are not an X.509 certificate, an unknown version, fields
+    that do not decode, and a non-positive serial number (RFC 5280 §4.1.2.2).
+    For a certificate in a message it means exit 4; callers reading a file
+    turn it into ``ConfigError``. ``reason`` says what is wrong.
+    """
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotEncryptedError(MessageError):

@@ -208,7 +208,7 @@ class Table:
 
     def certificate_file(self, key: Key, path: Path) -> int:
         """Check that ``path`` is a readable file of PEM or DER certificates; return how many."""
-        from cryptography import x509
+        from mailcrypt.pki import load_certificates
 
         try:
             data = path.read_bytes()
@@ -219,12 +219,9 @@ class Table:
         except OSError as exc:
             fail(self, key, f"a readable certificate file, but {path}: {exc.strerror or exc}")
         try:
-            if b"-----BEGIN" in data:
-                return len(x509.load_pem_x509_certificates(data))
-            x509.load_der_x509_certificate(data)
-            return 1
-        except ValueError:
-            fail(self, key, f"a PEM or DER certificate file, but {path} holds no readable certificate")
+            return len(load_certificates(data))
+        except errors.MalformedCertificate as exc:
+            fail(self, key, f"a PEM or DER certificate file, but {path} holds no readable certificate ({exc.reason})")
 
     # -------------------------------------------------------------- addresses
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from mailcrypt.envelope import pubkey
 from mailcrypt.envelope.asn1 import OID_AUTH_ENVELOPED_DATA, OID_ENVELOPED_DATA
 from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, announces_key_agreement, supports_profile
+from mailcrypt.envelope.certificates import load_certificate, load_certificates
 from mailcrypt.envelope.codec import read_element
 from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 from mailcrypt.envelope.fingerprint import content_type_of, envelope_digest
@@ -185,6 +186,7 @@ def decrypt(
     envelope = _open(data, identities, policy=policy)
     return Decrypted(decrypt_all(envelope), envelope.info)
 
+
 __all__ = [
     "encrypt",
     "decrypt",
@@ -214,6 +216,8 @@ __all__ = [
     "RecipientEncryptedKey",
     "parse_recipient_info",
     "encode_recipient_info",
+    "load_certificate",
+    "load_certificates",
     "OID_AUTH_ENVELOPED_DATA",
     "OID_ENVELOPED_DATA",
     "OUR_CAPABILITIES",

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asn1crypto import cms, core
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
 from mailcrypt.envelope import pubkey, sigalg, signed_der
@@ -45,8 +46,8 @@ from mailcrypt.envelope.capabilities import OUR_CAPABILITIES, parse_capabilities
 from mailcrypt.envelope.codec import CONTEXT, UNIVERSAL, der_header
 from mailcrypt.envelope.der import set_of_der
 from mailcrypt.envelope.keys import CertificateRef, Identity, describe_rid
-from mailcrypt.envelope.signed_parts import ASN1_ERRORS, SignedParts, lenient_serials, parse_signed_data
-from mailcrypt.errors import BadSignature, CMSParseError, UnknownSigner, UnsupportedAlgorithm
+from mailcrypt.envelope.signed_parts import ASN1_ERRORS, SignedParts, parse_signed_data
+from mailcrypt.errors import BadSignature, CMSParseError, MalformedCertificate, UnknownSigner, UnsupportedAlgorithm
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["Signer", "SignatureInfo", "sign", "verify"]
@@ -235,25 +236,49 @@ def _pieces(content: object) -> list[Buffer]:
 # -------------------------------------------------------------------------- verify
 
 
-def _find_signer(info: cms.SignerInfo, candidates: Sequence[x509.Certificate], unreadable: int) -> x509.Certificate:
+def _find_signer(
+    info: cms.SignerInfo,
+    candidates: Sequence[x509.Certificate],
+    unreadable: Sequence[tuple[bytes, MalformedCertificate | UnsupportedAlgorithm]],
+) -> x509.Certificate:
     sid = info["sid"]
-    with lenient_serials():
-        for cert in candidates:
-            ref = CertificateRef(cert)
-            if sid.name == "issuer_and_serial_number":
-                if ref.matches_issuer_and_serial(sid.chosen):
-                    return cert
-            elif ref.matches_key_identifier(bytes(sid.chosen.native)):
+    for cert in candidates:
+        ref = CertificateRef(cert)
+        if sid.name == "issuer_and_serial_number":
+            if ref.matches_issuer_and_serial(sid.chosen):
                 return cert
+        elif ref.matches_key_identifier(bytes(sid.chosen.native)):
+            return cert
     described = describe_rid(sid)
+    for der, error in unreadable:
+        if _names_refused(sid, der):
+            # The parser's verdict (malformed or unsupported), naming the signer.
+            message = f"the signer's certificate ({described}) is refused: {error}"
+            if isinstance(error, UnsupportedAlgorithm):
+                raise UnsupportedAlgorithm(message, oid=error.oid)
+            raise MalformedCertificate(message, reason=error.reason)
     if unreadable:
-        # The signer's certificate may be one cryptography cannot load (a DSA
-        # key inheriting its parameters, an unknown key type).
-        raise UnsupportedAlgorithm(
+        # The signer's certificate may be one that was refused but cannot be
+        # matched any more (its issuer or serial does not decode either).
+        raise MalformedCertificate(
             f"the signer's certificate ({described}) is not among those that can be read;"
-            f" {unreadable} certificate(s) in the message use an unsupported key or encoding"
+            f" {len(unreadable)} certificate(s) in the message cannot be read ({unreadable[0][1]})"
         )
     raise UnknownSigner(f"the signer's certificate ({described}) is not available", signer=described)
+
+
+def _names_refused(sid: cms.SignerIdentifier, der: bytes) -> bool:
+    """Whether ``sid`` names a certificate the parser refused, compared on its DER with asn1crypto."""
+    try:
+        tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+        if sid.name == "issuer_and_serial_number":
+            return bool(
+                sid.chosen["serial_number"].native == tbs["serial_number"].native
+                and sid.chosen["issuer"].dump() == tbs["issuer"].dump()
+            )
+        return bytes(sid.chosen.native) == tbs["subject_public_key_info"].sha1
+    except ASN1_ERRORS:
+        return False
 
 
 def _single(attrs: cms.CMSAttributes, name: str) -> object | None:

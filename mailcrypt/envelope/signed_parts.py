@@ -5,10 +5,12 @@ large encapsulated content is reached as zero-copy slices (a constructed
 OCTET STRING as NSS writes it stays in pieces). The small parts are decoded
 with asn1crypto: the eContentType, each SignerInfo (kept together with the
 raw bytes of its signed attributes, which the signature covers) and the
-certificates, which cryptography loads; certificates of other kinds
-(attribute certificates, RFC 5652 §10.2.2) are skipped. The CRLs of the
-``crls`` field (RFC 5652 §5.1, §10.2.1) are handed on as DER, unparsed:
-judging them is the certificate judge's business (``pki``); other
+certificates, which the one certificate parser (``certificates.py``) loads;
+a certificate it refuses is kept aside as DER with its typed error, so that
+an unreadable certificate matters only if it is the signer's. Certificates
+of other kinds (attribute certificates, RFC 5652 §10.2.2) are skipped. The
+CRLs of the ``crls`` field (RFC 5652 §5.1, §10.2.1) are handed on as DER,
+unparsed: judging them is the certificate judge's business (``pki``); other
 revocation information formats are skipped.
 
 It verifies nothing; ``signed.verify`` does. Malformations raise ``CMSParseError``.
@@ -16,21 +18,18 @@ It verifies nothing; ``signed.verify`` does. Malformations raise ``CMSParseError
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeVar
 
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
 
 from mailcrypt.envelope.asn1 import OID_SIGNED_DATA
+from mailcrypt.envelope.certificates import load_certificate
 from mailcrypt.envelope.codec import CONTEXT, TLV, UNIVERSAL, check_depth, children, octet_chunks, read_element
-from mailcrypt.errors import CMSParseError
+from mailcrypt.errors import CMSParseError, MalformedCertificate, UnsupportedAlgorithm
 
-__all__ = ["SignedParts", "parse_signed_data", "lenient_serials", "ASN1_ERRORS"]
+__all__ = ["SignedParts", "parse_signed_data", "ASN1_ERRORS"]
 
 # Errors asn1crypto raises for malformed input when a lazily parsed value is read.
 ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError)
@@ -43,7 +42,8 @@ class SignedParts:
     content_type: str
     econtent: list[memoryview] | None
     certificates: list[x509.Certificate]
-    unreadable_certificates: int
+    # The DER of each certificate the parser refused, and why.
+    unreadable_certificates: list[tuple[bytes, MalformedCertificate | UnsupportedAlgorithm]]
     crls: list[bytes]  # DER CertificateLists, not parsed here
     signer_infos: list[tuple[cms.SignerInfo, bytes | None]]  # with the raw signedAttrs
 
@@ -84,24 +84,6 @@ def _load(spec: type[_V], buf: memoryview, tlv: TLV, what: str, *, force: bool =
     return value
 
 
-@contextmanager
-def lenient_serials() -> Iterator[None]:
-    """Load and compare certificates with a non-positive serial number quietly.
-
-    RFC 5280 §4.1.2.2 asks users to handle such certificates gracefully;
-    cryptography warns when one is loaded or its serial read, which would
-    only be noise for whoever reads the signer's mail.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        yield
-
-
-def _load_certificate(der: bytes) -> x509.Certificate:
-    with lenient_serials():
-        return x509.load_der_x509_certificate(der)
-
-
 def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
     buf = memoryview(data).cast("B") if isinstance(data, memoryview) else memoryview(data)
     if len(buf) == 0:
@@ -134,16 +116,17 @@ def parse_signed_data(data: bytes | bytearray | memoryview) -> SignedParts:
         raise CMSParseError("malformed encapContentInfo")
     pos = 3
     certificates: list[x509.Certificate] = []
-    unreadable = 0
+    unreadable: list[tuple[bytes, MalformedCertificate | UnsupportedAlgorithm]] = []
     if pos < len(items) and items[pos].is_(CONTEXT, 0):
         for child in children(buf, items[pos]):
             # Only the plain Certificate choice (a SEQUENCE) is of use; attribute
             # and other certificates (RFC 5652 §10.2.2) are skipped.
             if child.is_(UNIVERSAL, 16):
+                der = bytes(buf[child.start : child.end])
                 try:
-                    certificates.append(_load_certificate(bytes(buf[child.start : child.end])))
-                except ValueError:
-                    unreadable += 1
+                    certificates.append(load_certificate(der))
+                except (MalformedCertificate, UnsupportedAlgorithm) as exc:
+                    unreadable.append((der, exc))
         pos += 1
     crls: list[bytes] = []
     if pos < len(items) and items[pos].is_(CONTEXT, 1):

@@ -174,7 +174,7 @@ class KeyDirectory:
             return read_certificate(path)[0]
         except FileNotFoundError:
             raise errors.ConfigError(f"{path} was removed while in use; try again") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, errors.MalformedCertificate) as exc:
             raise errors.ConfigError(f"{path}: not a readable certificate ({exc})") from None
 
     def _intermediates(self) -> builtins.list[x509.Certificate]:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mailcrypt import errors
@@ -64,11 +63,6 @@ def _is_encrypted(key_pem: bytes) -> bool:
     return b"ENCRYPTED" in key_pem[:4096]
 
 
-def _same_key(key: PrivateKey, certificate: x509.Certificate) -> bool:
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*spki) == certificate.public_key().public_bytes(*spki)
-
-
 def _read_key(path: Path) -> bytes:
     """The key file, read once through the one private-file reader (which refuses it if others can read it)."""
     try:
@@ -92,7 +86,7 @@ def store_identity(
     is already stored or the key does not belong to the certificate,
     ``errors.InvalidRecipient`` when the key cannot decrypt mail.
     """
-    if not _same_key(key, certificate):
+    if not keyfiles.same_key(key, certificate):
         raise errors.ConfigError(f"the private key does not belong to the {describe(certificate)}")
     check_identity(certificate)
     fp = fingerprint(certificate)
@@ -133,7 +127,7 @@ def load_identity(
         who = ", ".join(certificate_addresses(certificate)) or fp[:16]
         secret = passphrase.get(f"the private key of {who} ({key_path.name})")
     key = keyfiles.private_key_from(data, name=str(key_path), passphrase=secret)
-    if not _same_key(key, certificate):
+    if not keyfiles.same_key(key, certificate):
         raise errors.ConfigError(
             f"private key {key_path} does not belong to its certificate {layout.identity_cert(fp)}"
         )

@@ -14,14 +14,14 @@ one file and writes nothing.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
+from asn1crypto import cms as asn1_cms
+from asn1crypto import pem
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs7
 
 from mailcrypt import errors
+from mailcrypt.pki import load_certificate
 
 __all__ = ["read_import_file", "looks_like_pkcs12"]
 
@@ -66,29 +66,41 @@ def read_import_file(path: Path) -> tuple[str, list[x509.Certificate]]:
         return "certificates", _pem(name, data)
     if looks_like_pkcs12(data):
         return "pkcs12", []
-    try:
-        return "certificates", [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        pass
-    try:
-        certificates = _load_pkcs7(pkcs7.load_der_pkcs7_certificates, data)
-    except ValueError:
-        certificates = []
-    if certificates:
-        return "certificates", certificates
-    raise errors.ConfigError(f"{name}: not a certificate (PEM or DER), a PKCS#7 certificate bundle or a PKCS#12 file")
+    certificates = _pkcs7_certificates(name, data)
+    if certificates is None:
+        certificates = [_parse(name, data)]
+    return "certificates", certificates
 
 
-def _load_pkcs7(load: Callable[[bytes], list[x509.Certificate]], data: bytes) -> list[x509.Certificate]:
-    # openssl crl2pkcs7 and Windows write the certificates SET unsorted, which
-    # is valid BER but not DER; cryptography reads it and warns that it may
-    # stop doing so. That is exactly the input accepted here, so this one
-    # warning is expected (it is not silenced anywhere else).
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="PKCS#7 certificates could not be parsed as DER", category=UserWarning
-        )
-        return load(data)
+def _parse(name: str, der: bytes) -> x509.Certificate:
+    """One DER certificate through the one parser; ``ConfigError`` naming the file if refused."""
+    try:
+        return load_certificate(der)
+    except errors.MalformedCertificate as exc:
+        raise errors.ConfigError(
+            f"{name}: not a certificate (PEM or DER), a PKCS#7 certificate bundle or a PKCS#12 file ({exc.reason})"
+        ) from None
+
+
+def _pkcs7_certificates(name: str, der: bytes) -> list[x509.Certificate] | None:
+    """The certificates of a PKCS#7 bundle (SignedData, RFC 5652 §5.1), or None if ``der`` is not one.
+
+    The bundle is taken apart with asn1crypto, which reads the BER that
+    openssl crl2pkcs7 and Windows write (an unsorted certificates SET), and
+    each certificate goes through the one parser; only the plain
+    Certificate choice is taken (RFC 5652 §10.2.2).
+    """
+    try:
+        info = asn1_cms.ContentInfo.load(der)
+        if info["content_type"].native != "signed_data":
+            return None
+        found = info["content"]["certificates"]
+        ders = [c.chosen.dump() for c in found if c.name == "certificate"] if found else []
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError):
+        return None  # asn1crypto's parse failures: not a PKCS#7 bundle
+    if not ders:
+        raise errors.ConfigError(f"{name}: the PKCS#7 bundle holds no certificate")
+    return [_parse(name, d) for d in ders]
 
 
 def _pem(name: str, data: bytes) -> list[x509.Certificate]:
@@ -98,12 +110,15 @@ def _pem(name: str, data: bytes) -> list[x509.Certificate]:
             "(openssl pkcs12 -export -inkey KEY -in CERT -out FILE.p12), certificates as PEM or DER without keys"
         )
     try:
-        if b"-----BEGIN PKCS7-----" in data:
-            certificates = _load_pkcs7(pkcs7.load_pem_pkcs7_certificates, data)
-        else:
-            certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        certificates = []
+        blocks = list(pem.unarmor(data, multiple=True))
+    except (ValueError, TypeError):
+        raise errors.ConfigError(f"{name}: no readable certificate in this PEM file") from None
+    certificates: list[x509.Certificate] = []
+    for label, _headers, der in blocks:
+        if label == "PKCS7":
+            certificates += _pkcs7_certificates(name, der) or []
+        elif label in ("CERTIFICATE", "X509 CERTIFICATE"):
+            certificates.append(_parse(name, der))
     if not certificates:
         raise errors.ConfigError(f"{name}: no readable certificate in this PEM file")
     return certificates

@@ -287,7 +287,7 @@ class Index:
         path = self.layout.file_for(kind, fp)
         try:
             certificate, source, imported = read_certificate(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, errors.MalformedCertificate) as exc:
             log.warning("skipping %s: not a readable certificate (%s)", path, exc)
             return None
         if fingerprint(certificate) != fp:

@@ -28,6 +28,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailcrypt import errors
 from mailcrypt.config import read_private, read_secret_line
+from mailcrypt.envelope import algorithm_name
+from mailcrypt.pki import load_certificate as parse_certificate
+from mailcrypt.pki import load_certificates as parse_certificates
 from mailcrypt.pki import names_address
 
 __all__ = [
@@ -98,17 +101,17 @@ def passphrase_from(
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """All certificates in a PEM file (one or more) or a DER file (exactly one).
 
-    Raises ``errors.ConfigError`` if the file cannot be read or holds no
-    certificate.
+    Raises ``errors.ConfigError`` if the file cannot be read, holds no
+    certificate or one that the certificate parser (``pki.load_certificates``) refuses.
     """
     name = os.fspath(path)
     data = _read(path, "certificate file")
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise errors.ConfigError(f"certificate file {name}: no readable certificate (expected PEM or DER)") from None
+        return parse_certificates(data)
+    except errors.MalformedCertificate as exc:
+        raise errors.ConfigError(
+            f"certificate file {name}: no readable certificate (expected PEM or DER: {exc.reason})"
+        ) from None
 
 
 def load_private_key(
@@ -167,10 +170,22 @@ def private_key_from(
     return key
 
 
-def _same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+def same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+    """Whether ``certificate`` is for ``key``; False for a certificate key that cannot be read.
+
+    The certificate's key object is built only for RSA and EC (judged by its
+    OID, ``envelope.algorithm_name``): building a DSA key warns, and an
+    unknown or malformed key raises, none of which may escape from here.
+    """
+    if algorithm_name(certificate) not in ("rsa", "ec"):
+        return False
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
-    return key.public_key().public_bytes(enc, fmt) == certificate.public_key().public_bytes(enc, fmt)
+    try:
+        theirs = certificate.public_key().public_bytes(enc, fmt)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return key.public_key().public_bytes(enc, fmt) == theirs
 
 
 def load_key_pair(
@@ -187,7 +202,7 @@ def load_key_pair(
     """
     key = load_private_key(key_path, password_file=password_file)
     for certificate in load_certificates(cert_path):
-        if _same_key(key, certificate):
+        if same_key(key, certificate):
             return KeyPair(key, certificate, os.fspath(key_path))
     raise errors.ConfigError(
         f"certificate file {os.fspath(cert_path)} has no certificate for the key in {os.fspath(key_path)}"
@@ -229,8 +244,13 @@ def load_pkcs12(
         raise errors.ConfigError(f"PKCS#12 file {name}: only RSA and EC keys can be used for S/MIME")
     candidates = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
     for entry in candidates:
-        if _same_key(key, entry.certificate):
-            return KeyPair(key, entry.certificate, name)
+        if same_key(key, entry.certificate):
+            # The certificate goes through the one parser like every other one.
+            try:
+                certificate = parse_certificate(entry.certificate.public_bytes(serialization.Encoding.DER))
+            except errors.MalformedCertificate as exc:
+                raise errors.ConfigError(f"PKCS#12 file {name}: its certificate is refused ({exc.reason})") from None
+            return KeyPair(key, certificate, name)
     raise errors.ConfigError(f"PKCS#12 file {name} has no certificate for its private key")
 
 

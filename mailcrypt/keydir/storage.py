@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors
+from mailcrypt.pki import load_certificates
 
 __all__ = [
     "Layout",
@@ -156,11 +157,12 @@ def write_certificate(
 def read_certificate(path: Path) -> tuple[x509.Certificate, str, datetime.datetime | None]:
     """The certificate in a file written by ``write_certificate``, its source and import time.
 
-    Raises ``OSError`` if the file cannot be read and ``ValueError`` if it
-    holds no certificate.
+    Raises ``OSError`` if the file cannot be read and
+    ``errors.MalformedCertificate`` if it holds no certificate the parser
+    (``pki.load_certificates``) accepts.
     """
     data = path.read_bytes()
-    certificate = x509.load_pem_x509_certificate(data)
+    certificate = load_certificates(data)[0]
     source, imported = "", None
     head = data.split(b"-----BEGIN", 1)[0].decode("utf-8", "replace")
     for line in head.splitlines():

@@ -15,6 +15,7 @@ directory, the fetcher or the proxy. The names below are its API; the
 modules are its private parts.
 """
 from mailcrypt.mime.enveloped import (
+    decrypt_message,
     encrypt_message,
     encrypt_stream,
     recipient_addresses,
@@ -47,6 +48,7 @@ __all__ = [
     "Unwrapped",
     "Verification",
     "addresses_in",
+    "decrypt_message",
     "content_type",
     "decrypt_file",
     "encrypt_message",

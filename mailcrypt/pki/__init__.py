@@ -11,12 +11,20 @@
   (OCSP from ``ocsp``, CRLs from ``crl``, kept by ``revcache``);
 - ``messagecrls``: the checker over CRLs a message carries (RFC 5652
   §5.1), with ``crlscope`` for the CRL processing of RFC 5280 §6.3;
+- ``load_certificate``, ``load_certificates``: the one certificate parser,
+  through which every certificate mailcrypt reads passes (from messages,
+  files and the key directory). It is defined in the envelope core, the
+  lowest layer that needs it (SignedData carries certificates), and is
+  exported here as the judge's entry point: every layer above imports it
+  from ``mailcrypt.pki``. Every failure is a ``MalformedCertificate``
+  (or ``UnsupportedAlgorithm``), a typed error;
 - ``validate``: a certificate's fitness as a recipient or an identity, its
   fingerprint and key type.
 
 It sits above the envelope core and below the MIME layer. The names below
 are its API; the modules are its private parts.
 """
+from mailcrypt.envelope import load_certificate, load_certificates
 from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.mailboxes import certificate_addresses, names_address
 from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired
@@ -45,6 +53,8 @@ __all__ = [
     "is_chain_certificate",
     "key_type",
     "MessageCRLs",
+    "load_certificate",
+    "load_certificates",
     "names_address",
     "OnlineRevocationChecker",
     "recipient_problem",
