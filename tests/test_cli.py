@@ -472,7 +472,7 @@ def _large_tampered(ids: dict[str, Ident]) -> dict[str, tuple[bytes, int]]:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from tamper import cbc_with_bad_signature, tampered_gcm
 
-    from mailcrypt.envelope.signed import Signer
+    from mailcrypt.envelope import Signer
     from mailcrypt.mime import sign_message
 
     bob = ids["bob"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailcrypt.config import load_settings
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.mime import enveloped as smime

@@ -20,7 +20,7 @@ from conftest import KeyPair
 from tamper import cbc_with_bad_signature, tampered_gcm
 
 from mailcrypt import errors
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime import Verification, decrypt_file, sign_message
 from mailcrypt.mime.enveloped import decrypt_message, encrypt_message
 from mailcrypt.policy import MODERN

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fetch_helpers import ROOT, append_at, by_uid, make_home, plain, run_cli, status
 
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.keydir.passphrase import PassphraseSource
 from mailcrypt.mime import sign_message

@@ -17,7 +17,7 @@ from pathlib import Path
 from fetch_helpers import maildir_files, make_home, run_cli, status
 from test_fetch_messages import plain
 
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import signed as smime_signed
 from mailcrypt.state.store import SCHEMA_VERSION, Store

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from fetch_helpers import maildir_files, make_home, plain, run_cli
 
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import signed as smime_signed
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fetch_helpers import by_uid, lf, make_home, plain, run_cli, status, strip_status
 
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import signed as smime_signed
 from mailcrypt.policy import COMPATIBLE, MODERN

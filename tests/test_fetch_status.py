@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 from fetch_helpers import by_uid, make_home, plain, run_cli, status
 
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime import enveloped as smime
 from mailcrypt.mime import signed as smime_signed
 

@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mailcrypt import errors
-from mailcrypt.envelope.signed import Signer
+from mailcrypt.envelope import Signer
 from mailcrypt.mime.enveloped import encrypt_message
 from mailcrypt.mime.signed import sign_message
 from mailcrypt.mime.unwrap import unwrap_message

@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mailcrypt import errors
-from mailcrypt.envelope import sigalg
-from mailcrypt.envelope.signed import Signer, sign, verify
+from mailcrypt.envelope import Signer, sigalg, sign, verify
 from mailcrypt.mime.enveloped import encrypt_message
 from mailcrypt.mime.signed import open_signed, sign_entity, sign_message
 from mailcrypt.mime.unwrap import unwrap_message

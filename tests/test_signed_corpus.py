@@ -34,8 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors
-from mailcrypt.envelope import identity_from_key
-from mailcrypt.envelope.signed import verify
+from mailcrypt.envelope import identity_from_key, verify
 from mailcrypt.mime.signed import canonical
 from mailcrypt.mime.unwrap import unwrap_message
 from mailcrypt.pki.chain import validate_chain

@@ -35,7 +35,7 @@ from mailcrypt.envelope.pubkey import algorithm_name, public_key
 from mailcrypt.envelope.reader import EnvelopeInfo, OpenEnvelope, decrypt_all
 from mailcrypt.envelope.reader import open_envelope as _open
 from mailcrypt.envelope.rsa import RSAIdentity, RSARecipient
-from mailcrypt.envelope.signed import SignatureInfo, Signer, sign, verify
+from mailcrypt.envelope.signed import Signer, sign
 from mailcrypt.envelope.stanza import (
     Algorithm,
     IssuerSerial,
@@ -49,6 +49,7 @@ from mailcrypt.envelope.stanza import (
     Stanza,
 )
 from mailcrypt.envelope.stanza_der import encode_recipient_info, parse_recipient_info
+from mailcrypt.envelope.verifying import SignatureInfo, verify
 from mailcrypt.envelope.writer import EnvelopeWriter as _Writer
 from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile

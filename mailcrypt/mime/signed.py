@@ -17,7 +17,7 @@ same, joined into one byte string.
 
 Reading: ``parse_signed`` recognises both forms at the top of an entity and
 returns the SignedData and the exact signed bytes; ``open_signed`` verifies
-them with ``envelope.signed.verify`` and rebuilds the message the signed
+them with ``envelope.verify`` and rebuilds the message the signed
 part carries (protected headers are authoritative, as on decryption).
 
 What it won't do: look for signatures inside other multiparts (a signed part
@@ -380,7 +380,7 @@ def open_signed(
     None when the message is not S/MIME signed at its top. The inner
     message is the signed entity under the outer header fields (protected
     headers in it win, as ``mime_headers.restore`` decides). Raises what
-    ``envelope.signed.verify`` raises; ``accept_weak`` is passed to it.
+    ``envelope.verify`` raises; ``accept_weak`` is passed to it.
     """
     fields, _header, body = split_message(canonical(message))
     found = parse_signed(fields, body)
