@@ -81,7 +81,8 @@ class MaildirFolder:
         self._marker = marker
         self._ready = False
         self._names: set[str] | None = None
-        self._dirty = False
+        # The subdirectories (new/, cur/) renamed into since the last sync.
+        self._dirty: set[str] = set()
 
     def _prepare(self) -> None:
         if self._ready:
@@ -116,14 +117,25 @@ class MaildirFolder:
         """True when a message of this name is in new/ or cur/ (with any flags)."""
         return stem in self._known()
 
-    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault) -> str:
+    def deliver(self, stem: str, data: bytes, *, fault: Fault = _no_fault, info: str | None = None) -> str:
         """Write ``data`` as ``new/stem`` through ``tmp/``; return the new path.
 
-        The file is complete and on disk before it appears in new/; call
-        ``sync`` before relying on the name itself surviving a crash.
-        ``fault`` is called after each step (crash tests).
+        With ``info`` (the part after ``:`` of a name a mail client gave,
+        such as ``2,S``) the message goes to ``cur/stem:info`` instead, as a
+        message already seen. The file is complete and on disk before it
+        appears; call ``sync`` before relying on the name itself surviving a
+        crash. ``fault`` is called after each step (crash tests).
         """
         known = self._known()
+        final = os.path.join(self._new, stem) if info is None else os.path.join(self.path, "cur", f"{stem}:{info}")
+        self._write(stem, data, final, fault)
+        known.add(stem)
+        self._dirty.add(os.path.dirname(final))
+        fault("renamed")
+        return final
+
+    def _write(self, stem: str, data: bytes, final: str, fault: Fault) -> None:
+        """Write ``data`` to ``tmp/stem``, fsync it and rename it to ``final``."""
         tmp = os.path.join(self._tmp, stem)
         # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -142,18 +154,45 @@ class MaildirFolder:
             os.unlink(tmp)
             raise
         fault("fsynced")
-        final = os.path.join(self._new, stem)
         os.rename(tmp, final)
-        known.add(stem)
-        self._dirty = True
-        fault("renamed")
-        return final
 
     def sync(self) -> None:
-        """Make the renames into new/ durable (one fsync of the directory)."""
-        if self._dirty:
-            fsync_dir(self._new)
-            self._dirty = False
+        """Make the renames into new/ and cur/ durable (one fsync of each directory)."""
+        for directory in sorted(self._dirty):
+            fsync_dir(directory)
+        self._dirty.clear()
+
+    def find(self, stem: str) -> Path | None:
+        """The file of the message named ``stem`` in new/ or cur/ (any flags), or None."""
+        if not self.has(stem):
+            return None
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if entry.name.split(":", 1)[0] == stem:
+                        return Path(entry.path)
+        return None
+
+    def messages(self) -> list[Path]:
+        """Every message file in new/ and cur/, sorted by name."""
+        self._prepare()
+        found: list[Path] = []
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                found += [Path(entry.path) for entry in entries if entry.is_file() and not entry.name.startswith(".")]
+        return sorted(found, key=lambda p: p.name)
+
+    def replace(self, path: Path, data: bytes) -> None:
+        """Replace the message file ``path`` (of this folder) by ``data`` atomically, through ``tmp/``."""
+        self._write(path.name.split(":", 1)[0], data, str(path), _no_fault)
+        fsync_dir(path.parent)
+
+    def remove(self, path: Path) -> None:
+        """Delete the message file ``path`` of this folder, durably."""
+        os.unlink(path)
+        if self._names is not None:
+            self._names.discard(path.name.split(":", 1)[0])
+        fsync_dir(path.parent)
 
     def clean_tmp(self, prefix: str) -> int:
         """Remove files in tmp/ whose names start with ``prefix``: leftovers of a crashed run."""
