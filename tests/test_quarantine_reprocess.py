@@ -311,3 +311,31 @@ def test_only_the_fetchers_fields_are_taken_off() -> None:
     # A file that does not start with the fetcher's fields, or has them out of order, is not taken.
     assert read_quarantined(original) is None
     assert read_quarantined(b"X-Mailcrypt-Source: a/b <s>\r\nX-Mailcrypt-Status: x\r\n\r\n") is None
+
+
+@pytest.mark.parametrize("delimiter", ["/", ".", None], ids=["slash", "dot", "unknown"])
+def test_a_nested_folder_is_named_with_the_recorded_delimiter(tmp_path, delimiter) -> None:  # type: ignore[no-untyped-def]
+    from mailcrypt.fetch.maildir import message_stem
+
+    stem = message_stem("acct", "Lists/dev", 3, 4)
+    qdir = tmp_path / "mail" / ".Quarantine" / "new"
+    qdir.mkdir(parents=True)
+    (qdir / stem).write_bytes(_quarantined(f"acct/Lists/dev <{stem}>", plain("nested"), arrival=None))
+    with Store.open(tmp_path / "state.db") as store:
+        state = FetchState(store)
+        if delimiter is not None:
+            state.note_delimiter("acct", delimiter)
+        guard = ReplayGuard(store)
+        counts = Requeue(state=state, guard=guard, processor=MessageProcessor([], guard=guard)).run(
+            "acct", tmp_path / "mail"
+        )
+    expected = {"/": ".Lists.dev", ".": ".Lists_dev"}
+    if delimiter is None:
+        # "Lists/dev" is ".Lists.dev" under "/" and ".Lists_dev" under ".": left for a fetch to settle.
+        assert counts.skipped == 1 and counts.delivered == 0
+        assert "delimiter is not known" in counts.notes[0]
+        assert (qdir / stem).exists()
+    else:
+        assert counts.delivered == 1
+        assert (tmp_path / "mail" / expected[delimiter] / "new" / stem).exists()
+        assert not (qdir / stem).exists()
