@@ -187,8 +187,10 @@ def test_every_subcommand_names_a_handler_and_the_parser_builds_again() -> None:
     from mailcrypt import cli
 
     leaves = _leaf_commands(cli._build_parser())
-    assert {leaf[0] for leaf in leaves} == {"init", "encrypt", "decrypt", "verify", "keys", "proxy", "users", "fetch"}
-    assert len(leaves) == 15
+    assert {leaf[0] for leaf in leaves} == {
+        "init", "encrypt", "decrypt", "verify", "keys", "proxy", "users", "fetch", "quarantine"
+    }
+    assert len(leaves) == 16
     runs = {leaf: _handler_of(cli._build_parser(), leaf) for leaf in leaves}
     for leaf, target in runs.items():
         assert callable(cli._resolve(target)), (leaf, target)

@@ -41,7 +41,7 @@ from collections import Counter
 from pathlib import Path
 
 from mailcrypt import errors
-from mailcrypt.cli.home import open_home
+from mailcrypt.cli.home import Home, open_home
 from mailcrypt.cli.report import note
 from mailcrypt.config import AccountSettings, Target
 from mailcrypt.fetch import (
@@ -57,7 +57,7 @@ from mailcrypt.fetch import (
 )
 from mailcrypt.state import ReplayGuard, Store
 
-__all__ = ["run", "parse_target", "parse_since", "exit_status"]
+__all__ = ["run", "parse_target", "parse_since", "exit_status", "processor_for"]
 
 # The order in which quarantine reasons and folders not fetched (2) decide the exit status (most serious first).
 _PRECEDENCE = (5, 4, 3, 2, 1)
@@ -118,6 +118,29 @@ def _plans(args: argparse.Namespace, accounts: tuple[AccountSettings, ...], defa
     return plans
 
 
+def processor_for(args: argparse.Namespace, home: Home, store: Store) -> tuple[ReplayGuard, MessageProcessor]:
+    """The replay guard and the message processor of the home's identities and settings (fetch, reprocess)."""
+    settings = home.settings
+    try:
+        identities = home.keys.identities(home.passphrase)
+    except errors.NoMatchingIdentity:
+        # Plain and signed mail can still be fetched; encrypted mail goes to quarantine (no key).
+        print(
+            "mailcrypt: warning: no identity in the key directory: encrypted mail will be quarantined", file=sys.stderr
+        )
+        identities = []
+    note(args, f"decrypting with {len(identities)} identit{'y' if len(identities) == 1 else 'ies'}")
+    guard = ReplayGuard(
+        store,
+        max_age=datetime.timedelta(days=settings.replay.max_age_days),
+        future_skew=datetime.timedelta(seconds=settings.replay.future_skew_seconds),
+    )
+    processor = MessageProcessor(
+        identities, guard=guard, trust_anchors=home.keys.trust_anchors, revocation=home.keys.revocation
+    )
+    return guard, processor
+
+
 def run(args: argparse.Namespace) -> None:
     home = open_home(args)
     settings = home.settings
@@ -133,24 +156,8 @@ def run(args: argparse.Namespace) -> None:
     options = SyncOptions(
         mark_seen=args.mark_seen, since=parse_since(args.since), accept_uidvalidity=args.accept_uidvalidity
     )
-    try:
-        identities = home.keys.identities(home.passphrase)
-    except errors.NoMatchingIdentity:
-        # Plain and signed mail can still be fetched; encrypted mail goes to quarantine (no key).
-        print(
-            "mailcrypt: warning: no identity in the key directory: encrypted mail will be quarantined", file=sys.stderr
-        )
-        identities = []
-    note(args, f"decrypting with {len(identities)} identit{'y' if len(identities) == 1 else 'ies'}")
     with Store.open(settings.state_db) as store:
-        guard = ReplayGuard(
-            store,
-            max_age=datetime.timedelta(days=settings.replay.max_age_days),
-            future_skew=datetime.timedelta(seconds=settings.replay.future_skew_seconds),
-        )
-        processor = MessageProcessor(
-            identities, guard=guard, trust_anchors=home.keys.trust_anchors, revocation=home.keys.revocation
-        )
+        guard, processor = processor_for(args, home, store)
         fetcher = Fetcher(
             settings,
             plans,

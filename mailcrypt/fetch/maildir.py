@@ -131,6 +131,7 @@ class MaildirFolder:
         self._marker = marker
         self._ready = False
         self._names: set[str] | None = None
+        # The subdirectories (new/, cur/) renamed into since the last sync.
         self._dirty: set[str] = set()
 
     def prepare(self) -> None:
@@ -179,7 +180,16 @@ class MaildirFolder:
         surviving a crash. ``fault`` is called after each step (crash tests).
         """
         known = self._known()
-        data = to_lf(data)
+        directory = self._cur if info else self._new
+        final = os.path.join(directory, f"{stem}:2,{info}" if info else stem)
+        self._write(stem, to_lf(data), final, fault)
+        known.add(stem)
+        self._dirty.add(directory)
+        fault("renamed")
+        return final
+
+    def _write(self, stem: str, data: bytes, final: str, fault: Fault) -> None:
+        """Write ``data`` to ``tmp/stem``, fsync it and rename it to ``final``."""
         tmp = os.path.join(self._tmp, stem)
         # O_TRUNC: a file left in tmp/ by a crash has the same name and is simply rewritten.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -198,19 +208,45 @@ class MaildirFolder:
             os.unlink(tmp)
             raise
         fault("fsynced")
-        directory = self._cur if info else self._new
-        final = os.path.join(directory, f"{stem}:2,{info}" if info else stem)
         os.rename(tmp, final)
-        known.add(stem)
-        self._dirty.add(directory)
-        fault("renamed")
-        return final
 
     def sync(self) -> None:
-        """Make the renames into new/ and cur/ durable (one fsync of each directory written to)."""
+        """Make the renames into new/ and cur/ durable (one fsync of each directory)."""
         for directory in sorted(self._dirty):
             fsync_dir(directory)
         self._dirty.clear()
+
+    def find(self, stem: str) -> Path | None:
+        """The file of the message named ``stem`` in new/ or cur/ (any flags), or None."""
+        if not self.has(stem):
+            return None
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if entry.name.split(":", 1)[0] == stem:
+                        return Path(entry.path)
+        return None
+
+    def messages(self) -> list[Path]:
+        """Every message file in new/ and cur/, sorted by name."""
+        self._prepare()
+        found: list[Path] = []
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                found += [Path(entry.path) for entry in entries if entry.is_file() and not entry.name.startswith(".")]
+        return sorted(found, key=lambda p: p.name)
+
+    def replace(self, path: Path, data: bytes) -> None:
+        """Replace the message file ``path`` (of this folder) by ``data`` atomically, through ``tmp/``."""
+        self._write(path.name.split(":", 1)[0], to_lf(data), str(path), _no_fault)
+        fsync_dir(path.parent)
+
+    def remove(self, path: Path) -> None:
+        """Delete the message file ``path`` of this folder, durably."""
+        os.unlink(path)
+        if self._names is not None:
+            self._names.discard(path.name.split(":", 1)[0])
+        fsync_dir(path.parent)
 
     def clean_tmp(self, prefix: str) -> int:
         """Remove files in tmp/ whose names start with ``prefix``: leftovers of a crashed run."""

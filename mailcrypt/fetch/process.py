@@ -57,11 +57,13 @@ from mailcrypt.pki import RevocationChecker
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 from mailcrypt.state import ReplayGuard
 
-__all__ = ["Outcome", "Prepared", "MessageProcessor", "REASON_EXIT_CODES", "STATUS_FIELD"]
+__all__ = ["ARRIVAL_FIELD", "Outcome", "Prepared", "MessageProcessor", "REASON_EXIT_CODES", "STATUS_FIELD"]
 
 log = logging.getLogger(__name__)
 
 STATUS_FIELD = "X-Mailcrypt-Status"
+#: When a quarantined message reached the server (RFC 5322 date), above its X-Mailcrypt-Source.
+ARRIVAL_FIELD = "X-Mailcrypt-Arrival"
 
 #: The exit code each quarantine reason stands for (DESIGN.md §6); delivered mail is 0.
 REASON_EXIT_CODES = {
@@ -279,7 +281,7 @@ class MessageProcessor:
         freshness window lies around it (DESIGN.md §2), around the time of processing without it.
         """
         if prepared.failure is not None:
-            return self._quarantine(raw, prepared.failure, prepared.detail, source)
+            return self._quarantine(raw, prepared.failure, prepared.detail, source, arrival)
         record = prepared.record
         if record is not None:
             try:
@@ -296,7 +298,7 @@ class MessageProcessor:
                 else:
                     self.guard.check_against(seen, *facts, kind=record.kind, also=record.also, arrival=arrival)
             except errors.ReplayError as exc:
-                return self._quarantine(raw, _classify(exc), str(exc), source)
+                return self._quarantine(raw, _classify(exc), str(exc), source, arrival)
         return Outcome(
             prepared.data,
             False,
@@ -310,11 +312,14 @@ class MessageProcessor:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _quarantine(self, raw: bytes, reason: str, detail: str, source: str) -> Outcome:
+    def _quarantine(self, raw: bytes, reason: str, detail: str, source: str, arrival: datetime | None) -> Outcome:
         status = _field(STATUS_FIELD, st.quarantined(reason, detail))
+        # The arrival (INTERNALDATE) goes along: re-processing the copy later (``requeue``) judges
+        # freshness against it as the fetch did, and the server may no longer hold the message.
+        when = b"" if arrival is None else _field(ARRIVAL_FIELD, _date(arrival))
         # Quarantine keeps the server's copy under the status fields, its own X-Mailcrypt-*
         # fields renamed: a forged "X-Mailcrypt-Status: decrypted" must not pass for ours.
-        data = status + _field("X-Mailcrypt-Source", source) + st.disarm(raw)
+        data = status + when + _field("X-Mailcrypt-Source", source) + st.disarm(raw)
         return Outcome(data, True, reason, note=f"quarantined ({reason}): {_clean(detail)}")
 
     def _key_field(self, certificate: x509.Certificate) -> bytes:

@@ -44,7 +44,7 @@ from mailcrypt.fetch.state import FetchState
 from mailcrypt.fetch.sync import Fault, FolderSync, SyncOptions
 from mailcrypt.state import ReplayGuard
 
-__all__ = ["Fetcher", "Password", "Plan"]
+__all__ = ["Fetcher", "Password", "Plan", "account_lock"]
 
 _DEFAULT_OPTIONS = SyncOptions()
 
@@ -69,7 +69,8 @@ class Plan:
 
 
 @contextmanager
-def _account_lock(home: Path, name: str) -> Iterator[None]:
+def account_lock(home: Path, name: str) -> Iterator[None]:
+    """Hold the account's lock file in ``home``; ``errors.FetchError`` when another fetcher holds it."""
     path = home / f"fetch-{name}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
@@ -175,7 +176,7 @@ class Fetcher:
         # Forget replay keys that left the freshness window, once a pass.
         self.guard.prune(datetime.now(UTC))
         for plan in self.plans:
-            with _account_lock(self.settings.home, plan.account.name):
+            with account_lock(self.settings.home, plan.account.name):
                 sink = self._sink(plan)
                 try:
                     with self._connect(plan.account) as conn:
@@ -207,7 +208,7 @@ class Fetcher:
 
         def account_loop(plan: Plan) -> None:
             try:
-                with _account_lock(self.settings.home, plan.account.name):
+                with account_lock(self.settings.home, plan.account.name):
                     self._watch_account(plan, stop, poll_seconds, on_rows)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread below.
                 failures.append(exc)

@@ -33,6 +33,12 @@ an earlier ``--since`` knows which mail it has never looked at: the UIDs
 below the progress that arrived before the remembered DATE, less those
 ``fetch_delivered`` records (``delivered``).
 
+For re-processing the Quarantine (``requeue``), offline: ``fetch_delimiter``
+keeps each account's hierarchy delimiter as the last fetch saw it, so that
+a server folder's Maildir++ name can be made again; ``quarantine_released``
+names the quarantined messages delivered since (``release``, written in
+the transaction that records their replay keys; ``released``).
+
 What it won't do: decide what to fetch, or touch the replay cache.
 """
 
@@ -64,6 +70,26 @@ _SINCE_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_since (
     uidvalidity INTEGER NOT NULL,
     since       TEXT NOT NULL,
     PRIMARY KEY (account, folder, uidvalidity)
+)"""
+
+
+# The server's hierarchy delimiter per account ("" for a flat namespace), as the last fetch saw it:
+# re-processing the Quarantine needs it to name a folder's Maildir++ directory without a connection.
+_DELIMITER_SCHEMA = """CREATE TABLE IF NOT EXISTS fetch_delimiter (
+    account     TEXT PRIMARY KEY,
+    delimiter   TEXT NOT NULL
+)"""
+
+
+# Quarantined messages delivered by re-processing (``requeue``): written in the same transaction
+# as their replay keys, before the quarantined copy is removed.
+_RELEASED_SCHEMA = """CREATE TABLE IF NOT EXISTS quarantine_released (
+    account     TEXT NOT NULL,
+    folder      TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    released_at INTEGER NOT NULL,
+    PRIMARY KEY (account, folder, uidvalidity, uid)
 )"""
 
 
@@ -99,6 +125,8 @@ class FetchState:
         with store.transaction() as conn:
             conn.execute(_PENDING_SCHEMA)
             conn.execute(_SINCE_SCHEMA)
+            conn.execute(_DELIMITER_SCHEMA)
+            conn.execute(_RELEASED_SCHEMA)
 
     def get(self, account: str, folder: str) -> FolderState | None:
         rows = self.store.read(
@@ -304,3 +332,33 @@ class FetchState:
             )
             found.update(int(r[0]) for r in rows)
         return found
+
+    def note_delimiter(self, account: str, delimiter: str | None) -> None:
+        """Remember the account's hierarchy delimiter (None: a flat namespace)."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO fetch_delimiter (account, delimiter) VALUES (?, ?)"
+                " ON CONFLICT (account) DO UPDATE SET delimiter = excluded.delimiter",
+                (account, delimiter or ""),
+            )
+
+    def delimiter(self, account: str) -> tuple[bool, str | None]:
+        """(known, delimiter): whether a fetch recorded the account's delimiter, and which (None: flat)."""
+        rows = self.store.read("SELECT delimiter FROM fetch_delimiter WHERE account = ?", (account,))
+        return (True, str(rows[0][0]) or None) if rows else (False, None)
+
+    def released(self, account: str, folder: str, uidvalidity: int, uid: int) -> bool:
+        """True when re-processing delivered this quarantined message (``release``)."""
+        rows = self.store.read(
+            "SELECT 1 FROM quarantine_released WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?",
+            (account, folder, uidvalidity, uid),
+        )
+        return bool(rows)
+
+    def release(self, conn: sqlite3.Connection, account: str, folder: str, uidvalidity: int, uid: int) -> None:
+        """Record, inside the caller's transaction ``conn``, that a quarantined message was delivered."""
+        conn.execute(
+            "INSERT OR IGNORE INTO quarantine_released (account, folder, uidvalidity, uid, released_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (account, folder, uidvalidity, uid, int(time.time())),
+        )

@@ -200,6 +200,8 @@ class FolderSync:
     def _folder_delimiter(self) -> str | None:
         if self._delimiter is False:
             self._delimiter = self.conn.delimiter()
+            # Re-processing the Quarantine names Maildir++ folders with it, offline (``requeue``).
+            self.state.note_delimiter(self.account, self._delimiter)
         return self._delimiter
 
     def run(self, folder: str) -> Counts:

@@ -31,6 +31,7 @@ skips the guard). Time always comes in as ``now``.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -273,7 +274,10 @@ class ReplayGuard:
         return found
 
     def record_delivered(
-        self, entries: Sequence[tuple[bytes | str, datetime | None, datetime, str, Sequence[bytes | str]]]
+        self,
+        entries: Sequence[tuple[bytes | str, datetime | None, datetime, str, Sequence[bytes | str]]],
+        *,
+        within: sqlite3.Connection | None = None,
     ) -> None:
         """Remember messages already checked and delivered, in one transaction.
 
@@ -281,6 +285,8 @@ class ReplayGuard:
         given to ``check`` or ``check_against`` before delivery.
         Keys already present stay as they are: the rerun after a crash
         between delivery and this call finds its own earlier record.
+        ``within`` is a transaction of the store already open (``Store.transaction``),
+        for a caller that records something of its own with the keys, atomically.
         """
         rows = []
         for digest, signing_time, now, kind, also in entries:
@@ -291,10 +297,12 @@ class ReplayGuard:
             rows += [(_hex(k), seen, stamp, kind) for k in (digest, *also)]
         if not rows:
             return
+        insert = "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)"
+        if within is not None:
+            within.executemany(insert, rows)
+            return
         with self.store.transaction() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)", rows
-            )
+            conn.executemany(insert, rows)
 
     def accept_unwrapped(
         self, unwrapped: Unwrapped, now: datetime, *, arrival: datetime | None = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers import decrypt, encrypt, fetch, init, keys, proxy, users, verify
+from mailcrypt.cli.parsers import decrypt, encrypt, fetch, init, keys, proxy, quarantine, users, verify
 
 # Not typing.TYPE_CHECKING: importing typing would cost every start (see mailcrypt.cli).
 TYPE_CHECKING = False
@@ -37,4 +37,5 @@ REGISTRARS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     proxy.register,
     users.register,
     fetch.register,
+    quarantine.register,
 )
