@@ -34,6 +34,9 @@ passed in as ``pending``.
 
 What it won't do: talk to the server, write files, or log message content:
 the notes it returns name reasons and certificate fingerprints only.
+
+Longer than 400 lines: one message's whole decision (decrypt, verify, replay,
+status fields, quarantine) is kept together so that its order stays visible.
 """
 
 from __future__ import annotations

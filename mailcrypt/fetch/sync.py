@@ -43,6 +43,9 @@ crash tests can stop the process at each one: ``fetched``, ``processed``,
 ``recorded``, ``committed`` and ``flagged`` (per batch, with its last UID).
 
 What it won't do: connect, pick folders or loop for ``--watch`` (``runner``).
+
+Longer than 400 lines: the steps of one folder's sync, in STYLE.md §5 order, and
+their crash points are kept in one place so that the order stays visible.
 """
 
 from __future__ import annotations
