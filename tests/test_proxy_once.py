@@ -200,7 +200,15 @@ def test_sigterm_lets_the_running_transaction_finish_then_421s_after_the_grace(
     tmp_path: Path, people: dict[str, Person]
 ) -> None:
     """SIGTERM mid-transaction: the client gets its 250 (once delivered); one still idle in a transaction, 421."""
-    up = FaultServer(lambda number, step, sender: 1.5 if step == "DOT" else None).start()
+    at_dot = threading.Event()
+
+    def slow_dot(number: int, step: str, sender: bytes) -> float | None:
+        if step != "DOT":
+            return None
+        at_dot.set()  # The message is upstream, waiting for the reply to its final dot.
+        return 1.5
+
+    up = FaultServer(slow_dot).start()
     settings = make_home(tmp_path / "home", upstream_port=up.port, recipients=tuple(people.values()), timeout=10)
     settings = with_proxy_setting(settings, "shutdown_grace = 3")
     proc, port = proxy_process(settings)
@@ -220,7 +228,8 @@ def test_sigterm_lets_the_running_transaction_finish_then_421s_after_the_grace(
             assert idle.send(f"MAIL FROM:<{SENDER}>\r\n".encode())[0].startswith(b"250")
             sender = threading.Thread(target=send)
             sender.start()
-            time.sleep(0.8)  # The message is upstream, waiting for the reply to its final dot.
+            # A readiness signal, not a sleep: SIGTERM goes when the message is in flight upstream.
+            assert at_dot.wait(30), "the message never reached the upstream's final dot"
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             sender.join(30)

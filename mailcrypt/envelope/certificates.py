@@ -42,10 +42,13 @@ __all__ = ["CERTIFICATE_ERRORS", "load_certificate", "load_certificates"]
 # What cryptography raises for a certificate it cannot decode, at loading or
 # when a lazily decoded field is first read. ``InvalidVersion``,
 # ``DuplicateExtension``, ``UnsupportedGeneralNameType`` and
-# ``UnsupportedAlgorithm`` are not ``ValueError``s.
+# ``UnsupportedAlgorithm`` are not ``ValueError``s. cryptography 45 raises a
+# ``KeyError`` from ``Name.rfc4514_string`` for a name attribute of a string
+# type it does not map (found by the fuzzer on the lowest dependency set).
 CERTIFICATE_ERRORS = (
     ValueError,
     TypeError,
+    KeyError,
     OverflowError,
     x509.InvalidVersion,
     x509.DuplicateExtension,
