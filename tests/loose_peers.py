@@ -23,8 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
-__all__ = ["LooseServer", "LooseTransaction", "RawClient", "FaultServer", "Stored"]
+__all__ = ["LoopbackServer", "LooseServer", "LooseTransaction", "RawClient", "FaultServer", "Stored"]
 
 # Any of CRLF, a bare CR or a bare LF ends a line for the loose server.
 _ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -46,7 +47,32 @@ class _State:
     in_data: bool = False
 
 
-class LooseServer:
+class LoopbackServer:
+    """A listening socket on 127.0.0.1 and the thread that serves it (``_serve``); ``stop`` ends both."""
+
+    def __init__(self, backlog: int = 8) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        raise TypeError(f"{type(self).__name__} must define _serve")
+
+
+class LooseServer(LoopbackServer):
     """An SMTP server on a thread that ends a line at CRLF, a bare CR or a bare LF (see the module docstring).
 
     ``raw`` holds every byte received, ``commands`` every command line as
@@ -60,22 +86,7 @@ class LooseServer:
         self.raw = bytearray()
         self.commands: list[bytes] = []
         self.transactions: list[LooseTransaction] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def start(self) -> LooseServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+        super().__init__()
 
     @property
     def delivered(self) -> list[LooseTransaction]:
@@ -208,7 +219,7 @@ class Stored:
         return found.group(1) if found else None
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """A strict SMTP server on a thread per connection that fails on purpose (see ``Rule``).
 
     It stores a message only when it answers 250 to its end, so what is in
@@ -222,23 +233,11 @@ class FaultServer:
         self.stored: list[Stored] = []
         self.lines: list[list[bytes]] = []
         self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self._open: set[socket.socket] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def start(self) -> FaultServer:
-        self._thread.start()
-        return self
+        super().__init__(backlog=64)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+        super().stop()
         with self.lock:
             for conn in list(self._open):
                 try:

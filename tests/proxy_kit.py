@@ -29,6 +29,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, AuthResult
 from cryptography.hazmat.primitives import serialization
 from loose_peers import FaultServer as FaultServer
+from loose_peers import LoopbackServer
 from loose_peers import LooseServer as LooseServer  # Re-exported: the tests import every peer from here.
 from loose_peers import LooseTransaction as LooseTransaction
 from loose_peers import RawClient as RawClient
@@ -185,7 +186,7 @@ def copy_for(received: list[Received], address: str) -> Received:
     return copy
 
 
-class RawServer:
+class RawServer(LoopbackServer):
     """A minimal SMTP peer on a thread: ``greeting`` first; with ``drop_after`` bytes of DATA, hang up.
 
     ``drop_on``: hang up, without a reply, at the first command line that
@@ -208,20 +209,10 @@ class RawServer:
         self.drop_on = drop_on
         self.accept = accept
         self.lines: list[list[bytes]] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
         self.connections = 0
         self.drop_every_time = False
         self.data = b""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def start(self) -> RawServer:
-        self._thread.start()
-        return self
+        super().__init__()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -281,10 +272,6 @@ class RawServer:
             else:
                 conn.sendall(b"250 OK\r\n")
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 def closed_port() -> int:
