@@ -7,20 +7,34 @@ hold secrets. The names below are the package's API;
 the modules are its private parts.
 """
 
-from mailcrypt.config.home import CONFIG_NAME, HOME_ENV, default_home, load_settings, resolve_home, write_default_config
-from mailcrypt.config.model import (
-    AccountSettings,
-    IdentitySettings,
-    KeySettings,
-    ProxySettings,
-    ReplaySettings,
-    SecretRef,
-    Settings,
-    Target,
-    UpstreamSettings,
-)
-from mailcrypt.config.parse import is_loopback, parse_host_port, parse_settings
-from mailcrypt.config.secrets import check_private, read_private, read_secret_line
+from typing import TYPE_CHECKING
+
+from mailcrypt.lazy import exports
+
+# The names below are imported when first used (mailcrypt.lazy); mypy,
+# import-linter and readers see them here.
+if TYPE_CHECKING:
+    from mailcrypt.config.home import (
+        CONFIG_NAME,
+        HOME_ENV,
+        default_home,
+        load_settings,
+        resolve_home,
+        write_default_config,
+    )
+    from mailcrypt.config.model import (
+        AccountSettings,
+        IdentitySettings,
+        KeySettings,
+        ProxySettings,
+        ReplaySettings,
+        SecretRef,
+        Settings,
+        Target,
+        UpstreamSettings,
+    )
+    from mailcrypt.config.parse import is_loopback, parse_host_port, parse_settings
+    from mailcrypt.config.secrets import check_private, read_private, read_secret_line
 
 __all__ = [
     "HOME_ENV",
@@ -45,3 +59,6 @@ __all__ = [
     "check_private",
     "read_secret_line",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, __file__)

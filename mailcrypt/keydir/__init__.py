@@ -12,26 +12,33 @@ The package is split by concept:
 - ``bootstrap``: ``init_home`` for ``mailcrypt init``.
 """
 
-from mailcrypt.keydir.bootstrap import InitResult, init_home
-from mailcrypt.keydir.directory import ImportResult, KeyDirectory, RecipientChoice
-from mailcrypt.keydir.harvesting import advertised, harvest
-from mailcrypt.keydir.index import CertificateEntry
-from mailcrypt.keydir.keyfiles import (
-    PASSPHRASE_ENV,
-    certificates_for,
-    load_certificates,
-    load_key_pair,
-    load_pkcs12,
-    passphrase_from,
-)
-from mailcrypt.keydir.keygen import (
-    MAX_DAYS,
-    generate_identity,
-    self_signed_certificate,
-    write_certificate,
-    write_private_key,
-)
-from mailcrypt.keydir.passphrase import PassphraseSource
+from typing import TYPE_CHECKING
+
+from mailcrypt.lazy import exports
+
+# The names below are imported when first used (mailcrypt.lazy); mypy,
+# import-linter and readers see them here.
+if TYPE_CHECKING:
+    from mailcrypt.keydir.bootstrap import InitResult, init_home
+    from mailcrypt.keydir.directory import ImportResult, KeyDirectory, RecipientChoice
+    from mailcrypt.keydir.harvesting import advertised, harvest
+    from mailcrypt.keydir.index import CertificateEntry
+    from mailcrypt.keydir.keyfiles import (
+        PASSPHRASE_ENV,
+        certificates_for,
+        load_certificates,
+        load_key_pair,
+        load_pkcs12,
+        passphrase_from,
+    )
+    from mailcrypt.keydir.keygen import (
+        MAX_DAYS,
+        generate_identity,
+        self_signed_certificate,
+        write_certificate,
+        write_private_key,
+    )
+    from mailcrypt.keydir.passphrase import PassphraseSource
 
 __all__ = [
     "KeyDirectory",
@@ -55,3 +62,6 @@ __all__ = [
     "write_private_key",
     "self_signed_certificate",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, __file__)

@@ -14,28 +14,36 @@ It imports the envelope and certificate layers below it, never the key
 directory, the fetcher or the proxy. The names below are its API; the
 modules are its private parts.
 """
-from mailcrypt.mime.enveloped import (
-    decrypt_message,
-    encrypt_message,
-    encrypt_stream,
-    recipient_addresses,
-    sender_address,
-)
-from mailcrypt.mime.headers import (
-    HEADER_LIMIT,
-    Field,
-    addresses_in,
-    content_type,
-    protect,
-    read_header_block,
-    received_time,
-    sendable_fields,
-    split_fields,
-)
-from mailcrypt.mime.pipeline import INLINE_LIMIT, ChainReader, encrypts_inline, signs_inline
-from mailcrypt.mime.plaintext import Plaintext, Verification, decrypt_file
-from mailcrypt.mime.signed import SignedMessage, message_id_field, sign_entity, sign_message, sign_message_parts
-from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
+
+from typing import TYPE_CHECKING
+
+from mailcrypt.lazy import exports
+
+# The names below are imported when first used (mailcrypt.lazy); mypy,
+# import-linter and readers see them here.
+if TYPE_CHECKING:
+    from mailcrypt.mime.enveloped import (
+        decrypt_message,
+        encrypt_message,
+        encrypt_stream,
+        recipient_addresses,
+        sender_address,
+    )
+    from mailcrypt.mime.headers import (
+        HEADER_LIMIT,
+        Field,
+        addresses_in,
+        content_type,
+        protect,
+        read_header_block,
+        received_time,
+        sendable_fields,
+        split_fields,
+    )
+    from mailcrypt.mime.pipeline import INLINE_LIMIT, ChainReader, encrypts_inline, signs_inline
+    from mailcrypt.mime.plaintext import Plaintext, Verification, decrypt_file
+    from mailcrypt.mime.signed import SignedMessage, message_id_field, sign_entity, sign_message, sign_message_parts
+    from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
 
 __all__ = [
     "ChainReader",
@@ -68,3 +76,6 @@ __all__ = [
     "split_fields",
     "unwrap_message",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, __file__)

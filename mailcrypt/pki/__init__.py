@@ -24,23 +24,31 @@
 It sits above the envelope core and below the MIME layer. The names below
 are its API; the modules are its private parts.
 """
-from mailcrypt.envelope import load_certificate, load_certificates
-from mailcrypt.pki.chain import ChainResult, validate_chain
-from mailcrypt.pki.mailboxes import certificate_addresses, names_address
-from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired
-from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
-from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
-from mailcrypt.pki.validate import (
-    ChainVerifier,
-    check_identity,
-    date_problem,
-    describe,
-    fingerprint,
-    is_chain_certificate,
-    key_type,
-    recipient_problem,
-    usage_problem,
-)
+
+from typing import TYPE_CHECKING
+
+from mailcrypt.lazy import exports
+
+# The names below are imported when first used (mailcrypt.lazy); mypy,
+# import-linter and readers see them here.
+if TYPE_CHECKING:
+    from mailcrypt.envelope import load_certificate, load_certificates
+    from mailcrypt.pki.chain import ChainResult, validate_chain
+    from mailcrypt.pki.mailboxes import certificate_addresses, names_address
+    from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired
+    from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
+    from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
+    from mailcrypt.pki.validate import (
+        ChainVerifier,
+        check_identity,
+        date_problem,
+        describe,
+        fingerprint,
+        is_chain_certificate,
+        key_type,
+        recipient_problem,
+        usage_problem,
+    )
 
 __all__ = [
     "ChainResult",
@@ -65,3 +73,6 @@ __all__ = [
     "usage_problem",
     "validate_chain",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, __file__)

@@ -26,17 +26,15 @@ refused. It does not do LDAP, delta CRLs, indirect CRLs or OCSP stapling.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import http.client
 import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,6 +46,9 @@ from mailcrypt.pki.revanswer import Answer, check_window, serial_of
 from mailcrypt.pki.revcache import DiskCache
 from mailcrypt.pki.revocation import RevocationStatus
 from mailcrypt.policy import DEFAULT_POLICY, Policy
+
+if TYPE_CHECKING:
+    import urllib.request
 
 __all__ = ["OnlineRevocationChecker", "REVOCATION_MODES"]
 
@@ -61,24 +62,33 @@ _MAX_CRL_BYTES = 32 << 20
 _MAX_KEYS = 4096
 
 
-class _HTTPRedirectsOnly(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to another http:// URL (never file:, ftp: or https:)."""
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """The HTTP client, built at the first fetch.
 
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if not newurl.lower().startswith("http://"):
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    urllib.request brings http.client, ssl and socket, about 20 ms of every
+    start; most commands never go online, so it is imported only here.
+    """
+    import http.client
+    import urllib.request
 
+    class HTTPRedirectsOnly(urllib.request.HTTPRedirectHandler):
+        """Follows a redirect only to another http:// URL (never file:, ftp: or https:)."""
 
-_OPENER = urllib.request.build_opener(_HTTPRedirectsOnly)
+        def redirect_request(
+            self,
+            req: urllib.request.Request,
+            fp: IO[bytes],
+            code: int,
+            msg: str,
+            headers: http.client.HTTPMessage,
+            newurl: str,
+        ) -> urllib.request.Request | None:
+            if not newurl.lower().startswith("http://"):
+                return None
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(HTTPRedirectsOnly)
 
 
 def fetch(url: str, *, body: bytes | None, timeout: float, limit: int) -> bytes:
@@ -86,13 +96,18 @@ def fetch(url: str, *, body: bytes | None, timeout: float, limit: int) -> bytes:
 
     Raises ``errors.RevocationUnavailable`` for any failure.
     """
+    opener = _opener()
+    import http.client
+    import urllib.error
+    import urllib.request
+
     deadline = time.monotonic() + timeout
     headers = {"User-Agent": "mailcrypt"}
     if body is not None:
         headers["Content-Type"] = "application/ocsp-request"
     request = urllib.request.Request(url, data=body, headers=headers, method="GET" if body is None else "POST")
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             chunks: list[bytes] = []
             size = 0
             while True:

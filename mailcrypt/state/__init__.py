@@ -7,10 +7,18 @@
 
 The names below are the package's API; the modules are its private parts.
 """
-from mailcrypt.state.database import open_database, transaction
-from mailcrypt.state.durable import fsync_dir
-from mailcrypt.state.replay import ReplayGuard
-from mailcrypt.state.store import Store
+
+from typing import TYPE_CHECKING
+
+from mailcrypt.lazy import exports
+
+# The names below are imported when first used (mailcrypt.lazy); mypy,
+# import-linter and readers see them here.
+if TYPE_CHECKING:
+    from mailcrypt.state.database import open_database, transaction
+    from mailcrypt.state.durable import fsync_dir
+    from mailcrypt.state.replay import ReplayGuard
+    from mailcrypt.state.store import Store
 
 __all__ = [
     "ReplayGuard",
@@ -19,3 +27,6 @@ __all__ = [
     "open_database",
     "transaction",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = exports(__name__, __file__)
