@@ -556,3 +556,27 @@ def _answer(master: int, dialogue: list[tuple[bytes, str]]) -> bytes:
         seen = seen.replace(prompt, b"<prompt>", 1)
         os.write(master, answer.encode() + b"\n")
     return seen
+
+
+@pytest.mark.parametrize("damage", ["dmp1", "dmq1", "iqmp", "d", "e"])
+def test_a_damaged_rsa_key_is_refused(identities, tmp_path: Path, damage: str) -> None:
+    # Keys load without OpenSSL's primality test (keyfiles.private_key_from);
+    # the consistency of the numbers is still checked, so a damaged file is a
+    # ConfigError and never a key that computes wrong results.
+    key, _ = identities["rsa3072"]
+    n = key.private_numbers()
+    values = {"p": n.p, "q": n.q, "d": n.d, "dmp1": n.dmp1, "dmq1": n.dmq1, "iqmp": n.iqmp}
+    public = n.public_numbers
+    if damage == "e":
+        public = rsa.RSAPublicNumbers(65539, public.n)
+    else:
+        values[damage] += 2
+    numbers = rsa.RSAPrivateNumbers(**values, public_numbers=public)
+    bad = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    path = tmp_path / "damaged.pem"
+    keygen.write_private_key(path, bad, passphrase=None)
+    with pytest.raises(errors.ConfigError, match="damaged"):
+        keyfiles.load_private_key(path)
+    good = tmp_path / "good.pem"
+    keygen.write_private_key(good, key, passphrase=None)
+    assert keyfiles.load_private_key(good).private_numbers() == n

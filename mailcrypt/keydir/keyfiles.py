@@ -14,6 +14,7 @@ writes nothing.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mailcrypt import errors
@@ -145,7 +147,17 @@ def private_key_from(
     ``errors.ConfigError`` for every failure, naming the file.
     """
     is_pem = b"-----BEGIN" in data
-    load = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
+    parse = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
+
+    def load(data: bytes, password: bytes | None) -> PrivateKeyTypes:
+        # OpenSSL's RSA_check_key tests p and q for primality: about 60 ms a
+        # load, most of what ``decrypt`` of a small message costs. This is
+        # the user's own key file (openssl cms and gpgsm do not check it
+        # either); ``_check_rsa`` below catches a damaged or altered one at
+        # the cost of a few multiplications, and the callers then match the
+        # key against its certificate.
+        return parse(data, password, unsafe_skip_rsa_key_validation=True)
+
     try:
         key = load(data, None)
     except TypeError:
@@ -167,7 +179,29 @@ def private_key_from(
         raise errors.ConfigError(f"key file {name}: unsupported key type or encryption scheme") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise errors.ConfigError(f"key file {name}: only RSA and EC keys can be used for S/MIME")
+    if isinstance(key, rsa.RSAPrivateKey) and not _consistent_rsa(key.private_numbers()):
+        raise errors.ConfigError(f"key file {name}: the RSA key is damaged (its numbers do not agree)")
     return key
+
+
+def _consistent_rsa(numbers: rsa.RSAPrivateNumbers) -> bool:
+    """Whether an RSA key's numbers agree (RFC 8017 §3.2), short of testing p and q for primality.
+
+    n = p·q with p and q odd and greater than 1, e·d ≡ 1 (mod λ(n)), and the
+    CRT values d mod (p−1), d mod (q−1) and q⁻¹ mod p as stored. A key that
+    passes computes correct results; one that does not would make OpenSSL
+    misbehave, which is why cryptography checks by default.
+    """
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    if p <= 2 or q <= 2 or p % 2 == 0 or q % 2 == 0 or p * q != n or not 1 < e < n:
+        return False
+    return (
+        e * d % math.lcm(p - 1, q - 1) == 1
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        and numbers.iqmp * q % p == 1
+    )
 
 
 def same_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
