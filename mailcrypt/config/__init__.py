@@ -1,6 +1,6 @@
 """Configuration: the home directory and its ``config.toml``, read into typed, checked settings.
 
-``home`` finds the home and reads the file; ``model`` holds the frozen
+``location`` finds the home, ``home`` reads its file; ``model`` holds the frozen
 settings types, ``parse`` the checks of each section, ``table`` the typed
 reader of TOML tables they share, ``secrets`` the one reader of files that
 hold secrets. The names below are the package's API;
@@ -14,14 +14,8 @@ from mailcrypt.lazy import exports
 # The names below are imported when first used (mailcrypt.lazy); mypy,
 # import-linter and readers see them here.
 if TYPE_CHECKING:
-    from mailcrypt.config.home import (
-        CONFIG_NAME,
-        HOME_ENV,
-        default_home,
-        load_settings,
-        resolve_home,
-        write_default_config,
-    )
+    from mailcrypt.config.home import load_settings, write_default_config
+    from mailcrypt.config.location import CONFIG_NAME, HOME_ENV, default_home, resolve_home
     from mailcrypt.config.model import (
         AccountSettings,
         IdentitySettings,

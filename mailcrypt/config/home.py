@@ -1,18 +1,14 @@
-"""The home directory and its ``config.toml``, read into typed, checked settings.
+"""The home's ``config.toml``, read into typed, checked settings.
 
-The home is ``--home DIR``, else ``$MAILCRYPT_HOME``, else the platform's user
-configuration directory (``$XDG_CONFIG_HOME/mailcrypt`` or
-``~/.config/mailcrypt`` on Linux and other Unix systems, ``~/Library/Application
-Support/mailcrypt`` on macOS, ``%APPDATA%\\mailcrypt`` on Windows).
-
+Where the home is (``resolve_home``) is the business of ``location``.
 ``load_settings`` reads the file with ``tomllib`` into frozen dataclasses, one
 per section of DESIGN.md §5, and checks every value. Every mistake becomes one
 ``errors.ConfigError`` naming the file, the dotted key and what is expected
 (an unknown key, a wrong type, a bad address, a missing or group-readable
 file): never a traceback. Relative paths are resolved against the home.
 ``write_default_config`` writes the file ``mailcrypt init`` starts with.
-The settings types live in ``config_model``, the checks of each section in
-``config_parse``; both are re-exported here.
+The settings types live in ``model``, the checks of each section in
+``parse``.
 
 What it won't do: read secrets (``SecretRef.read`` does, when asked),
 open the key directory, or create anything but the configuration file.
@@ -22,55 +18,15 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 
 from mailcrypt import errors
+from mailcrypt.config.location import CONFIG_NAME
 from mailcrypt.config.model import Settings
 from mailcrypt.config.parse import parse_settings
 
-__all__ = ["HOME_ENV", "CONFIG_NAME", "default_home", "resolve_home", "load_settings", "write_default_config"]
-
-HOME_ENV = "MAILCRYPT_HOME"
-CONFIG_NAME = "config.toml"
-
-
-# ------------------------------------------------------------------ the home
-
-
-def default_home(*, environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
-    """The platform's user configuration directory for mailcrypt (no extra dependency)."""
-    env = os.environ if environ is None else environ
-    platform = sys.platform if platform is None else platform
-    if platform.startswith("win"):
-        appdata = env.get("APPDATA")
-        base = Path(appdata) if appdata else Path(env.get("USERPROFILE", "~")).expanduser() / "AppData" / "Roaming"
-        return base / "mailcrypt"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    if platform == "darwin":
-        return home / "Library" / "Application Support" / "mailcrypt"
-    # XDG Base Directory spec: a relative $XDG_CONFIG_HOME is invalid and ignored.
-    xdg = env.get("XDG_CONFIG_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".config"
-    return base / "mailcrypt"
-
-
-def resolve_home(home: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> Path:
-    """The home directory: ``home`` (--home), else $MAILCRYPT_HOME, else ``default_home()``.
-
-    The result is absolute; it need not exist yet.
-    """
-    env = os.environ if environ is None else environ
-    if home is not None and os.fspath(home) != "":
-        chosen = Path(home)
-    elif env.get(HOME_ENV):
-        chosen = Path(env[HOME_ENV])
-    else:
-        chosen = default_home(environ=env)
-    return Path(os.path.abspath(chosen.expanduser()))
-
+__all__ = ["load_settings", "write_default_config"]
 
 # ------------------------------------------------------------------ loading
 
