@@ -41,26 +41,26 @@ if TYPE_CHECKING:
     from mailcrypt.keydir.passphrase import PassphraseSource
 
 __all__ = [
-    "KeyDirectory",
-    "RecipientChoice",
-    "ImportResult",
-    "CertificateEntry",
-    "InitResult",
-    "init_home",
-    "MAX_DAYS",
-    "PASSPHRASE_ENV",
-    "PassphraseSource",
     "advertised",
+    "CertificateEntry",
     "certificates_for",
     "generate_identity",
     "harvest",
+    "ImportResult",
+    "init_home",
+    "InitResult",
+    "KeyDirectory",
     "load_certificates",
     "load_key_pair",
     "load_pkcs12",
+    "MAX_DAYS",
+    "PASSPHRASE_ENV",
     "passphrase_from",
+    "PassphraseSource",
+    "RecipientChoice",
+    "self_signed_certificate",
     "write_certificate",
     "write_private_key",
-    "self_signed_certificate",
 ]
 
 if not TYPE_CHECKING:

@@ -51,18 +51,18 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "certificate_addresses",
     "ChainResult",
     "ChainVerifier",
-    "certificate_addresses",
     "check_identity",
     "date_problem",
     "describe",
     "fingerprint",
     "is_chain_certificate",
     "key_type",
-    "MessageCRLs",
     "load_certificate",
     "load_certificates",
+    "MessageCRLs",
     "names_address",
     "OnlineRevocationChecker",
     "recipient_problem",

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from mailcrypt.state.store import Store
 
 __all__ = [
-    "ReplayGuard",
-    "Store",
     "fsync_dir",
     "open_database",
+    "ReplayGuard",
+    "Store",
     "transaction",
 ]
 
