@@ -64,8 +64,12 @@ def add_command(
 
 
 def add_group(
-    group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, dest: str, metavar: str
+    group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add the command ``name`` that only holds subcommands (``keys``, ``users``); return their subparsers."""
+    """Add the command ``name`` that only holds subcommands (``keys``, ``users``); return their subparsers.
+
+    The subcommand chosen is stored as ``<name>_command`` and shown as
+    ``<NAME>_COMMAND`` in the usage line, the same for every group.
+    """
     parser = group.add_parser(name, parents=[_common_options()], help=help)
-    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND", required=True)

@@ -14,9 +14,7 @@ __all__ = ["register"]
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys`` and its subcommands to the ``mailcrypt`` command."""
-    keys_commands = add_group(
-        commands, "keys", "manage keys and certificates", dest="keys_command", metavar="KEYS_COMMAND"
-    )
+    keys_commands = add_group(commands, "keys", "manage keys and certificates")
     gen = add_command(
         keys_commands,
         "generate",
