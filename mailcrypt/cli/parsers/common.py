@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group"]
+__all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group", "add_new_key_arguments"]
 
 # The exit codes of DESIGN.md §6, shown under every command's help.
 EXIT_STATUS = """\
@@ -73,3 +73,10 @@ def add_group(
     """
     parser = group.add_parser(name, parents=[_common_options()], help=help)
     return parser.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND", required=True)
+
+
+def add_new_key_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
+    """Add what ``init`` and ``keys generate`` both ask of a new identity: its address, key type and validity."""
+    parser.add_argument("address", metavar="ADDRESS", help=address_help)
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="rsa3072", help="key type (default: rsa3072)")
+    parser.add_argument("--days", type=int, default=730, metavar="N", help="validity in days (default: 730)")
