@@ -38,6 +38,7 @@ __all__ = [
     "P12_PASSWORD_ENV",
     "KeyPair",
     "passphrase_from",
+    "read_file",
     "load_certificates",
     "KEY_FILE_LIMIT",
     "load_private_key",
@@ -64,15 +65,23 @@ class KeyPair:
     source: str
 
 
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
+def read_file(path: str | os.PathLike[str], label: str, *, too_large: tuple[int, str] | None = None) -> bytes:
+    """The bytes of the file at ``path``, the one way the key directory reads a file the user names.
+
+    Every failure is a ``ConfigError`` starting with ``label`` (the file as
+    the user should see it named). With ``too_large = (limit, what)``, a
+    file over ``limit`` bytes is refused as too large for ``what`` before it is read.
+    """
     try:
+        if too_large is not None and (size := Path(path).stat().st_size) > too_large[0]:
+            raise errors.ConfigError(f"{label}: too large for {too_large[1]} ({size} bytes)")
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: no such file") from None
+        raise errors.ConfigError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: is a directory") from None
+        raise errors.ConfigError(f"{label}: is a directory") from None
     except OSError as exc:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
+        raise errors.ConfigError(f"{label}: {exc.strerror or exc}") from None
 
 
 def passphrase_from(
@@ -105,7 +114,7 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     certificate or one that the certificate parser (``pki.load_certificates``) refuses.
     """
     name = os.fspath(path)
-    data = _read(path, "certificate file")
+    data = read_file(path, f"certificate file {os.fspath(path)}")
     try:
         return parse_certificates(data)
     except errors.MalformedCertificate as exc:
@@ -220,7 +229,7 @@ def load_pkcs12(
     failure, naming the file and never the password.
     """
     name = os.fspath(path)
-    data = _pkcs12_der(_read(path, "PKCS#12 file"))
+    data = _pkcs12_der(read_file(path, f"PKCS#12 file {os.fspath(path)}"))
     password = passphrase_from(password_file, P12_PASSWORD_ENV)
     if password is not None:
         bundle = _open_pkcs12(data, password)
