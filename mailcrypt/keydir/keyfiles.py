@@ -141,6 +141,16 @@ def load_private_key(
     return private_key_from(data, name=os.fspath(path), passphrase=passphrase, password_file=password_file)
 
 
+def _required_secret(
+    password_file: str | os.PathLike[str] | None, env_var: str, *, prompt: str, missing: str
+) -> bytes:
+    """The secret ``passphrase_from`` finds; with none, a ``ConfigError`` that says ``missing`` and where to give it."""
+    secret = passphrase_from(password_file, env_var, prompt=prompt)
+    if secret is None:
+        raise errors.ConfigError(f"{missing} with --password-file FILE or the {env_var} environment variable") from None
+    return secret
+
+
 def private_key_from(
     data: bytes,
     *,
@@ -160,12 +170,12 @@ def private_key_from(
     except TypeError:
         # Encrypted: cryptography says so with a TypeError when no password is given.
         if passphrase is None:
-            passphrase = passphrase_from(password_file, PASSPHRASE_ENV, prompt=f"Passphrase for {name}: ")
-        if passphrase is None:
-            raise errors.ConfigError(
-                f"key file {name} is encrypted: give its passphrase with --password-file FILE "
-                f"or the {PASSPHRASE_ENV} environment variable"
-            ) from None
+            passphrase = _required_secret(
+                password_file,
+                PASSPHRASE_ENV,
+                prompt=f"Passphrase for {name}: ",
+                missing=f"key file {name} is encrypted: give its passphrase",
+            )
         try:
             key = load(data, passphrase)
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -237,12 +247,12 @@ def load_pkcs12(
         # Bundles exported "without a password" use either no or an empty one.
         bundle = _open_pkcs12(data, None) or _open_pkcs12(data, b"")
         if bundle is None:
-            password = passphrase_from(None, P12_PASSWORD_ENV, prompt=f"Password for {name}: ")
-            if password is None:
-                raise errors.ConfigError(
-                    f"PKCS#12 file {name} needs a password: give it with --password-file FILE "
-                    f"or the {P12_PASSWORD_ENV} environment variable"
-                )
+            password = _required_secret(
+                None,
+                P12_PASSWORD_ENV,
+                prompt=f"Password for {name}: ",
+                missing=f"PKCS#12 file {name} needs a password: give it",
+            )
             bundle = _open_pkcs12(data, password)
     if bundle is None:
         raise errors.ConfigError(f"PKCS#12 file {name}: wrong password, or not a PKCS#12 file")
