@@ -34,7 +34,8 @@ import asyncio
 import base64
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from proxy.smtp import LoginRefused, Reply, ServerConfig, UpstreamUnavailable, mail_command, rcpt_command, stuff
 from proxy.spill import Spilled
@@ -143,6 +144,28 @@ class Connection:
 
     # ------------------------------------------------------------------ talking
 
+    @contextmanager
+    def _exchange(self, stage: str, *, timed_out: str) -> Iterator[None]:
+        """Around one read or write of the server's: any failure closes the connection.
+
+        A timeout is ``UpstreamUnavailable`` saying ``timed_out``, a lost
+        connection one saying so; anything else (an ``UpstreamUnavailable``
+        of the reader's own, a cancellation) passes on as it is, since
+        with replies unread or a write half done the server's view is
+        unknown and the connection can never be used again.
+        """
+        try:
+            yield
+        except TimeoutError:
+            self.close()
+            raise UpstreamUnavailable(f"{timed_out} ({stage})", stage=stage) from None
+        except (OSError, ssl.SSLError) as exc:
+            self.close()
+            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
+        except BaseException:
+            self.close()
+            raise
+
     async def _reply(self, stage: str, *, timeout: float | None = None) -> Reply:
         return (await self._replies(1, stage, timeout=timeout))[0]
 
@@ -150,25 +173,11 @@ class Connection:
         """The server's next ``count`` replies (pipelined commands), under one timeout."""
         replies = []
         limit = self.config.timeout if timeout is None else timeout
-        try:
+        with self._exchange(stage, timed_out=f"the server did not answer in {limit:g} s"):
             async with asyncio.timeout(limit):
                 for _ in range(count):
                     replies.append(await self._read_reply(stage))
                     self.pending = max(0, self.pending - 1)
-        except TimeoutError:
-            self.close()
-            raise UpstreamUnavailable(f"the server did not answer in {limit:g} s ({stage})", stage=stage) from None
-        except (OSError, ssl.SSLError) as exc:
-            self.close()
-            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
-        except UpstreamUnavailable:
-            self.close()
-            raise
-        except BaseException:
-            # Interrupted (cancelled) with replies unread: they would answer
-            # the next commands, so the connection can never be used again.
-            self.close()
-            raise
         return replies
 
     async def _read_reply(self, stage: str) -> Reply:
@@ -195,21 +204,12 @@ class Connection:
             self.close()
             raise UpstreamUnavailable("the connection to the server is closed", stage=stage)
         self.pending += commands
-        try:
+        with self._exchange(stage, timed_out="the server stopped reading"):
             self._writer.write(data)
             if not self._writer.transport.get_write_buffer_size():
                 return  # All of it went to the kernel at once: nothing to wait for.
             async with asyncio.timeout(self.config.timeout):
                 await self._writer.drain()
-        except TimeoutError:
-            self.close()
-            raise UpstreamUnavailable(f"the server stopped reading ({stage})", stage=stage) from None
-        except (OSError, ssl.SSLError) as exc:
-            self.close()
-            raise UpstreamUnavailable(f"connection to the server lost ({stage}): {exc}", stage=stage) from None
-        except BaseException:
-            self.close()  # Interrupted half-way through a write: the server's view is unknown.
-            raise
 
     async def command(self, line: bytes, stage: str) -> Reply:
         await self._send(line + b"\r\n", stage, commands=1)

@@ -16,8 +16,9 @@ import datetime
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 from mailcrypt import errors
 
@@ -25,6 +26,12 @@ __all__ = ["Table", "fail", "format_key"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _MISSING = object()
+_V = TypeVar("_V")
+_D = TypeVar("_D")
+
+
+def _anything(value: object) -> bool:
+    return True
 
 
 def format_key(parts: tuple[str | int, ...]) -> str:
@@ -96,6 +103,28 @@ class Table:
             fail(self, key, "this setting; it is required")
         return _MISSING
 
+    def _typed(
+        self,
+        key: str,
+        default: _D,
+        kind: type[_V],
+        expected: str,
+        *,
+        required: bool = False,
+        check: Callable[[_V], bool] = _anything,
+    ) -> _V | _D:
+        """The value of ``key`` if it is a ``kind`` that passes ``check``; ``default`` if absent.
+
+        The one way every getter below reads a value: anything else is the
+        ``ConfigError`` ``expected EXPECTED, got VALUE``.
+        """
+        value = self._get(key, required)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, kind) or not check(value):
+            fail(self, key, f"{expected}, got {_kind(value)}")
+        return value
+
     # -------------------------------------------------------------- tables
 
     def table(self, key: str) -> Table:
@@ -105,20 +134,13 @@ class Table:
 
     def optional_table(self, key: str) -> Table | None:
         """The sub-table ``key``, or None if absent."""
-        value = self._get(key, False)
-        if value is _MISSING:
-            return None
-        if not isinstance(value, dict):
-            fail(self, key, f"a table [{format_key((*self.where, key))}], got {_kind(value)}")
-        return Table(value, (*self.where, key), self.file, self.home)
+        value: dict[str, object] | None = self._typed(key, None, dict, f"a table [{format_key((*self.where, key))}]")
+        return None if value is None else Table(value, (*self.where, key), self.file, self.home)
 
     def table_list(self, key: str) -> list[Table]:
         """The array of tables ``[[key]]``, empty if absent."""
-        value = self._get(key, False)
-        if value is _MISSING:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            fail(self, key, f"an array of tables [[{format_key((*self.where, key))}]], got {_kind(value)}")
+        expected = f"an array of tables [[{format_key((*self.where, key))}]]"
+        value: list[Any] = self._typed(key, [], list, expected, check=lambda v: all(isinstance(t, dict) for t in v))
         return [Table(v, (*self.where, key, i), self.file, self.home) for i, v in enumerate(value)]
 
     def finish(self) -> None:
@@ -138,51 +160,34 @@ class Table:
     # -------------------------------------------------------------- scalars
 
     def string(self, key: str, default: str | None, *, required: bool = False) -> str | None:
-        value = self._get(key, required)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str):
-            fail(self, key, f"a string, got {_kind(value)}")
-        return value
+        return self._typed(key, default, str, "a string", required=required)
 
     @overload
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str: ...
     @overload
     def choice(self, key: str, default: None, choices: tuple[str, ...]) -> str | None: ...
     def choice(self, key: str, default: str | None, choices: tuple[str, ...]) -> str | None:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, str) or value not in choices:
-            fail(self, key, f"one of {', '.join(repr(c) for c in choices)}, got {_kind(value)}")
-        return value
+        expected = f"one of {', '.join(repr(c) for c in choices)}"
+        return self._typed(key, default, str, expected, check=lambda v: v in choices)
 
     def integer(self, key: str, default: int, *, low: int, high: int) -> int:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            fail(self, key, f"a whole number from {low} to {high}, got {_kind(value)}")
-        return value
+        def in_range(value: int) -> bool:
+            # A TOML boolean is a Python int too, and no number.
+            return not isinstance(value, bool) and low <= value <= high
+
+        return self._typed(key, default, int, f"a whole number from {low} to {high}", check=in_range)
 
     @overload
     def boolean(self, key: str, default: bool) -> bool: ...
     @overload
     def boolean(self, key: str, default: None) -> bool | None: ...
     def boolean(self, key: str, default: bool | None) -> bool | None:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return default
-        if not isinstance(value, bool):
-            fail(self, key, f"true or false, got {_kind(value)}")
-        return value
+        return self._typed(key, default, bool, "true or false")
 
     def string_list(self, key: str, default: list[str]) -> list[str]:
-        value = self._get(key, False)
-        if value is _MISSING:
-            return list(default)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            fail(self, key, f"an array of strings, got {_kind(value)}")
+        value: list[Any] = self._typed(
+            key, default, list, "an array of strings", check=lambda v: all(isinstance(s, str) for s in v)
+        )
         return list(value)
 
     # -------------------------------------------------------------- paths

@@ -79,6 +79,14 @@ _ktri_fixed: dict[bytes, tuple[RecipientId, Algorithm]] = {}
 # --- reading -------------------------------------------------------------------------------
 
 
+def _whole(buf: memoryview, what: str) -> TLV:
+    """The one element ``buf`` holds, from its first byte to its last; ``CMSParseError`` for data after it."""
+    top = read_element(buf, 0, len(buf))
+    if top.end != len(buf):
+        raise CMSParseError(f"trailing data after {what}")
+    return top
+
+
 def parse_recipient_info(der: bytes | bytearray | memoryview) -> Stanza:
     """The ``Stanza`` for one encoded RecipientInfo; ``CMSParseError`` when it is malformed.
 
@@ -89,9 +97,7 @@ def parse_recipient_info(der: bytes | bytearray | memoryview) -> Stanza:
     if buf.ndim != 1 or buf.itemsize != 1:
         buf = buf.cast("B")
     try:
-        top = read_element(buf, 0, len(buf))
-        if top.end != len(buf):
-            raise CMSParseError("trailing data after a RecipientInfo")
+        top = _whole(buf, "a RecipientInfo")
         if not top.constructed:
             raise CMSParseError("malformed RecipientInfo: not a constructed element")
         if top.is_(UNIVERSAL, _SEQUENCE):
@@ -256,19 +262,13 @@ def _kari(buf: memoryview, top: TLV) -> KeyAgreeStanza:
 def parse_algorithm(der: bytes) -> Algorithm:
     """An encoded AlgorithmIdentifier (the key wrap in ECDH parameters, say); ``CMSParseError`` if malformed."""
     buf = memoryview(der)
-    top = read_element(buf, 0, len(buf))
-    if top.end != len(buf):
-        raise CMSParseError("trailing data after an AlgorithmIdentifier")
-    return _algorithm_at(buf, top)
+    return _algorithm_at(buf, _whole(buf, "an AlgorithmIdentifier"))
 
 
 def parse_oid(der: bytes) -> str:
     """The dotted form of an encoded OBJECT IDENTIFIER; ``CMSParseError`` if it is not one."""
     buf = memoryview(der)
-    top = read_element(buf, 0, len(buf))
-    if top.end != len(buf):
-        raise CMSParseError("trailing data after an OBJECT IDENTIFIER")
-    return _oid_at(buf, top)
+    return _oid_at(buf, _whole(buf, "an OBJECT IDENTIFIER"))
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -185,20 +185,19 @@ def _date(when: datetime) -> str:
     return email.utils.format_datetime(when.astimezone(UTC))
 
 
+# The quarantine reason of each kind of failure, the first that matches; any other is "malformed".
+_REASONS: tuple[tuple[type[errors.MailcryptError], str], ...] = (
+    (errors.NoKeyError, "no-key"),
+    (errors.ReplayedMessage, "replay"),
+    (errors.StaleMessage, "stale"),
+    (errors.SignatureError, "bad-signature"),
+    (errors.DecryptionFailed, "integrity"),
+    (errors.UnsupportedAlgorithm, "unsupported"),
+)
+
+
 def _classify(exc: errors.MailcryptError) -> str:
-    if isinstance(exc, errors.NoKeyError):
-        return "no-key"
-    if isinstance(exc, errors.ReplayedMessage):
-        return "replay"
-    if isinstance(exc, errors.StaleMessage):
-        return "stale"
-    if isinstance(exc, errors.SignatureError):
-        return "bad-signature"
-    if isinstance(exc, errors.DecryptionFailed):
-        return "integrity"
-    if isinstance(exc, errors.UnsupportedAlgorithm):
-        return "unsupported"
-    return "malformed"
+    return next((reason for kind, reason in _REASONS if isinstance(exc, kind)), "malformed")
 
 
 class MessageProcessor:

@@ -21,6 +21,7 @@ from asn1crypto import pem
 from cryptography import x509
 
 from mailcrypt import errors
+from mailcrypt.keydir.keyfiles import read_file
 from mailcrypt.pki import load_certificate
 
 __all__ = ["read_import_file", "looks_like_pkcs12"]
@@ -49,17 +50,7 @@ def read_import_file(path: Path) -> tuple[str, list[x509.Certificate]]:
     is none of the accepted kinds.
     """
     name = os.fspath(path)
-    try:
-        size = path.stat().st_size
-        if size > _LIMIT:
-            raise errors.ConfigError(f"{name}: too large for a certificate or PKCS#12 file ({size} bytes)")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise errors.ConfigError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise errors.ConfigError(f"{name}: is a directory") from None
-    except OSError as exc:
-        raise errors.ConfigError(f"{name}: {exc.strerror or exc}") from None
+    data = read_file(path, name, too_large=(_LIMIT, "a certificate or PKCS#12 file"))
     if not data.strip():
         raise errors.ConfigError(f"{name}: the file is empty")
     if b"-----BEGIN" in data:

@@ -40,6 +40,7 @@ __all__ = [
     "P12_PASSWORD_ENV",
     "KeyPair",
     "passphrase_from",
+    "read_file",
     "load_certificates",
     "KEY_FILE_LIMIT",
     "load_private_key",
@@ -66,15 +67,23 @@ class KeyPair:
     source: str
 
 
-def _read(path: str | os.PathLike[str], what: str) -> bytes:
+def read_file(path: str | os.PathLike[str], label: str, *, too_large: tuple[int, str] | None = None) -> bytes:
+    """The bytes of the file at ``path``, the one way the key directory reads a file the user names.
+
+    Every failure is a ``ConfigError`` starting with ``label`` (the file as
+    the user should see it named). With ``too_large = (limit, what)``, a
+    file over ``limit`` bytes is refused as too large for ``what`` before it is read.
+    """
     try:
+        if too_large is not None and (size := Path(path).stat().st_size) > too_large[0]:
+            raise errors.ConfigError(f"{label}: too large for {too_large[1]} ({size} bytes)")
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: no such file") from None
+        raise errors.ConfigError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: is a directory") from None
+        raise errors.ConfigError(f"{label}: is a directory") from None
     except OSError as exc:
-        raise errors.ConfigError(f"{what} {os.fspath(path)}: {exc.strerror or exc}") from None
+        raise errors.ConfigError(f"{label}: {exc.strerror or exc}") from None
 
 
 def passphrase_from(
@@ -107,7 +116,7 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     certificate or one that the certificate parser (``pki.load_certificates``) refuses.
     """
     name = os.fspath(path)
-    data = _read(path, "certificate file")
+    data = read_file(path, f"certificate file {os.fspath(path)}")
     try:
         return parse_certificates(data)
     except errors.MalformedCertificate as exc:
@@ -132,6 +141,16 @@ def load_private_key(
     """
     data = read_private(path, what="key file", limit=KEY_FILE_LIMIT)
     return private_key_from(data, name=os.fspath(path), passphrase=passphrase, password_file=password_file)
+
+
+def _required_secret(
+    password_file: str | os.PathLike[str] | None, env_var: str, *, prompt: str, missing: str
+) -> bytes:
+    """The secret ``passphrase_from`` finds; with none, a ``ConfigError`` that says ``missing`` and where to give it."""
+    secret = passphrase_from(password_file, env_var, prompt=prompt)
+    if secret is None:
+        raise errors.ConfigError(f"{missing} with --password-file FILE or the {env_var} environment variable") from None
+    return secret
 
 
 def private_key_from(
@@ -163,12 +182,12 @@ def private_key_from(
     except TypeError:
         # Encrypted: cryptography says so with a TypeError when no password is given.
         if passphrase is None:
-            passphrase = passphrase_from(password_file, PASSPHRASE_ENV, prompt=f"Passphrase for {name}: ")
-        if passphrase is None:
-            raise errors.ConfigError(
-                f"key file {name} is encrypted: give its passphrase with --password-file FILE "
-                f"or the {PASSPHRASE_ENV} environment variable"
-            ) from None
+            passphrase = _required_secret(
+                password_file,
+                PASSPHRASE_ENV,
+                prompt=f"Passphrase for {name}: ",
+                missing=f"key file {name} is encrypted: give its passphrase",
+            )
         try:
             key = load(data, passphrase)
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -254,7 +273,7 @@ def load_pkcs12(
     failure, naming the file and never the password.
     """
     name = os.fspath(path)
-    data = _pkcs12_der(_read(path, "PKCS#12 file"))
+    data = _pkcs12_der(read_file(path, f"PKCS#12 file {os.fspath(path)}"))
     password = passphrase_from(password_file, P12_PASSWORD_ENV)
     if password is not None:
         bundle = _open_pkcs12(data, password)
@@ -262,12 +281,12 @@ def load_pkcs12(
         # Bundles exported "without a password" use either no or an empty one.
         bundle = _open_pkcs12(data, None) or _open_pkcs12(data, b"")
         if bundle is None:
-            password = passphrase_from(None, P12_PASSWORD_ENV, prompt=f"Password for {name}: ")
-            if password is None:
-                raise errors.ConfigError(
-                    f"PKCS#12 file {name} needs a password: give it with --password-file FILE "
-                    f"or the {P12_PASSWORD_ENV} environment variable"
-                )
+            password = _required_secret(
+                None,
+                P12_PASSWORD_ENV,
+                prompt=f"Password for {name}: ",
+                missing=f"PKCS#12 file {name} needs a password: give it",
+            )
             bundle = _open_pkcs12(data, password)
     if bundle is None:
         raise errors.ConfigError(f"PKCS#12 file {name}: wrong password, or not a PKCS#12 file")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from mailcrypt import errors
 from mailcrypt.envelope import EnvelopeInfo, EnvelopeWriter, Identity, OpenEnvelope, RecipientLike, open_envelope
@@ -36,6 +36,7 @@ from mailcrypt.mime.transfer import Base64Lines, decode_body
 from mailcrypt.policy import COMPATIBLE, DEFAULT_POLICY, Policy, Profile
 
 __all__ = [
+    "EncryptionOptions",
     "encrypt_message",
     "decrypt_message",
     "encrypt_stream",
@@ -78,14 +79,20 @@ class BinaryWriter(Protocol):
 # ------------------------------------------------------------------ encrypt
 
 
-def encrypt_message(
-    message: bytes,
-    recipients: Sequence[RecipientLike],
-    *,
-    profile: Profile = COMPATIBLE,
-    policy: Policy = DEFAULT_POLICY,
-    rng: Callable[[int], bytes] = os.urandom,
-) -> bytes:
+class EncryptionOptions(TypedDict, total=False):
+    """How to encrypt: the keyword arguments of ``encrypt_message`` and ``encrypt_stream``, declared once.
+
+    ``profile`` (default ``COMPATIBLE``) chooses the algorithms, ``policy``
+    (default ``DEFAULT_POLICY``) what is allowed, ``rng`` (default
+    ``os.urandom``) draws the content-encryption key and IV.
+    """
+
+    profile: Profile
+    policy: Policy
+    rng: Callable[[int], bytes]
+
+
+def encrypt_message(message: bytes, recipients: Sequence[RecipientLike], **options: Unpack[EncryptionOptions]) -> bytes:
     """Encrypt an RFC 5322 message to ``recipients``; return the S/MIME message.
 
     ``recipients`` are ``x509.Certificate`` or ``Recipient`` objects. Raises
@@ -93,7 +100,7 @@ def encrypt_message(
     """
     _check_bytes(message, "message")
     out = io.BytesIO()
-    encrypt_stream(io.BytesIO(message), out, recipients, profile=profile, policy=policy, rng=rng)
+    encrypt_stream(io.BytesIO(message), out, recipients, **options)
     return out.getvalue()
 
 
@@ -101,10 +108,7 @@ def encrypt_stream(
     infile: SeekableBinaryReader,
     outfile: BinaryWriter,
     recipients: Sequence[RecipientLike],
-    *,
-    profile: Profile = COMPATIBLE,
-    policy: Policy = DEFAULT_POLICY,
-    rng: Callable[[int], bytes] = os.urandom,
+    **options: Unpack[EncryptionOptions],
 ) -> None:
     """Read an RFC 5322 message from ``infile``, write the S/MIME message to ``outfile``.
 
@@ -117,6 +121,9 @@ def encrypt_stream(
     _check_file(infile, "read", "infile")
     _check_file(outfile, "write", "outfile")
     _check_sequence(recipients, "recipients")
+    profile = options.get("profile", COMPATIBLE)
+    policy = options.get("policy", DEFAULT_POLICY)
+    rng = options.get("rng", os.urandom)
     _check_options(profile, policy)
     if not callable(rng):
         raise TypeError("rng must be a callable like os.urandom")

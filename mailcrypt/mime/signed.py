@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Required, TypedDict, Unpack
 
 import pybase64
 from cryptography import x509
@@ -45,6 +46,7 @@ from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = [
     "SignedMessage",
+    "SigningOptions",
     "sign_entity",
     "sign_message",
     "sign_message_parts",
@@ -108,17 +110,38 @@ def _boundary(pieces: Sequence[Buffer], rng: Callable[[int], bytes]) -> bytes:
             return boundary
 
 
-def _signed_entity(
-    pieces: Sequence[Buffer],
-    signer: Signer,
-    *,
-    signing_time: datetime,
-    detached: bool,
-    capabilities: Iterable[str],
-    rng: Callable[[int], bytes],
-) -> list[Buffer]:
+class SigningOptions(TypedDict, total=False):
+    """How to sign: the keyword arguments of ``sign_entity``, ``sign_message_parts`` and ``sign_message``.
+
+    Declared once so that the three take the same options with the same
+    defaults. ``signing_time`` (required) is the signingTime attribute, the
+    timestamp of DESIGN.md §2; ``detached`` (default True) makes
+    multipart/signed (RFC 8551 §3.5.3), False signed-data (§3.5.2);
+    ``capabilities`` (default ``OUR_CAPABILITIES``) are announced in the
+    SMIMECapabilities attribute; ``rng`` (default ``os.urandom``) draws the
+    multipart boundary and the Message-ID.
+    """
+
+    signing_time: Required[datetime]
+    detached: bool
+    capabilities: Iterable[str]
+    rng: Callable[[int], bytes]
+
+
+def _rng(options: SigningOptions) -> Callable[[int], bytes]:
+    return options.get("rng", os.urandom)
+
+
+def _signed_entity(pieces: Sequence[Buffer], signer: Signer, options: SigningOptions) -> list[Buffer]:
     """The entity made of ``pieces``, signed, as pieces: a detached signature keeps ``pieces`` as they are."""
-    der = sign(pieces, signer, signing_time=signing_time, detached=detached, capabilities=capabilities)
+    detached = options.get("detached", True)
+    der = sign(
+        pieces,
+        signer,
+        signing_time=options["signing_time"],
+        detached=detached,
+        capabilities=options.get("capabilities", OUR_CAPABILITIES),
+    )
     if not detached:
         return [
             b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
@@ -126,7 +149,7 @@ def _signed_entity(
             b'Content-Disposition: attachment; filename="smime.p7m"\r\n'
             b"\r\n" + encode_lines(der)
         ]
-    boundary = _boundary(pieces, rng)
+    boundary = _boundary(pieces, _rng(options))
     micalg = _MICALG[signer.digest].encode()
     opening = (
         b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
@@ -150,15 +173,7 @@ def _signed_entity(
     return [opening, *pieces, closing]
 
 
-def sign_entity(
-    entity: bytes,
-    signer: Signer,
-    *,
-    signing_time: datetime,
-    detached: bool = True,
-    capabilities: Iterable[str] = OUR_CAPABILITIES,
-    rng: Callable[[int], bytes] = os.urandom,
-) -> bytes:
+def sign_entity(entity: bytes, signer: Signer, **options: Unpack[SigningOptions]) -> bytes:
     """Sign a canonical MIME entity; return the signed entity (its header fields and body).
 
     The result starts with its Content-Type field, so it can be a whole body
@@ -166,11 +181,7 @@ def sign_entity(
     """
     if not isinstance(entity, (bytes, bytearray)):
         raise TypeError("entity must be bytes")
-    return b"".join(
-        _signed_entity(
-            [entity], signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
-        )
-    )
+    return b"".join(_signed_entity([entity], signer, options))
 
 
 def message_id_field(fields: list[mh.Field], rng: Callable[[int], bytes] = os.urandom) -> mh.Field:
@@ -217,15 +228,7 @@ def _split_view(view: memoryview) -> tuple[bytes, bytes, bytes, memoryview]:
     return header, sep, rest, view[len(header) + len(sep) :]
 
 
-def sign_message_parts(
-    message: Buffer,
-    signer: Signer,
-    *,
-    signing_time: datetime,
-    detached: bool = True,
-    capabilities: Iterable[str] = OUR_CAPABILITIES,
-    rng: Callable[[int], bytes] = os.urandom,
-) -> SignedMessage:
+def sign_message_parts(message: Buffer, signer: Signer, **options: Unpack[SigningOptions]) -> SignedMessage:
     """Sign an RFC 5322 message for sending: the first step of sign-then-encrypt (DESIGN.md §2).
 
     The one way mailcrypt signs a message, for ``mailcrypt encrypt`` and the
@@ -253,33 +256,14 @@ def sign_message_parts(
         header, sep, rest, body = _split_view(view)
     fields = mh.split_fields(header)
     if not any(f.name == "message-id" for f in fields):
-        fields.append(message_id_field(fields, rng))
-    entity = _signed_entity(
-        [mh.protect(fields), body],
-        signer,
-        signing_time=signing_time,
-        detached=detached,
-        capabilities=capabilities,
-        rng=rng,
-    )
+        fields.append(message_id_field(fields, _rng(options)))
+    entity = _signed_entity([mh.protect(fields), body], signer, options)
     return SignedMessage((mh.sendable_fields(fields, mime=False) + b"MIME-Version: 1.0\r\n", *entity))
 
 
-def sign_message(
-    message: Buffer,
-    signer: Signer,
-    *,
-    signing_time: datetime,
-    detached: bool = True,
-    capabilities: Iterable[str] = OUR_CAPABILITIES,
-    rng: Callable[[int], bytes] = os.urandom,
-) -> bytes:
+def sign_message(message: Buffer, signer: Signer, **options: Unpack[SigningOptions]) -> bytes:
     """``sign_message_parts`` joined: the signed message as one byte string."""
-    return bytes(
-        sign_message_parts(
-            message, signer, signing_time=signing_time, detached=detached, capabilities=capabilities, rng=rng
-        )
-    )
+    return bytes(sign_message_parts(message, signer, **options))
 
 
 # ---------------------------------------------------------------------------- read

@@ -249,20 +249,23 @@ def unwrap_message(
         opened = open_signed(current, policy=policy, certificates=certificates, accept_weak=True)
         assert opened is not None
         current, signature = opened
+        # The issuers to build on, for the signer's chain and its CRLs alike:
+        # those the signer sent, then those the caller knows.
+        known = [*signature.certificates, *certificates]
         checker = revocation
         if revocation is not None and signature.crls and trust_anchors:
             # The CRLs the signer sent are a source too (RFC 5652 §5.1): signed
             # by their issuers, they answer before the network is asked.
             checker = MessageCRLs(
                 signature.crls,
-                certificates=[*signature.certificates, *certificates],
+                certificates=known,
                 anchors=trust_anchors,
                 fallback=revocation,
                 policy=policy,
             )
         chain = validate_chain(
             signature.certificate,
-            intermediates=[*signature.certificates, *certificates],
+            intermediates=known,
             anchors=trust_anchors,
             now=now,
             policy=policy,

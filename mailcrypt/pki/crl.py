@@ -32,7 +32,16 @@ from cryptography import exceptions, x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from mailcrypt.errors import RevocationUnavailable
-from mailcrypt.pki.revanswer import Answer, check_window, public_key_of, serial_of, verify_signature, when
+from mailcrypt.pki.revanswer import (
+    Answer,
+    check_window,
+    http_url,
+    locations_extension,
+    public_key_of,
+    serial_of,
+    verify_signature,
+    when,
+)
 from mailcrypt.policy import Policy
 
 __all__ = ["answer", "distribution_points", "load_crl"]
@@ -49,20 +58,15 @@ _KNOWN_CRL_EXTENSIONS = {
 
 def distribution_points(certificate: x509.Certificate) -> tuple[list[str], list[str]]:
     """The HTTP CRL URLs of ``certificate``, and notes on the distribution points skipped."""
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return [], []
-    except ValueError:
-        return [], ["its cRLDistributionPoints extension is malformed"]
-    urls, skipped = [], []
-    for point in points:
+    points, skipped = locations_extension(certificate, x509.CRLDistributionPoints, "cRLDistributionPoints")
+    urls: list[str] = []
+    for point in points or ():
         if point.crl_issuer or point.reasons:
             skipped.append("a distribution point with an indirect CRL issuer or only some reasons skipped")
             continue
         for name in point.full_name or ():
-            if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith("http://"):
-                urls.append(name.value)
+            if (url := http_url(name)) is not None:
+                urls.append(url)
             else:
                 value = getattr(name, "value", name)
                 skipped.append(f"CRL location {value} skipped (only http:// is fetched)")

@@ -29,7 +29,16 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from mailcrypt.errors import RevocationUnavailable
-from mailcrypt.pki.revanswer import Answer, check_window, public_key_of, serial_of, verify_signature, when
+from mailcrypt.pki.revanswer import (
+    Answer,
+    check_window,
+    http_url,
+    locations_extension,
+    public_key_of,
+    serial_of,
+    verify_signature,
+    when,
+)
 from mailcrypt.policy import Policy
 
 __all__ = ["build_request", "check_response", "responder_urls"]
@@ -42,19 +51,14 @@ _WITHOUT_NEXT_UPDATE = timedelta(hours=1)
 
 def responder_urls(certificate: x509.Certificate) -> tuple[list[str], list[str]]:
     """The HTTP OCSP responder URLs of ``certificate``, and notes on the locations that are skipped."""
-    try:
-        aia = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except x509.ExtensionNotFound:
-        return [], []
-    except ValueError:
-        return [], ["its authorityInfoAccess extension is malformed"]
-    urls, skipped = [], []
-    for description in aia:
+    aia, skipped = locations_extension(certificate, x509.AuthorityInformationAccess, "authorityInfoAccess")
+    urls: list[str] = []
+    for description in aia or ():
         if description.access_method != AuthorityInformationAccessOID.OCSP:
             continue
         location = description.access_location
-        if isinstance(location, x509.UniformResourceIdentifier) and location.value.lower().startswith("http://"):
-            urls.append(location.value)
+        if (url := http_url(location)) is not None:
+            urls.append(url)
         else:
             skipped.append(f"OCSP location {getattr(location, 'value', location)} skipped (only http:// is used)")
     return urls, skipped

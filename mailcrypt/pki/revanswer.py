@@ -4,7 +4,9 @@
 ``unknown``) with the time it may be kept until. ``verify_signature`` checks
 a signature over DER bytes with an issuer's or responder's key under the
 ``Policy`` hashes; ``check_window`` holds thisUpdate/nextUpdate against
-``now``. Everything here is pure: no files, no network. Failures raise
+``now``. ``locations_extension`` and ``http_url`` read where a
+certificate says to ask (cRLDistributionPoints, authorityInfoAccess) and
+which of those places are fetched. Everything here is pure: no files, no network. Failures raise
 ``errors.RevocationUnavailable`` naming the source.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import exceptions, x509
@@ -22,7 +24,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from mailcrypt.errors import RevocationUnavailable
 from mailcrypt.policy import Policy
 
-__all__ = ["Answer", "SKEW", "check_window", "public_key_of", "serial_of", "verify_signature", "when"]
+__all__ = [
+    "Answer",
+    "SKEW",
+    "check_window",
+    "http_url",
+    "locations_extension",
+    "public_key_of",
+    "serial_of",
+    "verify_signature",
+    "when",
+]
+
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
 
 #: Clock difference tolerated between us and a CRL issuer or OCSP responder
 #: (the same five minutes ``openssl ocsp`` allows by default, ``-validity_period``).
@@ -42,6 +56,30 @@ class Answer:
     source: str
     reason: str
     until: datetime | None
+
+
+def locations_extension(
+    certificate: x509.Certificate, kind: type[_Extension], name: str
+) -> tuple[_Extension | None, list[str]]:
+    """The extension of ``certificate`` that says where to ask (``kind``, called ``name``), and notes.
+
+    cRLDistributionPoints for a CRL, authorityInfoAccess for OCSP: an
+    absent one is None and no note (there is nowhere to ask), a malformed
+    one None and a note saying so.
+    """
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value, []
+    except x509.ExtensionNotFound:
+        return None, []
+    except ValueError:
+        return None, [f"its {name} extension is malformed"]
+
+
+def http_url(name: x509.GeneralName) -> str | None:
+    """The URL a location names when it is an http:// URI, the only scheme fetched; else None."""
+    if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith("http://"):
+        return name.value
+    return None
 
 
 def when(moment: datetime) -> str:

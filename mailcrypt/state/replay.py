@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from mailcrypt.errors import ReplayedMessage, StaleMessage
 from mailcrypt.state.store import Row, Store
@@ -43,7 +43,7 @@ from mailcrypt.state.store import Row, Store
 if TYPE_CHECKING:
     from mailcrypt.mime import Unwrapped
 
-__all__ = ["ReplayGuard", "Freshness", "DEFAULT_MAX_AGE", "DEFAULT_FUTURE_SKEW"]
+__all__ = ["ReplayGuard", "Freshness", "ReplayFacts", "DEFAULT_MAX_AGE", "DEFAULT_FUTURE_SKEW"]
 
 DEFAULT_MAX_AGE = timedelta(days=30)
 DEFAULT_FUTURE_SKEW = timedelta(minutes=5)
@@ -79,6 +79,34 @@ class Freshness:
     signing_time: datetime | None
     accepted_at: datetime
     recorded: bool
+
+
+class ReplayFacts(TypedDict, total=False):
+    """What ``accept``, ``check`` and ``check_against`` know of a message beside its key, signing time and now.
+
+    Declared once, as the three decide the same question. ``kind`` is
+    ``signature`` (the default) or ``envelope``; ``also`` are further keys
+    of the same message (the other layers' digests); ``arrival`` is when the
+    message reached the server (default ``now``).
+    """
+
+    kind: str
+    also: Sequence[bytes | str]
+    arrival: datetime | None
+
+
+@dataclass(frozen=True)
+class _Question:
+    """One message's replay question, checked: its keys as hex (its own first) and its times."""
+
+    keys: list[str]
+    signed_at: datetime | None
+    now: datetime
+    kind: str
+    arrival: datetime | None
+
+    def answer(self, recorded: bool) -> Freshness:
+        return Freshness(self.keys[0], self.kind, self.signed_at, self.now, recorded)
 
 
 class ReplayGuard:
@@ -141,21 +169,19 @@ class ReplayGuard:
 
     # ------------------------------------------------------------------ one message
 
-    def _prepare(
-        self, digest: bytes | str, signing_time: datetime | None, now: datetime, kind: str, also: Sequence[bytes | str]
-    ) -> tuple[list[str], datetime | None, datetime]:
-        """The message's keys as hex (its own first), its signing time and ``now``, checked."""
+    @staticmethod
+    def _prepare(digest: bytes | str, signing_time: datetime | None, now: datetime, facts: ReplayFacts) -> _Question:
+        """The question ``accept``, ``check`` and ``check_against`` answer, its arguments checked."""
+        kind = facts.get("kind", "signature")
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}")
-        keys = [_hex(k) for k in (digest, *also)]
+        keys = [_hex(k) for k in (digest, *facts.get("also", ()))]
         if not keys[0]:
             raise ValueError("digest must not be empty")
         signed_at = _aware(signing_time, "signing_time") if signing_time is not None else None
-        return keys, signed_at, _aware(now, "now")
+        return _Question(keys, signed_at, _aware(now, "now"), kind, facts.get("arrival"))
 
-    def _judge(
-        self, earliest: Row | None, signed_at: datetime | None, now: datetime, kind: str, arrival: datetime | None
-    ) -> None:
+    def _judge(self, earliest: Row | None, question: _Question) -> None:
         """Raise ``ReplayedMessage`` for the earliest cache entry of the keys, if any; else check freshness."""
         if earliest is not None:
             digest_seen, first, seen_kind = earliest
@@ -166,7 +192,7 @@ class ReplayGuard:
                 digest=str(digest_seen),
                 kind=str(seen_kind),
             )
-        self.check_freshness(signed_at, now, kind=kind, arrival=arrival)
+        self.check_freshness(question.signed_at, question.now, kind=question.kind, arrival=question.arrival)
 
     @staticmethod
     def _earliest_query(keys: Sequence[str]) -> str:
@@ -179,14 +205,7 @@ class ReplayGuard:
         )
 
     def accept(
-        self,
-        digest: bytes | str,
-        signing_time: datetime | None,
-        now: datetime,
-        *,
-        kind: str = "signature",
-        also: Sequence[bytes | str] = (),
-        arrival: datetime | None = None,
+        self, digest: bytes | str, signing_time: datetime | None, now: datetime, **facts: Unpack[ReplayFacts]
     ) -> Freshness:
         """Accept a message once: raise if seen before or stale, else remember it, in one transaction.
 
@@ -202,36 +221,30 @@ class ReplayGuard:
         The check and the record share one write transaction, so of two
         processes accepting the same message one gets ``ReplayedMessage``.
         """
-        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
+        question = self._prepare(digest, signing_time, now, facts)
+        keys, signed_at = question.keys, question.signed_at
         with self.store.transaction() as conn:
-            self._judge(conn.execute(self._earliest_query(keys), keys).fetchone(), signed_at, now, kind, arrival)
+            self._judge(conn.execute(self._earliest_query(keys), keys).fetchone(), question)
             stamp = _seconds(signed_at) if signed_at is not None else None
             conn.executemany(
                 "INSERT OR IGNORE INTO replay_cache (digest, first_seen, signing_time, kind) VALUES (?, ?, ?, ?)",
                 # Every key of the message shares its signing time, so all leave the cache together.
-                [(k, _seconds(now), stamp, kind) for k in keys],
+                [(k, _seconds(question.now), stamp, question.kind) for k in keys],
             )
-        return Freshness(keys[0], kind, signed_at, now, True)
+        return question.answer(recorded=True)
 
     def check(
-        self,
-        digest: bytes | str,
-        signing_time: datetime | None,
-        now: datetime,
-        *,
-        kind: str = "signature",
-        also: Sequence[bytes | str] = (),
-        arrival: datetime | None = None,
+        self, digest: bytes | str, signing_time: datetime | None, now: datetime, **facts: Unpack[ReplayFacts]
     ) -> Freshness:
         """Decide as ``accept`` does, and record nothing (``record_delivered`` records later).
 
         Only a read: no write lock, no commit to wait for. Raises what
         ``accept`` raises.
         """
-        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
-        rows = self.store.read(self._earliest_query(keys), tuple(keys))
-        self._judge(rows[0] if rows else None, signed_at, now, kind, arrival)
-        return Freshness(keys[0], kind, signed_at, now, False)
+        question = self._prepare(digest, signing_time, now, facts)
+        rows = self.store.read(self._earliest_query(question.keys), tuple(question.keys))
+        self._judge(rows[0] if rows else None, question)
+        return question.answer(recorded=False)
 
     def check_against(
         self,
@@ -239,10 +252,7 @@ class ReplayGuard:
         digest: bytes | str,
         signing_time: datetime | None,
         now: datetime,
-        *,
-        kind: str = "signature",
-        also: Sequence[bytes | str] = (),
-        arrival: datetime | None = None,
+        **facts: Unpack[ReplayFacts],
     ) -> Freshness:
         """Decide as ``check`` does, from ``known`` instead of a query; records nothing.
 
@@ -250,12 +260,12 @@ class ReplayGuard:
         this message's, so that a batch of messages costs one query instead
         of one each. Raises what ``accept`` raises.
         """
-        keys, signed_at, now = self._prepare(digest, signing_time, now, kind, also)
+        question = self._prepare(digest, signing_time, now, facts)
         # The query's answer, from the batch's: the earliest entry of any of the keys.
-        found = sorted((known[k][0], k, known[k][1]) for k in keys if k in known)
+        found = sorted((known[k][0], k, known[k][1]) for k in question.keys if k in known)
         earliest = (found[0][1], found[0][0], found[0][2]) if found else None
-        self._judge(earliest, signed_at, now, kind, arrival)
-        return Freshness(keys[0], kind, signed_at, now, False)
+        self._judge(earliest, question)
+        return question.answer(recorded=False)
 
     # ------------------------------------------------------------------ batches
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group"]
+__all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group", "add_new_key_arguments"]
 
 # The exit codes of DESIGN.md §6, shown under every command's help.
 EXIT_STATUS = """\
@@ -64,8 +64,19 @@ def add_command(
 
 
 def add_group(
-    group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str, dest: str, metavar: str
+    group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add the command ``name`` that only holds subcommands (``keys``, ``users``); return their subparsers."""
+    """Add the command ``name`` that only holds subcommands (``keys``, ``users``); return their subparsers.
+
+    The subcommand chosen is stored as ``<name>_command`` and shown as
+    ``<NAME>_COMMAND`` in the usage line, the same for every group.
+    """
     parser = group.add_parser(name, parents=[_common_options()], help=help)
-    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND", required=True)
+
+
+def add_new_key_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
+    """Add what ``init`` and ``keys generate`` both ask of a new identity: its address, key type and validity."""
+    parser.add_argument("address", metavar="ADDRESS", help=address_help)
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="rsa3072", help="key type (default: rsa3072)")
+    parser.add_argument("--days", type=int, default=730, metavar="N", help="validity in days (default: 730)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers.common import KEY_TYPES, add_command
+from mailcrypt.cli.parsers.common import add_command, add_new_key_arguments
 
 __all__ = ["register"]
 
@@ -20,9 +20,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "config.toml, a key directory and a new identity for ADDRESS. The private key is encrypted with "
         "the passphrase from $MAILCRYPT_PASSPHRASE or a prompt.",
     )
-    init.add_argument("address", metavar="ADDRESS", help="your e-mail address")
-    init.add_argument("--key-type", choices=KEY_TYPES, default="rsa3072", help="key type (default: rsa3072)")
-    init.add_argument("--days", type=int, default=730, metavar="N", help="validity in days (default: 730)")
+    add_new_key_arguments(init, "your e-mail address")
     init.add_argument(
         "--no-passphrase", action="store_true", help="store the private key UNENCRYPTED (unattended setups only)"
     )

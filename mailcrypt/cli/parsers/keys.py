@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers.common import KEY_TYPES, add_command, add_group
+from mailcrypt.cli.parsers.common import add_command, add_group, add_new_key_arguments
 
 __all__ = ["register"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``keys`` and its subcommands to the ``mailcrypt`` command."""
-    keys_commands = add_group(
-        commands, "keys", "manage keys and certificates", dest="keys_command", metavar="KEYS_COMMAND"
-    )
+    keys_commands = add_group(commands, "keys", "manage keys and certificates")
     gen = add_command(
         keys_commands,
         "generate",
@@ -28,9 +26,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "instead as the files ADDRESS.key (PKCS#8 PEM, mode 0600) and ADDRESS.crt (PEM) in DIR; existing "
         "files are not overwritten without --force.",
     )
-    gen.add_argument("address", metavar="ADDRESS", help="the e-mail address the certificate is for")
-    gen.add_argument("--key-type", choices=KEY_TYPES, default="rsa3072", help="key type (default: rsa3072)")
-    gen.add_argument("--days", type=int, default=730, metavar="N", help="validity in days (default: 730)")
+    add_new_key_arguments(gen, "the e-mail address the certificate is for")
     gen.add_argument("-o", "--out-dir", metavar="DIR", help="write two files into DIR instead of the key directory")
     secret = gen.add_mutually_exclusive_group()
     secret.add_argument(

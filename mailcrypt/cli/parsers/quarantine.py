@@ -11,13 +11,7 @@ __all__ = ["register"]
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``quarantine`` and its subcommand to the ``mailcrypt`` command."""
-    quarantine_commands = add_group(
-        commands,
-        "quarantine",
-        "work on the Quarantine folder of fetched mail",
-        dest="quarantine_command",
-        metavar="QUARANTINE_COMMAND",
-    )
+    quarantine_commands = add_group(commands, "quarantine", "work on the Quarantine folder of fetched mail")
     reprocess = add_command(
         quarantine_commands,
         "reprocess",

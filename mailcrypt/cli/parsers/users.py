@@ -14,9 +14,7 @@ __all__ = ["register"]
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``users`` and its subcommands to the ``mailcrypt`` command."""
-    users_commands = add_group(
-        commands, "users", "manage the proxy's AUTH users", dest="users_command", metavar="USERS_COMMAND"
-    )
+    users_commands = add_group(commands, "users", "manage the proxy's AUTH users")
     uadd = add_command(
         users_commands,
         "add",
