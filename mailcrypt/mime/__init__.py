@@ -23,6 +23,7 @@ from mailcrypt.lazy import exports
 # import-linter and readers see them here.
 if TYPE_CHECKING:
     from mailcrypt.mime.enveloped import (
+        EncryptionOptions,
         decrypt_message,
         encrypt_message,
         encrypt_stream,
@@ -42,7 +43,14 @@ if TYPE_CHECKING:
     )
     from mailcrypt.mime.pipeline import INLINE_LIMIT, ChainReader, encrypts_inline, signs_inline
     from mailcrypt.mime.plaintext import Plaintext, Verification, decrypt_file
-    from mailcrypt.mime.signed import SignedMessage, message_id_field, sign_entity, sign_message, sign_message_parts
+    from mailcrypt.mime.signed import (
+        SignedMessage,
+        SigningOptions,
+        message_id_field,
+        sign_entity,
+        sign_message,
+        sign_message_parts,
+    )
     from mailcrypt.mime.unwrap import Layer, Unwrapped, unwrap_message
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "decrypt_file",
     "decrypt_message",
     "encrypt_message",
+    "EncryptionOptions",
     "encrypt_stream",
     "encrypts_inline",
     "Field",
@@ -70,6 +79,7 @@ __all__ = [
     "sign_message",
     "sign_message_parts",
     "SignedMessage",
+    "SigningOptions",
     "signs_inline",
     "split_fields",
     "unwrap_message",

@@ -17,12 +17,13 @@ from mailcrypt.lazy import exports
 if TYPE_CHECKING:
     from mailcrypt.state.database import open_database, transaction
     from mailcrypt.state.durable import fsync_dir
-    from mailcrypt.state.replay import ReplayGuard
+    from mailcrypt.state.replay import ReplayFacts, ReplayGuard
     from mailcrypt.state.store import Store
 
 __all__ = [
     "fsync_dir",
     "open_database",
+    "ReplayFacts",
     "ReplayGuard",
     "Store",
     "transaction",

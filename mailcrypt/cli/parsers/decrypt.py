@@ -9,29 +9,22 @@ from mailcrypt.cli.parsers.common import add_command
 # Not typing.TYPE_CHECKING: importing typing would cost every start (see mailcrypt.cli).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import Any
+    from collections.abc import Callable
 
 __all__ = ["register"]
 
 
-class _Ordered(argparse.Action):
-    """Append (option, value) to one shared list, keeping the command-line order.
+def _tagged(option: str) -> Callable[[str], tuple[str, str]]:
+    """Each value of ``option`` as ``(option, value)``.
 
-    ``decrypt`` tries identities in the order the user named them, across
-    ``--p12`` and ``--key``/``--cert``.
+    ``--p12``, ``--key`` and ``--cert`` append to one list, ``sources``, so
+    that ``decrypt`` tries identities in the order the user named them.
     """
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        items = list(getattr(namespace, self.dest, None) or [])
-        items.append((option_string, values))
-        setattr(namespace, self.dest, items)
+    def tag(value: str) -> tuple[str, str]:
+        return option, value
+
+    return tag
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,26 +41,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     dec.add_argument(
         "--p12",
+        type=_tagged("--p12"),
         metavar="FILE",
         dest="sources",
-        action=_Ordered,
+        action="append",
         help="identity from a PKCS#12 file "
         "(repeatable); password from --password-file, $MAILCRYPT_P12_PASSWORD or a prompt",
     )
     dec.add_argument(
         "--key",
+        type=_tagged("--key"),
         metavar="KEY",
         dest="sources",
-        action=_Ordered,
+        action="append",
         help="private key file, PEM or DER, "
         "mode 0600 (repeatable, each with a --cert); passphrase from --password-file, "
         "$MAILCRYPT_PASSPHRASE or a prompt",
     )
     dec.add_argument(
         "--cert",
+        type=_tagged("--cert"),
         metavar="CERT",
         dest="sources",
-        action=_Ordered,
+        action="append",
         help="certificate file for a --key (the n-th --cert belongs to the n-th --key)",
     )
     dec.add_argument(
