@@ -32,16 +32,7 @@ from cryptography import exceptions, x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from mailcrypt.errors import RevocationUnavailable
-from mailcrypt.pki.revanswer import (
-    Answer,
-    check_window,
-    http_url,
-    locations_extension,
-    public_key_of,
-    serial_of,
-    verify_signature,
-    when,
-)
+from mailcrypt.pki import revanswer as answers
 from mailcrypt.policy import Policy
 
 __all__ = ["answer", "distribution_points", "load_crl"]
@@ -58,14 +49,14 @@ _KNOWN_CRL_EXTENSIONS = {
 
 def distribution_points(certificate: x509.Certificate) -> tuple[list[str], list[str]]:
     """The HTTP CRL URLs of ``certificate``, and notes on the distribution points skipped."""
-    points, skipped = locations_extension(certificate, x509.CRLDistributionPoints, "cRLDistributionPoints")
+    points, skipped = answers.locations_extension(certificate, x509.CRLDistributionPoints, "cRLDistributionPoints")
     urls: list[str] = []
     for point in points or ():
         if point.crl_issuer or point.reasons:
             skipped.append("a distribution point with an indirect CRL issuer or only some reasons skipped")
             continue
         for name in point.full_name or ():
-            if (url := http_url(name)) is not None:
+            if (url := answers.http_url(name)) is not None:
                 urls.append(url)
             else:
                 value = getattr(name, "value", name)
@@ -103,11 +94,11 @@ def load_crl(
         algorithm = crl.signature_hash_algorithm
     except exceptions.UnsupportedAlgorithm:
         raise RevocationUnavailable(f"{source}: signed with an unsupported algorithm", source=source) from None
-    key = public_key_of(issuer, source=source)
-    verify_signature(key, crl.signature, crl.tbs_certlist_bytes, algorithm, policy=policy, source=source)
+    key = answers.public_key_of(issuer, source=source)
+    answers.verify_signature(key, crl.signature, crl.tbs_certlist_bytes, algorithm, policy=policy, source=source)
     if crl.next_update_utc is None:
         raise RevocationUnavailable(f"{source}: the CRL has no nextUpdate (RFC 5280 §5.1.2.5)", source=source)
-    check_window(crl.last_update_utc, crl.next_update_utc, now=now, source=source)
+    answers.check_window(crl.last_update_utc, crl.next_update_utc, now=now, source=source)
     for extension in extensions:
         if extension.oid == ExtensionOID.DELTA_CRL_INDICATOR:
             raise RevocationUnavailable(f"{source}: a delta CRL, not a complete one", source=source)
@@ -150,7 +141,7 @@ def _scope_problem(crl: x509.CertificateRevocationList, certificate: x509.Certif
 
 def answer(
     crl: x509.CertificateRevocationList, certificate: x509.Certificate, *, url: str
-) -> Answer:
+) -> answers.Answer:
     """What a CRL checked by ``load_crl`` says about ``certificate``.
 
     Raises ``errors.RevocationUnavailable`` when the CRL does not cover it.
@@ -159,18 +150,18 @@ def answer(
     scope = _scope_problem(crl, certificate, url)
     if scope is not None:
         raise RevocationUnavailable(f"{url}: {scope}", source=url)
-    entry = crl.get_revoked_certificate_by_serial_number(serial_of(certificate))
+    entry = crl.get_revoked_certificate_by_serial_number(answers.serial_of(certificate))
     if entry is None:
-        return Answer("good", source, "not listed", crl.next_update_utc)
+        return answers.Answer("good", source, "not listed", crl.next_update_utc)
     reason = None
     try:
         reason = entry.extensions.get_extension_for_oid(CRLEntryExtensionOID.CRL_REASON).value.reason  # type: ignore[attr-defined]
     except (x509.ExtensionNotFound, ValueError):
         pass
     if reason == x509.ReasonFlags.remove_from_crl:
-        return Answer("good", source, "removed from hold", crl.next_update_utc)
-    detail = f"revoked on {when(entry.revocation_date_utc)}"
+        return answers.Answer("good", source, "removed from hold", crl.next_update_utc)
+    detail = f"revoked on {answers.when(entry.revocation_date_utc)}"
     if reason is not None and reason != x509.ReasonFlags.unspecified:
         detail += f" ({reason.value})"
     final = reason != x509.ReasonFlags.certificate_hold
-    return Answer("revoked", source, detail, None if final else crl.next_update_utc)
+    return answers.Answer("revoked", source, detail, None if final else crl.next_update_utc)

@@ -39,33 +39,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "are verified; with a home, each message is accepted once and only inside the freshness window "
         "(replay protection), and signers' certificates are harvested into the key directory.",
     )
-    dec.add_argument(
-        "--p12",
-        type=_tagged("--p12"),
-        metavar="FILE",
-        dest="sources",
-        action="append",
-        help="identity from a PKCS#12 file "
-        "(repeatable); password from --password-file, $MAILCRYPT_P12_PASSWORD or a prompt",
+    identities = (
+        (
+            "--p12",
+            "FILE",
+            "identity from a PKCS#12 file (repeatable); password from --password-file, "
+            "$MAILCRYPT_P12_PASSWORD or a prompt",
+        ),
+        (
+            "--key",
+            "KEY",
+            "private key file, PEM or DER, mode 0600 (repeatable, each with a --cert); passphrase from "
+            "--password-file, $MAILCRYPT_PASSPHRASE or a prompt",
+        ),
+        ("--cert", "CERT", "certificate file for a --key (the n-th --cert belongs to the n-th --key)"),
     )
-    dec.add_argument(
-        "--key",
-        type=_tagged("--key"),
-        metavar="KEY",
-        dest="sources",
-        action="append",
-        help="private key file, PEM or DER, "
-        "mode 0600 (repeatable, each with a --cert); passphrase from --password-file, "
-        "$MAILCRYPT_PASSPHRASE or a prompt",
-    )
-    dec.add_argument(
-        "--cert",
-        type=_tagged("--cert"),
-        metavar="CERT",
-        dest="sources",
-        action="append",
-        help="certificate file for a --key (the n-th --cert belongs to the n-th --key)",
-    )
+    for option, metavar, text in identities:
+        dec.add_argument(option, metavar=metavar, dest="sources", action="append", type=_tagged(option), help=text)
     dec.add_argument(
         "--password-file",
         metavar="F",
