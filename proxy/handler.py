@@ -23,8 +23,9 @@
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
-- The DATA command (``handle_DATA_COMMAND``) waits for the upstream
-  server's answers; a refusal is the answer to DATA, before the body.
+- The DATA command (``handle_DATA_COMMAND``) first reserves the message's
+  memory (``budget``: 452 4.3.1 when it is not free in time), then waits
+  for the upstream server's answers; a refusal is the answer to DATA, before the body.
 - DATA first checks what would go upstream in the clear (``wire``: the
   header block always, the body when a plaintext copy goes out) and refuses
   a message that breaks the line rules or whose header block is too large

@@ -12,6 +12,9 @@ time, and a client names the same few addresses over and over). It
 refuses ``MAIL FROM:<...> SIZE=n`` with 552 5.3.4 when n is over the size
 that fits upstream once encrypted (the handler's ``message_limit``, which
 the DATA reader enforces too). It also tells the handler when a client goes away.
+The DATA reader tops up the message's memory reservation when a body
+outgrows its ``SIZE=`` (452 4.3.1 at the end when it cannot), and every way
+out of DATA gives the reservation back (``budget``).
 
 What it won't do: decide anything about a message (``handler`` does) or
 build the proxy (``server`` does).
