@@ -100,11 +100,13 @@ class ByteBudget:
         return Reservation(self, size)
 
     async def _take(self, size: int, queue: deque[_Waiter]) -> None:
-        if not self._topping and not self._waiting and size <= self._free:
-            self._free -= size
-            return
         waiter = _Waiter(size, asyncio.get_running_loop().create_future())
         queue.append(waiter)
+        # Granted at once when nothing is ahead of it: a top-up is ahead of every
+        # reservation still waiting, so it must not wait for them (they wait for it).
+        self._grant()
+        if waiter.future.done():
+            return
         granted = False
         try:
             async with asyncio.timeout(self.wait):

@@ -140,7 +140,8 @@ class ProxySMTP(SMTP):
                 return  # The client closed the connection; eof_received ends the session.
             if reservation is not None and not no_memory and not too_big:
                 # SIZE= was an estimate (RFC 1870 §4): a body that outgrows it waits for more memory.
-                no_memory = not await reservation.cover(len(data) - 2 + len(chunk))
+                # The size as RFC 1870 §5 counts it, without the leading CRLF and the final ".", CRLF.
+                no_memory = not await reservation.cover(len(data) + len(chunk) - 2 - 3)
             start = max(0, len(data) - len(_END) + 1)
             data += chunk
             end = data.find(_END, start)

@@ -23,6 +23,7 @@ from proxy_kit import SENDER, Proxy, Upstream, make_home, start_proxy
 
 from mailcrypt import config, errors
 from proxy.budget import BUSY, ByteBudget
+from proxy.relay import Refused
 
 #: One message; the budget holds two and a half of them.
 SIZE = 200_000
@@ -107,7 +108,8 @@ def finish(client: smtplib.SMTP, body: bytes) -> tuple[int, bytes]:
 
 
 def test_a_third_message_waits_for_memory_and_all_three_arrive_once(proxy: Proxy, arrivals: Arrivals) -> None:
-    first, second = begin(proxy, "first"), begin(proxy, "second")
+    # The first one's SIZE= is a little low (an estimate, RFC 1870): its top-up must not wait behind the third.
+    first, second = begin(proxy, "first", size=len(message(SIZE, "first")) - 1000), begin(proxy, "second")
     # Both are admitted at once: each has its 354 before either body is sent.
     assert first.getreply()[0] == 354
     assert second.getreply()[0] == 354
@@ -243,3 +245,25 @@ def test_reservations_are_granted_in_order() -> None:
         return order
 
     assert asyncio.run(run()) == ["big", "small"]
+
+
+def test_a_top_up_goes_before_reservations_that_wait() -> None:
+    async def run() -> None:
+        budget = ByteBudget(100, wait=0.5)
+        growing, other = await budget.reserve(60), await budget.reserve(30)
+        queued = asyncio.create_task(budget.reserve(100))
+        await asyncio.sleep(0)
+        # The message being received gets its 10 bytes at once: the queued one waits for it to end.
+        assert await growing.cover(70)
+        assert growing.size == 70 and budget.free == 0 and not queued.done()
+        # More than is free waits, and is refused when nothing is given back in time.
+        assert not await growing.cover(80)
+        assert growing.size == 70 and budget.free == 0
+        # The queued one waited as long, from earlier: it was told to try again later.
+        with pytest.raises(Refused, match="^452 4.3.1 "):
+            await queued
+        growing.release()
+        other.release()
+        assert budget.free == 100 and budget.waiting == 0
+
+    asyncio.run(run())
