@@ -212,6 +212,21 @@ def test_aborted_transfers_give_their_memory_back(proxy: Proxy, arrivals: Arriva
     until(lambda: budget.free == MEMORY)
 
 
+def test_a_message_relayed_after_its_client_left_keeps_its_memory_to_the_end(proxy: Proxy, upstream: Upstream) -> None:
+    budget = budget_of(proxy)
+    # The upstream server takes 3 s to answer this one (then 451): the relay outlives the client.
+    upstream.data_rule = lambda recipients: 3.0 if "slow@open.example" in recipients else None
+    client = begin(proxy, "slow")
+    assert client.getreply()[0] == 354
+    client.send(message(SIZE, "slow") + b"\r\n.\r\n")
+    until(lambda: any("slow@open.example" in r.recipients for r in upstream.attempts))
+    client.close()  # Gone without waiting for the reply.
+    until(lambda: not proxy.server._sessions)
+    # The session is over, the relay is not: the message is still in memory, and counted.
+    assert budget.free == MEMORY - SIZE
+    until(lambda: budget.free == MEMORY)
+
+
 def test_message_memory_under_max_message_size_is_a_configuration_error(tmp_path: Path, upstream: Upstream) -> None:
     with pytest.raises(errors.ConfigError, match=r"proxy\.message_memory: expected at least max_message_size"):
         budget_home(tmp_path / "small", upstream, "max_message_size = 2000000\nmessage_memory = 1000000\n")
