@@ -6,7 +6,12 @@ sink behind both, every piece in a process of its own on 127.0.0.1):
 - 1,000 messages of 10 KB to 3 recipients over one connection;
 - the same 1,000 messages over 10 concurrent connections;
 - one 25 MB message to 3 recipients;
-- the peak memory for one 40 MB message, and for three sent at once.
+- the peak memory for one 40 MB message, and for three sent at once;
+- for the proxy, the peak memory for eight 40 MB messages sent at once
+  (``--crowd``): more than its ``proxy.message_memory`` (256 MiB by default)
+  admits at once, so the ones over it wait for memory before their 354 and
+  the peak stays near the budget plus the working set instead of growing
+  with the number of clients.
 
 The message clock starts once every connection is open (and, for the
 proxy, logged in: a deliberately slow scrypt per connection); the time that
@@ -35,7 +40,8 @@ Memory is the growth of the relay's peak resident set (VmHWM, reset just
 before, minus VmRSS before), printed next to the message size as a ratio;
 issue 14's target for one message is at most 2x.
 
-Usage: .venv/bin/python benchmarks/proxy.py [--messages N] [--connections N] [--big-mb N] [--mem-mb N] [--key-type T,T]
+Usage: .venv/bin/python benchmarks/proxy.py [--messages N] [--connections N] [--big-mb N] [--mem-mb N] [--crowd N]
+       [--key-type T,T]
 """
 
 from __future__ import annotations
@@ -264,9 +270,30 @@ def peak_memory(port: int, login: bool, msgs: list[bytes], pid: int) -> float | 
     return (rss(pid, "VmHWM") - before) / len(msgs[0])
 
 
-def send_one(port: int, login: bool, msg: bytes) -> None:
+def send_one(port: int, login: bool, msg: bytes, refused: list[str] | None = None) -> None:
     with connect(port, login) as client:
-        client.sendmail(SENDER, RECIPIENTS, msg)
+        try:
+            client.sendmail(SENDER, RECIPIENTS, msg)
+        except smtplib.SMTPResponseException as exc:
+            if refused is None:
+                raise
+            refused.append(f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}")
+
+
+def crowd_memory(port: int, login: bool, msgs: list[bytes], pid: int) -> tuple[int, list[str]] | None:
+    """The growth of the proxy's peak resident set while ``msgs`` are sent at once, and the refusals (452)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        before = rss(pid, "VmRSS")
+    except OSError:
+        return None
+    refused: list[str] = []
+    threads = [threading.Thread(target=send_one, args=(port, login, m, refused)) for m in msgs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return rss(pid, "VmHWM") - before, refused
 
 
 def measure(
@@ -279,6 +306,7 @@ def measure(
     big: bytes,
     connections: int,
     memory_msgs: list[bytes] | None = None,
+    crowd: int = 0,
 ) -> dict[str, float]:
     """One relay's figures, printed as they come: msg/s over 1 and N connections, the big message, memory, CPU."""
     send_many(port, login, small[:20], 2)  # warm up: imports, caches, pooled connections
@@ -313,6 +341,19 @@ def measure(
                 f"({one_mem:.2f}x the message); {len(memory_msgs)} at once +{three_mem * size / 1e6:.0f} MB "
                 f"({three_mem:.2f}x one message, {three_mem / len(memory_msgs):.2f}x their total)"
             )
+    if memory_msgs and crowd:
+        size = len(memory_msgs[0])
+        crowd_msgs = [memory_msgs[n % len(memory_msgs)] for n in range(crowd)]
+        figures = crowd_memory(port, login, crowd_msgs, pid)
+        if figures is not None:
+            growth, refused = figures
+            result["mem_crowd"] = growth / 1e6
+            print(
+                f"  {'':16} peak memory: {crowd} {size / 1e6:.0f} MB messages at once (together "
+                f"{crowd * size / 1e6:.0f} MB; the default proxy.message_memory is 268 MB) "
+                f"+{growth / 1e6:.0f} MB ({growth / size:.2f}x one message); "
+                + (f"refused: {', '.join(refused)}" if refused else "all delivered")
+            )
     return result
 
 
@@ -325,6 +366,12 @@ def main() -> None:
     parser.add_argument("--size-kb", type=int, default=10)
     parser.add_argument("--big-mb", type=int, default=25)
     parser.add_argument("--mem-mb", type=int, default=40, help="size of the messages of the memory figures (MB)")
+    parser.add_argument(
+        "--crowd",
+        type=int,
+        default=8,
+        help="messages of --mem-mb sent to the proxy at once, beyond its budget (0: none)",
+    )
     parser.add_argument(
         "--key-type",
         default="p256,rsa3072",
@@ -373,7 +420,18 @@ def main() -> None:
         )
         p = measure("plain relay", plain_port, False, plain.pid, sink.pid, small, big, args.connections, mem)
         for key_type, proxy, proxy_port in proxies:
-            r = measure(f"proxy, {key_type}", proxy_port, True, proxy.pid, sink.pid, small, big, args.connections, mem)
+            r = measure(
+                f"proxy, {key_type}",
+                proxy_port,
+                True,
+                proxy.pid,
+                sink.pid,
+                small,
+                big,
+                args.connections,
+                mem,
+                crowd=args.crowd,
+            )
             checks = [
                 ("throughput, 1 connection", r["one"] / p["one"], ">=", 0.8),
                 (f"throughput, {args.connections} connections", r["many"] / p["many"], ">=", 0.8),

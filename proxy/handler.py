@@ -23,8 +23,9 @@
 - RCPT decides each recipient at once (STYLE.md §4) by policy and key
   directory: 550 5.7.1 for a ``require`` recipient without a certificate;
   the upstream server is asked about it in the background.
-- The DATA command (``handle_DATA_COMMAND``) waits for the upstream
-  server's answers; a refusal is the answer to DATA, before the body.
+- The DATA command (``handle_DATA_COMMAND``) first reserves the message's
+  memory (``budget``: 452 4.3.1 when it is not free in time), then waits
+  for the upstream server's answers; a refusal is the answer to DATA, before the body.
 - DATA first checks what would go upstream in the clear (``wire``: the
   header block always, the body when a plaintext copy goes out) and refuses
   a message that breaks the line rules or whose header block is too large
@@ -52,6 +53,7 @@ from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
 from mailcrypt.mime import Field
 from proxy.auth import UserStore
+from proxy.budget import ByteBudget, declared_size, hold, keep_until_done
 from proxy.groups import Plan, RecipientBook, SenderKeys, from_addresses, header_fields, make_groups
 from proxy.guard import LoginGuard
 from proxy.late import LateGroups
@@ -115,6 +117,7 @@ class ProxyHandler(AuthHooks):
         refresh: Callable[[], Awaitable[None]] | None = None,
         limit: MessageLimit | None = None,
         max_recipients: int = 100,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.book = book
         self.senders = senders
@@ -129,6 +132,8 @@ class ProxyHandler(AuthHooks):
         self.relaying: set[asyncio.Task[str]] = set()
         self.limit = limit
         self.max_recipients = max_recipients
+        #: The memory messages may take at once (``proxy.message_memory``); None: not bounded.
+        self.budget = budget
 
     # ------------------------------------------------------------------ greeting
 
@@ -257,6 +262,15 @@ class ProxyHandler(AuthHooks):
 
     async def handle_DATA_COMMAND(self, server: Any, session: Any, envelope: Any) -> str | None:
         """Before the body: the upstream server's word on the sender and every recipient; a refusal or None."""
+        if self.budget is not None:
+            # The message's memory first (proxy.budget): a client told to try again later has no
+            # upstream transaction left open for it.
+            try:
+                size = declared_size(envelope.mail_options, server.data_size_limit or self.budget.total)
+                hold(session, await self.budget.reserve(min(size, self.budget.total)))
+            except Refused as exc:
+                await self._drop_probe(session)
+                return exc.reply
         probe: Probe | None = getattr(session, "mailcrypt_probe", None)
         if probe is None:
             return None
@@ -326,6 +340,7 @@ class ProxyHandler(AuthHooks):
         # in the middle of a message). A stop waits for these (``relaying``).
         task = asyncio.get_running_loop().create_task(relay())
         self.relaying.add(task)
+        keep_until_done(session, task)  # The relay holds the message, and its memory, to its end.
         task.add_done_callback(self.relaying.discard)
         task.add_done_callback(_retrieve)
         try:

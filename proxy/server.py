@@ -38,6 +38,7 @@ from mailcrypt.config import Settings, is_loopback
 from mailcrypt.keydir import KeyDirectory, PassphraseSource
 from proxy.announced import Announced
 from proxy.auth import UserStore
+from proxy.budget import ByteBudget
 from proxy.groups import RecipientBook
 from proxy.guard import LoginGuard
 from proxy.handler import ProxyHandler
@@ -104,7 +105,8 @@ class ProxyServer:
     """The whole proxy for one home; ``start`` and ``stop`` run inside an event loop.
 
     ``listen`` overrides ``proxy.listen``; ``intervals`` and ``poll`` set the
-    spool's retry timing and ``guard`` the login guard (tests shorten them).
+    spool's retry timing, ``guard`` the login guard and ``memory_wait`` how
+    long a message waits for memory before 452 4.3.1 (``budget``; tests shorten them).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class ProxyServer:
         intervals: tuple[float, ...] = INTERVALS,
         poll: float = 30.0,
         guard: LoginGuard | None = None,
+        memory_wait: float = 60.0,
     ) -> None:
         self.settings = settings
         proxy = settings.proxy
@@ -178,6 +181,7 @@ class ProxyServer:
             refresh=self.refresh,
             limit=MessageLimit(proxy.max_message_size, recipients=proxy.max_recipients, pool=self.pool),
             max_recipients=proxy.max_recipients,
+            budget=ByteBudget(proxy.message_memory, wait=memory_wait),
         )
         self._server: asyncio.Server | None = None
         self._sessions: set[ProxySMTP] = set()

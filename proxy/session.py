@@ -12,6 +12,9 @@ time, and a client names the same few addresses over and over). It
 refuses ``MAIL FROM:<...> SIZE=n`` with 552 5.3.4 when n is over the size
 that fits upstream once encrypted (the handler's ``message_limit``, which
 the DATA reader enforces too). It also tells the handler when a client goes away.
+The DATA reader tops up the message's memory reservation when a body
+outgrows its ``SIZE=`` (452 4.3.1 at the end when it cannot), and every way
+out of DATA gives the reservation back (``budget``).
 
 What it won't do: decide anything about a message (``handler`` does) or
 build the proxy (``server`` does).
@@ -27,6 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, syntax
 
+from proxy.budget import BUSY, held, let_go
 from proxy.relay import Refused
 from proxy.wire import check_command
 
@@ -94,6 +98,15 @@ class ProxySMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        session = self.session
+        try:
+            await self._data(arg)
+        finally:
+            # Every way out of DATA (a reply, a refusal, a client that hangs up, an
+            # exception) gives back the message memory reserved for it (``budget``).
+            let_go(session)
+
+    async def _data(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
@@ -117,12 +130,18 @@ class ProxySMTP(SMTP):
         data = bytearray(b"\r\n")
         limit = self.data_size_limit
         too_big = False
+        reservation = held(self.session)
+        no_memory = False
         while True:
             # Every read empties the reader's buffer (it holds far less than a
             # piece), so anything after the end marker can be handed back in order.
             chunk = await self._reader.read(_PIECE)
             if not chunk:
                 return  # The client closed the connection; eof_received ends the session.
+            if reservation is not None and not no_memory and not too_big:
+                # SIZE= was an estimate (RFC 1870 §4): a body that outgrows it waits for more memory.
+                # The size as RFC 1870 §5 counts it, without the leading CRLF and the final ".", CRLF.
+                no_memory = not await reservation.cover(len(data) + len(chunk) - 2 - 3)
             start = max(0, len(data) - len(_END) + 1)
             data += chunk
             end = data.find(_END, start)
@@ -133,11 +152,17 @@ class ProxySMTP(SMTP):
                 break
             if limit and len(data) - 2 > limit:
                 too_big = True
+            if too_big or no_memory:
+                # The rest is read to its end and dropped: the reply comes after it.
                 del data[2 : len(data) - len(_END)]
             self._reset_timeout()
         if too_big or (limit and len(data) - 2 > limit):
             self._set_post_data_state()
             await self.push(f"552 5.3.4 Message too big: the limit is {limit} bytes")
+            return
+        if no_memory:
+            self._set_post_data_state()
+            await self.push(BUSY)
             return
         if data.find(b"\r\n.") >= 0:
             data = data.replace(b"\r\n.", b"\r\n")

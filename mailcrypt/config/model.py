@@ -97,6 +97,9 @@ class ProxySettings:
     shutdown_grace: int = 30
     #: Recipients one message may have; the next RCPT gets 452 4.5.3 (RFC 5321 §4.5.3.1.10).
     max_recipients: int = 100
+    #: Bytes the client messages being received and encrypted may take at once (at least max_message_size);
+    #: a message that does not fit waits, then gets 452 4.3.1 (``proxy.budget``).
+    message_memory: int = 268435456
 
     @property
     def listen(self) -> str:

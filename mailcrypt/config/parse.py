@@ -185,12 +185,23 @@ def _proxy(t: Table) -> model.ProxySettings:
     grace = t.integer("shutdown_grace", 30, low=0, high=3600)
     # RFC 5321 §4.5.3.1.8: a server MUST take at least 100 recipients.
     recipients = t.integer("max_recipients", 100, low=100, high=100000)
+    # Unset, it is 256 MiB, or max_message_size when that is larger (a file that only raised
+    # max_message_size keeps loading as before this key existed).
+    memory = t.integer("message_memory", max(268435456, size), low=1024, high=2**42)
+    if memory < size:
+        # A message is held whole while it is signed and encrypted: a budget smaller than
+        # the largest message could never admit it.
+        fail(
+            t,
+            "message_memory",
+            f"at least max_message_size ({size} bytes), got {memory}; raise it or lower max_message_size",
+        )
     t.finish()
     assert size is not None and tls_cert is not None and tls_key is not None and tls is not None
     assert grace is not None and recipients is not None
     return model.ProxySettings(
         host, port, auth, size, tls_cert, tls_key, tls, users_file, failures, shutdown_grace=grace,
-        max_recipients=recipients,
+        max_recipients=recipients, message_memory=memory,
     )
 
 
