@@ -285,9 +285,7 @@ class ProxyHandler(AuthHooks):
             fields = header_fields(message)
             sender = self.senders(mail_from, from_addresses(fields), self._allowed(session))
             decisions: list[str] = []
-            groups = make_groups(
-                message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions, own_copy=bool(mail_from)
-            )
+            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
         except Refused as exc:
             await self.relay.abandon(probe)
             return exc.reply

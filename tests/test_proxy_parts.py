@@ -167,12 +167,12 @@ def _sender(key_type: str) -> SenderKeys:
 
 
 def _groups(
-    sender: SenderKeys, to: list[Plan], bcc: tuple[Plan, ...] = (), *, own_copy: bool = True
+    sender: SenderKeys, to: list[Plan], bcc: tuple[Plan, ...] = (), *, decisions: list[str] | None = None
 ) -> dict[tuple[str, ...], Group]:
     """``make_groups`` for a message to ``to`` with Bcc ``bcc``, by each group's recipients."""
     head = f"From: me@example.org\r\nTo: {', '.join(p.address for p in to)}\r\nSubject: s\r\n\r\nbody\r\n"
     plans = {p.address: p for p in [*to, *bcc]}
-    groups = make_groups(head.encode(), list(plans), plans, sender, own_copy=own_copy)
+    groups = make_groups(head.encode(), list(plans), plans, sender, decisions=decisions)
     return {g.recipients: g for g in groups}
 
 
@@ -191,15 +191,23 @@ def test_key_agreement_is_kept_from_rsa_clients_not_known_to_read_it() -> None:
     assert _kinds(groups[("ec@example.net",)]) == ["kari", "kari"]
 
 
-def test_an_ec_senders_copy_gets_its_own_envelope_when_it_fits_in_none() -> None:
-    rsa = _plan("rsa@example.net", "rsa2048")
-    groups = _groups(_sender("p256"), [rsa])
+def test_an_ec_senders_copy_is_left_out_when_it_fits_in_no_envelope() -> None:
+    rsa, other = _plan("rsa@example.net", "rsa2048"), _plan("other@example.net", "rsa2048")
+    decisions: list[str] = []
+    groups = _groups(_sender("p256"), [rsa, other], decisions=decisions)
+    # One envelope, key transport only: no envelope of the sender's own, as `mailcrypt encrypt` does.
+    assert sorted(groups) == [("rsa@example.net", "other@example.net")]
+    assert [g.kind for g in groups.values()] == ["to/cc"]
+    assert _kinds(groups[("rsa@example.net", "other@example.net")]) == ["ktri", "ktri"]
+    assert any("sender's copy (me@example.org) left out of this message" in d for d in decisions)
+    # A sender who writes to themselves is a recipient like any other, and gets that copy.
+    me = _plan("me@example.org", "p256")
+    decisions = []
+    groups = _groups(_sender("p256"), [rsa], (me,), decisions=decisions)
     assert sorted(groups) == [("me@example.org",), ("rsa@example.net",)]
-    assert groups[("me@example.org",)].kind == "sender copy" and groups[("me@example.org",)].encrypted
+    assert groups[("me@example.org",)].kind == "bcc" and _kinds(groups[("me@example.org",)]) == ["kari"]
     assert _kinds(groups[("rsa@example.net",)]) == ["ktri"]
-    assert _kinds(groups[("me@example.org",)]) == ["kari"]
-    # Automatic mail (the null reverse-path) gets no copy of its own.
-    assert sorted(_groups(_sender("p256"), [rsa], own_copy=False)) == [("rsa@example.net",)]
+    assert not any("left out of this message" in d for d in decisions)
 
 
 def test_known_readers_and_rsa_senders_share_one_envelope() -> None:
