@@ -64,7 +64,7 @@ from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
-from mailcrypt.envelope import uses_key_agreement
+from mailcrypt.envelope import Recipient, recipient_from_certificate, uses_key_agreement
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.mime import (
     HEADER_LIMIT,
@@ -96,6 +96,8 @@ __all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "sign_for_sende
 log = logging.getLogger(__name__)
 
 _CACHE_SECONDS = 300.0
+_RECIPIENTS_KEPT = 1024  # Recipients made from certificates (``_recipients``), by certificate and profile.
+_recipients_made: dict[tuple[x509.Certificate, Profile], Recipient] = {}
 
 
 @dataclass(frozen=True)
@@ -149,18 +151,21 @@ class RecipientBook:
                 parts.append("-")
         return " ".join(parts)
 
-    def cached(self, address: str) -> Plan | None:
-        """The plan for ``address`` if it is known and still current (cheap: no key directory access)."""
-        cached = self._cache.get(address_key(address))
-        if cached is not None and cached[0] == self._stamp() and time.monotonic() - cached[1] < _CACHE_SECONDS:
+    def _current(self, key: str, stamp: str) -> Plan | None:
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == stamp and time.monotonic() - cached[1] < _CACHE_SECONDS:
             return cached[2]
         return None
+
+    def cached(self, address: str) -> Plan | None:
+        """The plan for ``address`` if it is known and still current (cheap: no key directory access)."""
+        return self._current(address_key(address), self._stamp())
 
     def plan(self, address: str) -> Plan:
         """The plan for ``address``; raises ``Refused`` (550 5.7.1) when the policy forbids sending."""
         key = address_key(address)
-        stamp = self._stamp()
-        cached = self.cached(address)
+        stamp = self._stamp()  # One look at the folders, for the cache check and the entry made below.
+        cached = self._current(key, stamp)
         if cached is not None:
             return cached
         decision = self.policy.decide(address)
@@ -357,18 +362,38 @@ def make_groups(
     return groups
 
 
+def _recipients(certificates: list[x509.Certificate], profile: Profile) -> list[Recipient]:
+    """The Recipient for each certificate, made once per certificate and profile (not once a message).
+
+    Its key checks (RFC 8550 §4.4.2) and algorithms depend on those two only,
+    and each ``wrap`` draws a fresh ephemeral key or padding. Failures
+    (``InvalidRecipient``) are not kept: they raise every time.
+    """
+    out = []
+    for certificate in certificates:
+        made = _recipients_made.get((certificate, profile))
+        if made is None:
+            made = recipient_from_certificate(certificate, profile=profile)
+            if len(_recipients_made) >= _RECIPIENTS_KEPT:
+                _recipients_made.clear()
+            _recipients_made[(certificate, profile)] = made
+        out.append(made)
+    return out
+
+
 def _encrypt(
     parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
 ) -> Body:
+    recipients = _recipients(certificates, profile)
     if sum(len(p) for p in parts) <= SPILL_OVER:
         out = io.BytesIO()
-        encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
+        encrypt_stream(ChainReader(parts), out, recipients, profile=profile)
         return out.getvalue()
     # A large message's encrypted copy goes to an encrypted temporary file, so
     # that the proxy holds about one copy of the message, not 2.4 (``spill``).
     spilled = Spilled()
     try:
-        encrypt_stream(ChainReader(parts), spilled, certificates, profile=profile)
+        encrypt_stream(ChainReader(parts), spilled, recipients, profile=profile)
     except BaseException:
         spilled.close()
         raise
