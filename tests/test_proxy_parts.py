@@ -237,3 +237,51 @@ def test_readable_together_and_envelopes() -> None:
     assert not readable_together([rsa, ec])
     assert readable_envelopes([rsa, ec, known]) == [[rsa], [ec, known]]
     assert readable_envelopes([rsa, known]) == [[rsa, known]] and readable_envelopes([]) == []
+
+
+# ------------------------------------------------------------------ the background transaction (client.Transaction)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_mail_goes_with_the_first_rcpt_only_when_the_server_pipelines(pipelining: bool) -> None:
+    """With PIPELINING one write carries MAIL and the first RCPT; without, MAIL goes at once and alone."""
+    from proxy.client import Connection
+    from proxy.smtp import ServerConfig
+
+    reads: list[bytes] = []  # What the server read, one entry per read: one write of the client's each.
+
+    async def main() -> tuple[list[bytes], list[bool]]:
+        served = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 test ESMTP\r\n")
+            while chunk := await reader.read(65536):
+                reads.append(chunk)
+                for line in chunk.splitlines():
+                    if line.startswith(b"EHLO"):
+                        writer.write(b"250-test\r\n250 PIPELINING\r\n" if pipelining else b"250 test\r\n")
+                    else:
+                        writer.write(b"250 OK\r\n")
+                await writer.drain()
+            writer.close()
+            served.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await Connection.open(ServerConfig("127.0.0.1", port, "none", None, 10.0))
+        transaction = conn.transaction("me@example.org")
+        await asyncio.sleep(0.2)  # The client is slow to name its first recipient.
+        transaction.add("bob@example.org")
+        mail, rcpts = await transaction.finish()
+        conn.close()
+        await served.wait()
+        server.close()
+        await server.wait_closed()
+        return reads[1:], [mail.ok, *(r.ok for r in rcpts)]
+
+    commands, answers = asyncio.run(main())
+    assert answers == [True, True]
+    if pipelining:
+        assert commands[0] == b"MAIL FROM:<me@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+    else:
+        assert commands[:2] == [b"MAIL FROM:<me@example.org>\r\n", b"RCPT TO:<bob@example.org>\r\n"]
