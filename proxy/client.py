@@ -17,11 +17,10 @@ MAIL and RCPT (the null sender as ``<>``) are pipelined when the server
 offers PIPELINING (RFC 2920); a ``Transaction`` sends them in the
 background while recipients are still being named.
 ``data`` streams the message in pieces, dot-stuffed (RFC 5321 §4.5.2),
-waiting for the socket to drain between pieces, so a large message is
-never copied whole into the transport's buffer; a ``spill.Spilled`` message
-is read from its file a piece at a time. ``start_data`` sends DATA
-ahead, so that the server's 354 comes back while the message is still being
-made.
+waiting for the socket to drain between pieces, so a large message is never
+copied whole into the transport's buffer; a ``spill.Spilled`` message is read
+from its file a piece at a time. ``start_data`` sends DATA ahead, so that the
+server's 354 comes back while the message is still being made.
 
 It replaces ``smtplib`` because that blocks: the proxy must not stall
 every other client while one message goes out. What it won't do: decide
@@ -334,11 +333,11 @@ class Transaction:
     """MAIL and RCPT commands sent while the mail client is still naming recipients.
 
     ``add`` queues a recipient and returns at once; a background task sends
-    each command as soon as the server may take it (all queued ones in one
-    write when it offers PIPELINING, else one after another) and keeps the
-    replies. So the server checks the recipients while the client is busy
-    with its own commands. ``finish`` waits for every reply: (MAIL's reply,
-    the RCPT replies in order), with no RCPT replies when MAIL was refused.
+    each command as soon as the server may take it (with PIPELINING all
+    queued ones in one write, MAIL with the first RCPT; else one by one) and
+    keeps the replies. So the server checks the recipients while the client
+    is busy with its own commands. ``finish`` waits for every reply: (MAIL's
+    reply, the RCPT replies in order), none for RCPT when MAIL was refused.
     It raises ``UpstreamUnavailable`` when the connection failed on the way.
     """
 
@@ -360,6 +359,10 @@ class Transaction:
         conn = self.conn
         pipelining = "pipelining" in conn.extensions
         sent = 0
+        # With PIPELINING MAIL goes with the first RCPT (or at the end): one write and wakeup, not two.
+        while pipelining and len(self._lines) == 1 and not self._closed:
+            self._more.clear()
+            await self._more.wait()
         while True:
             if sent < len(self._lines):
                 batch = self._lines[sent:] if pipelining else self._lines[sent : sent + 1]

@@ -27,14 +27,12 @@ headers inside are the same. The sender's own certificate is one more
 member of that split (its reader is mailcrypt, which reads everything), and
 joins every envelope it can join without making it unreadable. An EC
 sender's copy therefore leaves out envelopes of RSA recipients not known to
-read key agreement. When that leaves it in no envelope of the message at
-all, the sender gets an envelope of its own, addressed to the sender's
-address and encrypted to the sender alone (``kind`` "sender copy"): the
-promise that every message sent stays readable by its sender (DESIGN.md §1,
-step 3) is kept in the one place the proxy can put a message, the sender's
-mailbox, as a Bcc to oneself would be. Automatic mail with the null
-reverse-path (read receipts, vacation replies: ``own_copy=False``) gets no
-such copy. Each envelope's profile is
+read key agreement; when it can join none, it is left out of that message,
+as ``mailcrypt encrypt`` leaves it out, and the message's log line says so.
+No envelope of its own is made for it: the sender's mail client keeps its
+own Sent copy, and the proxy never delivers to the sender what the sender
+did not address (a sender who is also a To, Cc or Bcc recipient is grouped
+like any other recipient and gets that copy). Each envelope's profile is
 ``common_profile`` of its recipients and the sender (DESIGN.md §1). When
 the sender has an identity, the message is signed once (sign-then-encrypt,
 DESIGN.md §2) and that signed message goes into every envelope. Signing and
@@ -66,7 +64,7 @@ from cryptography import x509
 
 from mailcrypt import errors
 from mailcrypt.addresses import address_key, recipient_key
-from mailcrypt.envelope import uses_key_agreement
+from mailcrypt.envelope import Recipient, recipient_from_certificate, uses_key_agreement
 from mailcrypt.keydir import KeyDirectory
 from mailcrypt.mime import (
     HEADER_LIMIT,
@@ -98,6 +96,8 @@ __all__ = ["Plan", "RecipientBook", "SenderKeys", "make_groups", "sign_for_sende
 log = logging.getLogger(__name__)
 
 _CACHE_SECONDS = 300.0
+_RECIPIENTS_KEPT = 1024  # Recipients made from certificates (``_recipients``), by certificate and profile.
+_recipients_made: dict[tuple[x509.Certificate, Profile], Recipient] = {}
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,21 @@ class RecipientBook:
                 parts.append("-")
         return " ".join(parts)
 
-    def cached(self, address: str) -> Plan | None:
-        """The plan for ``address`` if it is known and still current (cheap: no key directory access)."""
-        cached = self._cache.get(address_key(address))
-        if cached is not None and cached[0] == self._stamp() and time.monotonic() - cached[1] < _CACHE_SECONDS:
+    def _current(self, key: str, stamp: str) -> Plan | None:
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == stamp and time.monotonic() - cached[1] < _CACHE_SECONDS:
             return cached[2]
         return None
+
+    def cached(self, address: str) -> Plan | None:
+        """The plan for ``address`` if it is known and still current (cheap: no key directory access)."""
+        return self._current(address_key(address), self._stamp())
 
     def plan(self, address: str) -> Plan:
         """The plan for ``address``; raises ``Refused`` (550 5.7.1) when the policy forbids sending."""
         key = address_key(address)
-        stamp = self._stamp()
-        cached = self.cached(address)
+        stamp = self._stamp()  # One look at the folders, for the cache check and the entry made below.
+        cached = self._current(key, stamp)
         if cached is not None:
             return cached
         decision = self.policy.decide(address)
@@ -258,15 +261,13 @@ def make_groups(
     decisions: list[str] | None = None,
     signing_time: datetime.datetime | None = None,
     rng: Callable[[int], bytes] = os.urandom,
-    own_copy: bool = True,
 ) -> list[Group]:
     """The groups for one message (see the module docstring), in no particular order.
 
     ``fields`` are ``header_fields(message)`` when the caller has them already.
     What was decided for each recipient (address, certificate fingerprint,
     profile, why) is appended to ``decisions`` for the caller's log line.
-    ``signing_time`` and ``rng`` go to ``sign_for_sender``. ``own_copy``
-    False (the null reverse-path) sends no envelope of the sender's own.
+    ``signing_time`` and ``rng`` go to ``sign_for_sender``.
     """
     if decisions is None:
         decisions = []
@@ -340,17 +341,20 @@ def make_groups(
     envelopes = [e for e in envelopes if e[0]] + [([p], "bcc") for p in hidden]
     if len([e for e in envelopes if e[1] == "to/cc"]) > 1:
         decisions.append("to/cc in two envelopes: key agreement (EC) kept apart from clients not known to read it")
-    carried = False
-    for members, kind in envelopes:
-        with_sender = bool(mine) and readable_together([*members, sender])
-        carried = carried or with_sender
-        if mine and not with_sender:
-            names = ", ".join(p.address for p in members)
-            decisions.append(f"sender's copy left out of the envelope for {names}: not known to read key agreement")
+    # The sender's copy joins the envelopes it can join readably (module docstring).
+    joins = [bool(mine) and readable_together([*members, sender]) for members, _kind in envelopes]
+    for (members, kind), with_sender in zip(envelopes, joins, strict=True):
         groups.append(encrypted(members, kind, tuple(p.address for p in members), with_sender))
-    if envelopes and mine and not carried and own_copy:
-        groups.append(encrypted([], "sender copy", (sender.address,), True))
-        decisions.append(f"{sender.address}: the sender's copy in an envelope of its own")
+    if mine and envelopes and not any(joins):
+        decisions.append(
+            f"sender's copy ({sender.address}) left out of this message: its EC certificate would make every "
+            "envelope unreadable to recipients not known to read key agreement"
+        )
+    elif mine:
+        for (members, _kind), with_sender in zip(envelopes, joins, strict=True):
+            if not with_sender:
+                names = ", ".join(p.address for p in members)
+                decisions.append(f"sender's copy left out of the envelope for {names}: not known to read key agreement")
     if clear_shared:
         groups.insert(0, clear(clear_shared, "plaintext"))
     if sender.certificate is None:
@@ -358,18 +362,38 @@ def make_groups(
     return groups
 
 
+def _recipients(certificates: list[x509.Certificate], profile: Profile) -> list[Recipient]:
+    """The Recipient for each certificate, made once per certificate and profile (not once a message).
+
+    Its key checks (RFC 8550 §4.4.2) and algorithms depend on those two only,
+    and each ``wrap`` draws a fresh ephemeral key or padding. Failures
+    (``InvalidRecipient``) are not kept: they raise every time.
+    """
+    out = []
+    for certificate in certificates:
+        made = _recipients_made.get((certificate, profile))
+        if made is None:
+            made = recipient_from_certificate(certificate, profile=profile)
+            if len(_recipients_made) >= _RECIPIENTS_KEPT:
+                _recipients_made.clear()
+            _recipients_made[(certificate, profile)] = made
+        out.append(made)
+    return out
+
+
 def _encrypt(
     parts: Sequence[bytes | bytearray | memoryview], certificates: list[x509.Certificate], profile: Profile
 ) -> Body:
+    recipients = _recipients(certificates, profile)
     if sum(len(p) for p in parts) <= SPILL_OVER:
         out = io.BytesIO()
-        encrypt_stream(ChainReader(parts), out, certificates, profile=profile)
+        encrypt_stream(ChainReader(parts), out, recipients, profile=profile)
         return out.getvalue()
     # A large message's encrypted copy goes to an encrypted temporary file, so
     # that the proxy holds about one copy of the message, not 2.4 (``spill``).
     spilled = Spilled()
     try:
-        encrypt_stream(ChainReader(parts), spilled, certificates, profile=profile)
+        encrypt_stream(ChainReader(parts), spilled, recipients, profile=profile)
     except BaseException:
         spilled.close()
         raise

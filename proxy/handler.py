@@ -232,7 +232,8 @@ class ProxyHandler(AuthHooks):
             return "501 5.5.2 Syntax error: <> is the null reverse-path, not a recipient (RFC 5321 section 4.1.1.3)"
         plans: dict[str, Plan] = envelope.mailcrypt_plans
         # One recipient once (mailcrypt.addresses.recipient_key: IDNA form, any case).
-        if any(recipient_key(a) == recipient_key(address) for a in plans):
+        key = recipient_key(address)
+        if any(recipient_key(a) == key for a in plans):
             return "250 2.1.5 OK (already a recipient)"
         if len(envelope.rcpt_tos) >= self.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452, and the client sends the rest in a later transaction.
@@ -299,9 +300,7 @@ class ProxyHandler(AuthHooks):
             fields = header_fields(message)
             sender = self.senders(mail_from, from_addresses(fields), self._allowed(session))
             decisions: list[str] = []
-            groups = make_groups(
-                message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions, own_copy=bool(mail_from)
-            )
+            groups = make_groups(message, envelope.rcpt_tos, plans, sender, fields=fields, decisions=decisions)
         except Refused as exc:
             await self.relay.abandon(probe)
             return exc.reply

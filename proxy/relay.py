@@ -71,7 +71,7 @@ class Group:
     recipients: tuple[str, ...]
     render: Callable[[], Awaitable[Body]]
     encrypted: bool
-    kind: str  # "to/cc", "bcc", "sender copy", "plaintext" or "plaintext bcc"
+    kind: str  # "to/cc", "bcc", "plaintext" or "plaintext bcc"
 
 
 class Refused(Exception):

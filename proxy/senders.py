@@ -1,8 +1,9 @@
 """The sender's side of a message: the own copy's certificate and the signing key.
 
-DESIGN.md §1 encrypts every envelope to the sender too, so the sent copy
-stays readable; DESIGN.md §2 signs inside the encryption whenever the
-sender has an identity. ``Senders.load`` unlocks the home's identities at
+DESIGN.md §1 encrypts every envelope to the sender too where the sender's
+certificate can join it readably (``groups``), so the sent copy stays
+readable; DESIGN.md §2 signs inside the encryption whenever the sender has
+an identity. ``Senders.load`` unlocks the home's identities at
 start (passphrase from ``$MAILCRYPT_PASSPHRASE``, ``keys.passphrase_file``
 or a prompt on the terminal), each on its own: one key that cannot be
 unlocked does not stop the others.

@@ -167,12 +167,12 @@ def _sender(key_type: str) -> SenderKeys:
 
 
 def _groups(
-    sender: SenderKeys, to: list[Plan], bcc: tuple[Plan, ...] = (), *, own_copy: bool = True
+    sender: SenderKeys, to: list[Plan], bcc: tuple[Plan, ...] = (), *, decisions: list[str] | None = None
 ) -> dict[tuple[str, ...], Group]:
     """``make_groups`` for a message to ``to`` with Bcc ``bcc``, by each group's recipients."""
     head = f"From: me@example.org\r\nTo: {', '.join(p.address for p in to)}\r\nSubject: s\r\n\r\nbody\r\n"
     plans = {p.address: p for p in [*to, *bcc]}
-    groups = make_groups(head.encode(), list(plans), plans, sender, own_copy=own_copy)
+    groups = make_groups(head.encode(), list(plans), plans, sender, decisions=decisions)
     return {g.recipients: g for g in groups}
 
 
@@ -191,15 +191,23 @@ def test_key_agreement_is_kept_from_rsa_clients_not_known_to_read_it() -> None:
     assert _kinds(groups[("ec@example.net",)]) == ["kari", "kari"]
 
 
-def test_an_ec_senders_copy_gets_its_own_envelope_when_it_fits_in_none() -> None:
-    rsa = _plan("rsa@example.net", "rsa2048")
-    groups = _groups(_sender("p256"), [rsa])
+def test_an_ec_senders_copy_is_left_out_when_it_fits_in_no_envelope() -> None:
+    rsa, other = _plan("rsa@example.net", "rsa2048"), _plan("other@example.net", "rsa2048")
+    decisions: list[str] = []
+    groups = _groups(_sender("p256"), [rsa, other], decisions=decisions)
+    # One envelope, key transport only: no envelope of the sender's own, as `mailcrypt encrypt` does.
+    assert sorted(groups) == [("rsa@example.net", "other@example.net")]
+    assert [g.kind for g in groups.values()] == ["to/cc"]
+    assert _kinds(groups[("rsa@example.net", "other@example.net")]) == ["ktri", "ktri"]
+    assert any("sender's copy (me@example.org) left out of this message" in d for d in decisions)
+    # A sender who writes to themselves is a recipient like any other, and gets that copy.
+    me = _plan("me@example.org", "p256")
+    decisions = []
+    groups = _groups(_sender("p256"), [rsa], (me,), decisions=decisions)
     assert sorted(groups) == [("me@example.org",), ("rsa@example.net",)]
-    assert groups[("me@example.org",)].kind == "sender copy" and groups[("me@example.org",)].encrypted
+    assert groups[("me@example.org",)].kind == "bcc" and _kinds(groups[("me@example.org",)]) == ["kari"]
     assert _kinds(groups[("rsa@example.net",)]) == ["ktri"]
-    assert _kinds(groups[("me@example.org",)]) == ["kari"]
-    # Automatic mail (the null reverse-path) gets no copy of its own.
-    assert sorted(_groups(_sender("p256"), [rsa], own_copy=False)) == [("rsa@example.net",)]
+    assert not any("left out of this message" in d for d in decisions)
 
 
 def test_known_readers_and_rsa_senders_share_one_envelope() -> None:
@@ -229,3 +237,51 @@ def test_readable_together_and_envelopes() -> None:
     assert not readable_together([rsa, ec])
     assert readable_envelopes([rsa, ec, known]) == [[rsa], [ec, known]]
     assert readable_envelopes([rsa, known]) == [[rsa, known]] and readable_envelopes([]) == []
+
+
+# ------------------------------------------------------------------ the background transaction (client.Transaction)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_mail_goes_with_the_first_rcpt_only_when_the_server_pipelines(pipelining: bool) -> None:
+    """With PIPELINING one write carries MAIL and the first RCPT; without, MAIL goes at once and alone."""
+    from proxy.client import Connection
+    from proxy.smtp import ServerConfig
+
+    reads: list[bytes] = []  # What the server read, one entry per read: one write of the client's each.
+
+    async def main() -> tuple[list[bytes], list[bool]]:
+        served = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 test ESMTP\r\n")
+            while chunk := await reader.read(65536):
+                reads.append(chunk)
+                for line in chunk.splitlines():
+                    if line.startswith(b"EHLO"):
+                        writer.write(b"250-test\r\n250 PIPELINING\r\n" if pipelining else b"250 test\r\n")
+                    else:
+                        writer.write(b"250 OK\r\n")
+                await writer.drain()
+            writer.close()
+            served.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await Connection.open(ServerConfig("127.0.0.1", port, "none", None, 10.0))
+        transaction = conn.transaction("me@example.org")
+        await asyncio.sleep(0.2)  # The client is slow to name its first recipient.
+        transaction.add("bob@example.org")
+        mail, rcpts = await transaction.finish()
+        conn.close()
+        await served.wait()
+        server.close()
+        await server.wait_closed()
+        return reads[1:], [mail.ok, *(r.ok for r in rcpts)]
+
+    commands, answers = asyncio.run(main())
+    assert answers == [True, True]
+    if pipelining:
+        assert commands[0] == b"MAIL FROM:<me@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+    else:
+        assert commands[:2] == [b"MAIL FROM:<me@example.org>\r\n", b"RCPT TO:<bob@example.org>\r\n"]
