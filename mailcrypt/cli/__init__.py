@@ -1,7 +1,7 @@
 """The ``mailcrypt`` command: argument parsing and exit codes (DESIGN.md §6).
 
-This module builds the parser from the table of subcommands
-(``mailcrypt.cli.parsers.COMMANDS``: name, help, handler, and the function
+This module builds the parser, whose subcommands are added in one place
+(``mailcrypt.cli.parsers.add_commands``: name, handler, help and the function
 that adds the arguments, one module per subcommand), and turns every ``MailcryptError`` into one line on stderr and
 its exit code. The handlers live beside it, one module per concern
 (``crypt``: encrypt; ``read``: decrypt and verify; ``keys``: init and the key
@@ -17,8 +17,8 @@ import importlib
 import os
 import sys
 
-from mailcrypt.cli.parsers import COMMANDS
-from mailcrypt.cli.parsers.common import EXIT_STATUS, Formatter, add_commands
+from mailcrypt.cli.parsers import add_commands
+from mailcrypt.cli.parsers.common import EXIT_STATUS, Formatter
 
 # Not typing.TYPE_CHECKING: importing typing would cost every start (see above).
 TYPE_CHECKING = False
@@ -46,7 +46,7 @@ class _Version(argparse.Action):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    """The ``mailcrypt`` command: its own options, then the subcommands of the table."""
+    """The ``mailcrypt`` command: its own options, then its subcommands (``parsers.add_commands``)."""
     parser = argparse.ArgumentParser(
         prog="mailcrypt",
         description="S/MIME (RFC 8551) mail encryption beside an ordinary mail client.",
@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr; -v shows tracebacks")
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_commands(commands, COMMANDS)
+    add_commands(commands)
     return parser
 
 

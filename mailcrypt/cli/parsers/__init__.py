@@ -1,13 +1,12 @@
-"""The ``mailcrypt`` subcommands as one table, ``COMMANDS``, and their arguments (DESIGN.md §6).
+"""The ``mailcrypt`` subcommands, added in one place, ``add_commands``, and their arguments (DESIGN.md §6).
 
-Each entry of the table names a subcommand, its line of help in
-``mailcrypt --help``, its handler as ``"module:function"`` inside
-``mailcrypt.cli``, the function that adds its arguments and its longer
-description; a group (``keys``, ``users``, ``quarantine``) holds a table of
-its own. The argument functions live one module per subcommand or group;
-what they share (the table's entry and its builder, the common options, the
-exit status, the help layout) is in ``common``. ``mailcrypt.cli`` only
-builds the parser from the table.
+``add_commands`` names each subcommand, its handler as ``"module:function"``
+inside ``mailcrypt.cli``, its line of help in ``mailcrypt --help``, and the
+function that adds its arguments and its longer description, which live one
+module per subcommand or group (``keys``, ``users``, ``quarantine``). What
+they share (adding a command or a group, the common options, the exit
+status, the help layout) is in ``common``. ``mailcrypt.cli`` only builds
+the parser.
 
 What these modules won't do: import a handler, or anything beyond argparse,
 so that ``mailcrypt --help`` starts fast; the handler module is imported
@@ -16,90 +15,103 @@ only when its command runs.
 
 from __future__ import annotations
 
+import argparse
+
 from mailcrypt.cli.parsers import decrypt, encrypt, fetch, init, keys, proxy, quarantine, users, verify
-from mailcrypt.cli.parsers.common import Command
+from mailcrypt.cli.parsers.common import add_command, add_group
 
-__all__ = ["COMMANDS"]
+__all__ = ["add_commands"]
 
-# Every subcommand, in the order of the command list in ``mailcrypt --help``.
-# The table is here, not in ``mailcrypt.cli``, because there the names
-# ``keys``, ``proxy`` and ``fetch`` are rebound to the handler modules of the
-# same names as soon as one of them is imported.
-COMMANDS: tuple[Command, ...] = (
-    Command(
-        "init", "create a home with a configuration and an identity", "keys:init", init.arguments, init.DESCRIPTION
-    ),
-    Command(
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add every subcommand to ``commands``, in the order of the command list in ``mailcrypt --help``.
+
+    This is here, not in ``mailcrypt.cli``, because there the names ``keys``,
+    ``proxy`` and ``fetch`` are rebound to the handler modules of the same
+    names as soon as one of them is imported.
+    """
+    add_command(
+        commands,
+        "init",
+        "keys:init",
+        "create a home with a configuration and an identity",
+        init.arguments,
+        init.DESCRIPTION,
+    )
+    add_command(
+        commands,
         "encrypt",
-        "encrypt an RFC 5322 message into an S/MIME message",
         "crypt:encrypt",
+        "encrypt an RFC 5322 message into an S/MIME message",
         encrypt.arguments,
         encrypt.DESCRIPTION,
-    ),
-    Command(
+    )
+    add_command(
+        commands,
         "decrypt",
-        "decrypt an S/MIME message, verify its signatures",
         "read:decrypt",
+        "decrypt an S/MIME message, verify its signatures",
         decrypt.arguments,
         decrypt.DESCRIPTION,
-    ),
-    Command(
-        "verify", "verify the signatures of an S/MIME message", "read:verify", verify.arguments, verify.DESCRIPTION
-    ),
-    Command(
-        "keys",
-        "manage keys and certificates",
-        subcommands=(
-            Command(
-                "generate",
-                "new identity: private key + self-signed S/MIME certificate",
-                "keys:generate",
-                keys.generate,
-                keys.GENERATE,
-            ),
-            Command("import", "add certificates or a PKCS#12 identity", "keys:import_", keys.import_, keys.IMPORT),
-            Command("list", "list certificates and identities", "keys:list_", keys.list_),
-            Command("show", "show the certificates of an address or fingerprint", "keys:show", keys.selector),
-            Command("export", "write the certificate of an address or fingerprint", "keys:export", keys.export),
-            Command(
-                "remove", "remove recipient certificates, or one entry by fingerprint", "keys:remove", keys.selector
-            ),
-        ),
-    ),
-    Command(
+    )
+    add_command(
+        commands,
+        "verify",
+        "read:verify",
+        "verify the signatures of an S/MIME message",
+        verify.arguments,
+        verify.DESCRIPTION,
+    )
+    keys_commands = add_group(commands, "keys", "manage keys and certificates")
+    add_command(
+        keys_commands,
+        "generate",
+        "keys:generate",
+        "new identity: private key + self-signed S/MIME certificate",
+        keys.generate,
+        keys.GENERATE,
+    )
+    add_command(
+        keys_commands, "import", "keys:import_", "add certificates or a PKCS#12 identity", keys.import_, keys.IMPORT
+    )
+    add_command(keys_commands, "list", "keys:list_", "list certificates and identities", keys.list_)
+    add_command(keys_commands, "show", "keys:show", "show the certificates of an address or fingerprint", keys.selector)
+    add_command(
+        keys_commands, "export", "keys:export", "write the certificate of an address or fingerprint", keys.export
+    )
+    add_command(
+        keys_commands,
+        "remove",
+        "keys:remove",
+        "remove recipient certificates, or one entry by fingerprint",
+        keys.selector,
+    )
+    add_command(
+        commands,
         "proxy",
-        "run the SMTP proxy (foreground; SIGTERM stops it cleanly)",
         "proxy:run",
+        "run the SMTP proxy (foreground; SIGTERM stops it cleanly)",
         proxy.arguments,
         proxy.DESCRIPTION,
-    ),
-    Command(
-        "users",
-        "manage the proxy's AUTH users",
-        subcommands=(
-            Command("add", "add a proxy user", "proxy:users_add", users.add, users.ADD),
-            Command("remove", "remove a proxy user", "proxy:users_remove", users.remove),
-            Command("list", "list the proxy users", "proxy:users_list"),
-        ),
-    ),
-    Command(
+    )
+    users_commands = add_group(commands, "users", "manage the proxy's AUTH users")
+    add_command(users_commands, "add", "proxy:users_add", "add a proxy user", users.add, users.ADD)
+    add_command(users_commands, "remove", "proxy:users_remove", "remove a proxy user", users.remove)
+    add_command(users_commands, "list", "proxy:users_list", "list the proxy users")
+    add_command(
+        commands,
         "fetch",
-        "fetch mail over IMAP, decrypt and verify it, deliver it into a Maildir",
         "fetch:run",
+        "fetch mail over IMAP, decrypt and verify it, deliver it into a Maildir",
         fetch.arguments,
         fetch.DESCRIPTION,
-    ),
-    Command(
-        "quarantine",
-        "work on the Quarantine folder of fetched mail",
-        subcommands=(
-            Command(
-                "reprocess",
-                "deliver quarantined mail that the current keys and settings can read",
-                "quarantine:reprocess",
-                quarantine.reprocess,
-                quarantine.REPROCESS,
-            ),
-        ),
-    ),
-)
+    )
+    quarantine_commands = add_group(commands, "quarantine", "work on the Quarantine folder of fetched mail")
+    add_command(
+        quarantine_commands,
+        "reprocess",
+        "quarantine:reprocess",
+        "deliver quarantined mail that the current keys and settings can read",
+        quarantine.reprocess,
+        quarantine.REPROCESS,
+    )

@@ -1,4 +1,4 @@
-"""What the subcommand parsers share: the command table's entry, the common options, the exit status, the help layout.
+"""What the subcommand parsers share: adding a command, the common options, the exit status, the help layout.
 
 What it won't do: parse anything itself or import a handler; at module
 level only argparse loads (see ``mailcrypt.cli``).
@@ -13,7 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["EXIT_STATUS", "KEY_TYPES", "Command", "Formatter", "add_commands", "add_new_key_arguments"]
+__all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group", "add_new_key_arguments"]
 
 # The exit codes of DESIGN.md §6, shown under every command's help.
 EXIT_STATUS = """\
@@ -48,66 +48,43 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-class Command:
-    """One subcommand as data: its name and line of help, then what it does.
+def add_command(
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: str,
+    help: str,
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    description: str | None = None,
+) -> None:
+    """Add the subcommand ``name`` whose handler is ``run`` (``"module:function"`` inside ``mailcrypt.cli``).
 
-    A command either runs a handler, ``run`` (``"module:function"`` inside
-    ``mailcrypt.cli``, imported only when the command runs), with the
-    ``arguments`` that function adds to its parser and a longer
-    ``description`` (default: the help line); or it only holds
-    ``subcommands`` (``keys``, ``users``, ``quarantine``).
+    ``help`` is its line in the command list, ``arguments`` adds its
+    arguments to its parser, and ``description`` heads its own help
+    (default: ``help``).
     """
-
-    __slots__ = ("name", "help", "run", "arguments", "description", "subcommands")
-
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        run: str | None = None,
-        arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-        description: str | None = None,
-        *,
-        subcommands: tuple[Command, ...] = (),
-    ) -> None:
-        self.name = name
-        self.help = help
-        self.run = run
-        self.arguments = arguments
-        self.description = description
-        self.subcommands = subcommands
+    sub = group.add_parser(
+        name,
+        parents=[_common_options()],
+        formatter_class=Formatter,
+        epilog=EXIT_STATUS,
+        help=help,
+        description=description or help,
+    )
+    sub.set_defaults(run=run)
+    if arguments is not None:
+        arguments(sub)
 
 
-def add_commands(group: argparse._SubParsersAction[argparse.ArgumentParser], commands: tuple[Command, ...]) -> None:
-    """Add each of ``commands``, and the subcommands they hold, to the subparsers ``group``."""
-    for command in commands:
-        if command.subcommands:
-            add_commands(_add_group(group, command), command.subcommands)
-            continue
-        sub = group.add_parser(
-            command.name,
-            parents=[_common_options()],
-            formatter_class=Formatter,
-            epilog=EXIT_STATUS,
-            help=command.help,
-            description=command.description or command.help,
-        )
-        sub.set_defaults(run=command.run)
-        if command.arguments is not None:
-            command.arguments(sub)
-
-
-def _add_group(
-    group: argparse._SubParsersAction[argparse.ArgumentParser], command: Command
+def add_group(
+    group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """Add ``command``, which only holds subcommands; return their subparsers.
+    """Add the command ``name`` that only holds subcommands (``keys``, ``users``); return their subparsers.
 
     The subcommand chosen is stored as ``<name>_command`` and shown as
     ``<NAME>_COMMAND`` in the usage line, the same for every group.
     """
-    parser = group.add_parser(command.name, parents=[_common_options()], help=command.help)
-    dest = f"{command.name}_command"
-    return parser.add_subparsers(dest=dest, metavar=dest.upper(), required=True)
+    parser = group.add_parser(name, parents=[_common_options()], help=help)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND", required=True)
 
 
 def add_new_key_arguments(parser: argparse.ArgumentParser, address_help: str) -> None:
