@@ -41,7 +41,7 @@ from mailcrypt.fetch.process import MessageProcessor
 from mailcrypt.fetch.progress import Counts, Progress
 from mailcrypt.fetch.sink import IMAPSink, MaildirSink, Sink
 from mailcrypt.fetch.state import FetchState
-from mailcrypt.fetch.sync import Fault, FolderSync, SyncOptions
+from mailcrypt.fetch.sync import FolderSync, SyncOptions
 
 __all__ = ["Fetcher", "Password", "Plan", "account_lock"]
 
@@ -95,7 +95,6 @@ class Fetcher:
         password: Password,
         options: SyncOptions = _DEFAULT_OPTIONS,
         progress: Progress | None = None,
-        fault: Fault | None = None,
         timeout: float = 60.0,
     ) -> None:
         self.settings = settings
@@ -105,7 +104,6 @@ class Fetcher:
         self.password = password
         self.options = options
         self.progress = progress or Progress(enabled=False)
-        self.fault = fault
         self.timeout = timeout
         self._passwords: dict[str, bytes] = {}
 
@@ -146,7 +144,6 @@ class Fetcher:
             sink=sink,
             options=self.options,
             progress=self.progress,
-            **({"fault": self.fault} if self.fault is not None else {}),
         )
         rows = []
         for folder in self._folders(plan, conn):
