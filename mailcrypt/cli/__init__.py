@@ -2,12 +2,13 @@
 
 This module builds the parser, whose subcommands are added in one place
 (``mailcrypt.cli.parsers.add_commands``: name, handler, help and the function
-that adds the arguments, one module per subcommand), and turns every ``MailcryptError`` into one line on stderr and
-its exit code. The handlers live beside it, one module per concern
-(``crypt``: encrypt; ``read``: decrypt and verify; ``keys``: init and the key
-directory; ``proxy``: the proxy and its users; ``fetch``), and are imported
-only when chosen, so that ``mailcrypt --help`` starts fast: at module level
-only argparse, importlib, os, sys and the argument modules load.
+that adds the arguments, one module per subcommand), and turns every
+``MailcryptError`` into one line on stderr and its exit code. The handlers
+live beside it, one module per concern (``crypt``: encrypt; ``read``: decrypt
+and verify; ``keys``: init and the key directory; ``proxy``: the proxy and its
+users; ``fetch``), and are imported only when chosen, so that
+``mailcrypt --help`` starts fast: at module level only argparse, importlib,
+os, sys and the argument modules load.
 """
 
 from __future__ import annotations
