@@ -129,13 +129,11 @@ def mailcrypt_fetch(home: Path, identities: list, password: bytes) -> int:  # ty
     settings = load_settings(home)
     account = settings.accounts[0]
     with Store.open(settings.state_db) as store:
-        guard = ReplayGuard(store)
         fetcher = Fetcher(
             settings,
             [Plan(account, account.folders, account.target)],
             state=FetchState(store),
-            guard=guard,
-            processor=MessageProcessor(identities, guard=guard),
+            processor=MessageProcessor(identities, guard=ReplayGuard(store)),
             password=lambda _account: password,
         )
         rows = fetcher.run_once()

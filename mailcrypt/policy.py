@@ -58,14 +58,10 @@ __all__ = [
     "readable_envelopes",
 ]
 
-#: Content ciphers by name: (mode, key length in bytes).
+#: Content ciphers by name: (mode, key length in bytes). AES-CBC (RFC 3565 §4.1)
+#: and AES-GCM (RFC 5084 §3.2) at each AES key length, named ``aes<bits>-<mode>``.
 CONTENT_CIPHERS: dict[str, tuple[str, int]] = {
-    "aes128-cbc": ("cbc", 16),
-    "aes192-cbc": ("cbc", 24),
-    "aes256-cbc": ("cbc", 32),
-    "aes128-gcm": ("gcm", 16),
-    "aes192-gcm": ("gcm", 24),
-    "aes256-gcm": ("gcm", 32),
+    f"aes{bits}-{mode}": (mode, bits // 8) for mode in ("cbc", "gcm") for bits in (128, 192, 256)
 }
 
 #: Read in old mail, never written: RFC 8551 §2.7 leaves receivers free to keep

@@ -280,9 +280,8 @@ def test_freshness_uses_the_recorded_arrival(tmp_path, rsa2048, ec_p256, recorde
     qdir.mkdir(parents=True)
     (qdir / stem).write_bytes(_quarantined(f"acct/INBOX <{stem}>", raw, arrival=arrival if recorded else None))
     with Store.open(tmp_path / "state.db") as store:
-        guard = ReplayGuard(store)
-        processor = MessageProcessor([rsa2048.identity], guard=guard)
-        counts = Requeue(state=FetchState(store), guard=guard, processor=processor).run("acct", tmp_path / "mail")
+        processor = MessageProcessor([rsa2048.identity], guard=ReplayGuard(store))
+        counts = Requeue(state=FetchState(store), processor=processor).run("acct", tmp_path / "mail")
     if recorded:
         assert counts.delivered == 1
         assert (tmp_path / "mail" / "new" / stem).exists()
@@ -325,10 +324,8 @@ def test_a_nested_folder_is_named_with_the_recorded_delimiter(tmp_path, delimite
         state = FetchState(store)
         if delimiter is not None:
             state.note_delimiter("acct", delimiter)
-        guard = ReplayGuard(store)
-        counts = Requeue(state=state, guard=guard, processor=MessageProcessor([], guard=guard)).run(
-            "acct", tmp_path / "mail"
-        )
+        processor = MessageProcessor([], guard=ReplayGuard(store))
+        counts = Requeue(state=state, processor=processor).run("acct", tmp_path / "mail")
     expected = {"/": ".Lists.dev", ".": ".Lists_dev"}
     if delimiter is None:
         # "Lists/dev" is ".Lists.dev" under "/" and ".Lists_dev" under ".": left for a fetch to settle.

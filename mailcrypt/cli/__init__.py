@@ -1,13 +1,14 @@
 """The ``mailcrypt`` command: argument parsing and exit codes (DESIGN.md §6).
 
-This module assembles the parser from the subcommands, each of which
-registers its own arguments (``mailcrypt.cli.parsers``, one module per
-subcommand), and turns every ``MailcryptError`` into one line on stderr and
-its exit code. The handlers live beside it, one module per concern
-(``crypt``: encrypt; ``read``: decrypt and verify; ``keys``: init and the key
-directory; ``proxy``: the proxy and its users; ``fetch``), and are imported
-only when chosen, so that ``mailcrypt --help`` starts fast: at module level
-only argparse, importlib, os, sys and the argument modules load.
+This module builds the parser, whose subcommands are added in one place
+(``mailcrypt.cli.parsers.add_commands``: name, handler, help and the function
+that adds the arguments, one module per subcommand), and turns every
+``MailcryptError`` into one line on stderr and its exit code. The handlers
+live beside it, one module per concern (``crypt``: encrypt; ``read``: decrypt
+and verify; ``keys``: init and the key directory; ``proxy``: the proxy and its
+users; ``fetch``), and are imported only when chosen, so that
+``mailcrypt --help`` starts fast: at module level only argparse, importlib,
+os, sys and the argument modules load.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import importlib
 import os
 import sys
 
-from mailcrypt.cli.parsers import REGISTRARS
+from mailcrypt.cli.parsers import add_commands
 from mailcrypt.cli.parsers.common import EXIT_STATUS, Formatter
 
 # Not typing.TYPE_CHECKING: importing typing would cost every start (see above).
@@ -47,7 +48,7 @@ class _Version(argparse.Action):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    """The ``mailcrypt`` command: its own options, then each subcommand as its module registers it."""
+    """The ``mailcrypt`` command: its own options, then its subcommands (``parsers.add_commands``)."""
     parser = argparse.ArgumentParser(
         prog="mailcrypt",
         description="S/MIME (RFC 8551) mail encryption beside an ordinary mail client.",
@@ -60,8 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr; -v shows tracebacks")
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in REGISTRARS:
-        register(commands)
+    add_commands(commands)
     return parser
 
 

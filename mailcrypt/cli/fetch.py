@@ -118,8 +118,8 @@ def _plans(args: argparse.Namespace, accounts: tuple[AccountSettings, ...], defa
     return plans
 
 
-def processor_for(args: argparse.Namespace, home: Home, store: Store) -> tuple[ReplayGuard, MessageProcessor]:
-    """The replay guard and the message processor of the home's identities and settings (fetch, reprocess)."""
+def processor_for(args: argparse.Namespace, home: Home, store: Store) -> MessageProcessor:
+    """The message processor of the home's identities and settings, with its replay guard (fetch, reprocess)."""
     settings = home.settings
     try:
         identities = home.keys.identities(home.passphrase)
@@ -135,10 +135,9 @@ def processor_for(args: argparse.Namespace, home: Home, store: Store) -> tuple[R
         max_age=datetime.timedelta(days=settings.replay.max_age_days),
         future_skew=datetime.timedelta(seconds=settings.replay.future_skew_seconds),
     )
-    processor = MessageProcessor(
+    return MessageProcessor(
         identities, guard=guard, trust_anchors=home.keys.trust_anchors, revocation=home.keys.revocation
     )
-    return guard, processor
 
 
 def run(args: argparse.Namespace) -> None:
@@ -157,13 +156,11 @@ def run(args: argparse.Namespace) -> None:
         mark_seen=args.mark_seen, since=parse_since(args.since), accept_uidvalidity=args.accept_uidvalidity
     )
     with Store.open(settings.state_db) as store:
-        guard, processor = processor_for(args, home, store)
         fetcher = Fetcher(
             settings,
             plans,
             state=FetchState(store),
-            guard=guard,
-            processor=processor,
+            processor=processor_for(args, home, store),
             password=_password,
             options=options,
             progress=Progress(enabled=None if not args.watch else False),

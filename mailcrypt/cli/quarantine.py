@@ -68,8 +68,7 @@ def reprocess(args: argparse.Namespace) -> None:
         chosen.append(account)
     reasons: Counter[str] = Counter()
     with Store.open(settings.state_db) as store:
-        guard, processor = processor_for(args, home, store)
-        requeue = Requeue(state=FetchState(store), guard=guard, processor=processor)
+        requeue = Requeue(state=FetchState(store), processor=processor_for(args, home, store))
         for account in chosen:
             root = account.target.path or settings.mail
             with account_lock(settings.home, account.name):

@@ -50,7 +50,6 @@ from pathlib import Path
 from mailcrypt.fetch.maildir import Maildir, MaildirFolder, maildir_folder_name, message_stem, to_lf
 from mailcrypt.fetch.process import ARRIVAL_FIELD, STATUS_FIELD, MessageProcessor
 from mailcrypt.fetch.state import FetchState
-from mailcrypt.state import ReplayGuard
 
 __all__ = ["REQUEUE_STEPS", "Quarantined", "Requeue", "RequeueCounts", "read_quarantined"]
 
@@ -150,18 +149,16 @@ class RequeueCounts:
 
 
 class Requeue:
-    """Re-processes the Quarantine of Maildir targets with one processor, guard and state store."""
+    """Re-processes the Quarantine of Maildir targets with one processor (and its replay guard) and state store."""
 
     def __init__(
         self,
         *,
         state: FetchState,
-        guard: ReplayGuard,
         processor: MessageProcessor,
         fault: Fault = _no_fault,
     ) -> None:
         self.state = state
-        self.guard = guard
         self.processor = processor
         self.fault = fault
 
@@ -246,7 +243,7 @@ class Requeue:
         with self.state.store.transaction() as conn:
             if outcome.record is not None:
                 r = outcome.record
-                self.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also)], within=conn)
+                self.processor.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also)], within=conn)
             self.state.release(conn, account, folder, uidvalidity, uid)
         self.fault("recorded", uid)
         qfolder.remove(path)
@@ -262,5 +259,5 @@ class Requeue:
         with self.state.store.transaction() as conn:
             if not outcome.quarantine and outcome.record is not None:
                 r = outcome.record
-                self.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also)], within=conn)
+                self.processor.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also)], within=conn)
             self.state.release(conn, account, folder, uidvalidity, uid)

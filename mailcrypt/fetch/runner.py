@@ -41,8 +41,7 @@ from mailcrypt.fetch.process import MessageProcessor
 from mailcrypt.fetch.progress import Counts, Progress
 from mailcrypt.fetch.sink import IMAPSink, MaildirSink, Sink
 from mailcrypt.fetch.state import FetchState
-from mailcrypt.fetch.sync import Fault, FolderSync, SyncOptions
-from mailcrypt.state import ReplayGuard
+from mailcrypt.fetch.sync import FolderSync, SyncOptions
 
 __all__ = ["Fetcher", "Password", "Plan", "account_lock"]
 
@@ -84,7 +83,7 @@ def account_lock(home: Path, name: str) -> Iterator[None]:
 
 
 class Fetcher:
-    """Runs the sync for a list of plans with shared state, guard and processor."""
+    """Runs the sync for a list of plans with shared state and processor (and the processor's replay guard)."""
 
     def __init__(
         self,
@@ -92,23 +91,19 @@ class Fetcher:
         plans: Sequence[Plan],
         *,
         state: FetchState,
-        guard: ReplayGuard,
         processor: MessageProcessor,
         password: Password,
         options: SyncOptions = _DEFAULT_OPTIONS,
         progress: Progress | None = None,
-        fault: Fault | None = None,
         timeout: float = 60.0,
     ) -> None:
         self.settings = settings
         self.plans = list(plans)
         self.state = state
-        self.guard = guard
         self.processor = processor
         self.password = password
         self.options = options
         self.progress = progress or Progress(enabled=False)
-        self.fault = fault
         self.timeout = timeout
         self._passwords: dict[str, bytes] = {}
 
@@ -145,12 +140,10 @@ class Fetcher:
             account=plan.account.name,
             connection=conn,
             state=self.state,
-            guard=self.guard,
             processor=self.processor,
             sink=sink,
             options=self.options,
             progress=self.progress,
-            **({"fault": self.fault} if self.fault is not None else {}),
         )
         rows = []
         for folder in self._folders(plan, conn):
@@ -174,7 +167,7 @@ class Fetcher:
         """Sync every planned folder once; return (account/folder, counts) rows."""
         rows: list[tuple[str, Counts]] = []
         # Forget replay keys that left the freshness window, once a pass.
-        self.guard.prune(datetime.now(UTC))
+        self.processor.guard.prune(datetime.now(UTC))
         for plan in self.plans:
             with account_lock(self.settings.home, plan.account.name):
                 sink = self._sink(plan)

@@ -180,7 +180,6 @@ class FolderSync:
         account: str,
         connection: IMAPConnection,
         state: FetchState,
-        guard: ReplayGuard,
         processor: MessageProcessor,
         sink: Sink,
         options: SyncOptions = _DEFAULT_OPTIONS,
@@ -190,7 +189,6 @@ class FolderSync:
         self.account = account
         self.conn = connection
         self.state = state
-        self.guard = guard
         self.processor = processor
         self.sink = sink
         self.options = options
@@ -358,7 +356,7 @@ class FolderSync:
             self.progress.advance(len(handled))
         missing = len(batch) - len(handled)
         seen: dict[str, tuple[int, str]] = {}
-        for uid, (raw, source), ready in _ahead(fetched.prepared, seen, self.guard):
+        for uid, (raw, source), ready in _ahead(fetched.prepared, seen, self.processor.guard):
             missing -= 1
             existing = sink.where(uid)
             outcome = self.processor.finish(
@@ -395,7 +393,7 @@ class FolderSync:
         self.fault("synced", last)
         # One transaction for the batch. A key already present (the rerun after a
         # crash that had recorded it) stays: the message is delivered either way.
-        self.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also) for r in records])
+        self.processor.guard.record_delivered([(r.digest, r.signing_time, r.now, r.kind, r.also) for r in records])
         self.fault("recorded", last)
         written = [(uid, fetched.digests[uid]) for uid in handled]
         fstate = self.state.advance(fstate, last, written=written, recognised=list(fetched.recognised.values()))

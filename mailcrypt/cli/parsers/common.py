@@ -1,4 +1,4 @@
-"""What the subcommand parsers share: the common options, the exit status table, the help layout.
+"""What the subcommand parsers share: adding a command, the common options, the exit status, the help layout.
 
 What it won't do: parse anything itself or import a handler; at module
 level only argparse loads (see ``mailcrypt.cli``).
@@ -7,6 +7,11 @@ level only argparse loads (see ``mailcrypt.cli``).
 from __future__ import annotations
 
 import argparse
+
+# Not typing.TYPE_CHECKING: importing typing would cost every start (see mailcrypt.cli).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["EXIT_STATUS", "KEY_TYPES", "Formatter", "add_command", "add_group", "add_new_key_arguments"]
 
@@ -48,9 +53,15 @@ def add_command(
     name: str,
     run: str,
     help: str,
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     description: str | None = None,
-) -> argparse.ArgumentParser:
-    """Add the subcommand ``name`` whose handler is ``run`` (``"module:function"`` inside ``mailcrypt.cli``)."""
+) -> None:
+    """Add the subcommand ``name`` whose handler is ``run`` (``"module:function"`` inside ``mailcrypt.cli``).
+
+    ``help`` is its line in the command list, ``arguments`` adds its
+    arguments to its parser, and ``description`` heads its own help
+    (default: ``help``).
+    """
     sub = group.add_parser(
         name,
         parents=[_common_options()],
@@ -60,7 +71,8 @@ def add_command(
         description=description or help,
     )
     sub.set_defaults(run=run)
-    return sub
+    if arguments is not None:
+        arguments(sub)
 
 
 def add_group(

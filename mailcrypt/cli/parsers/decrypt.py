@@ -1,17 +1,23 @@
-"""``mailcrypt decrypt``: its arguments; the handler is ``mailcrypt.cli.read.decrypt``."""
+"""``mailcrypt decrypt``: its description and arguments; the handler is ``mailcrypt.cli.read.decrypt``."""
 
 from __future__ import annotations
 
 import argparse
-
-from mailcrypt.cli.parsers.common import add_command
 
 # Not typing.TYPE_CHECKING: importing typing would cost every start (see mailcrypt.cli).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["register"]
+__all__ = ["DESCRIPTION", "arguments"]
+
+#: The description of ``mailcrypt decrypt`` in its help.
+DESCRIPTION = (
+    "Decrypt an S/MIME message with the identities named, tried in the order given; without any, "
+    "with every identity in the home's key directory (old ones after renewal too). Signatures inside "
+    "are verified; with a home, each message is accepted once and only inside the freshness window "
+    "(replay protection), and signers' certificates are harvested into the key directory."
+)
 
 
 def _tagged(option: str) -> Callable[[str], tuple[str, str]]:
@@ -27,18 +33,8 @@ def _tagged(option: str) -> Callable[[str], tuple[str, str]]:
     return tag
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``decrypt`` to the ``mailcrypt`` command."""
-    dec = add_command(
-        commands,
-        "decrypt",
-        "read:decrypt",
-        "decrypt an S/MIME message, verify its signatures",
-        "Decrypt an S/MIME message with the identities named, tried in the order given; without any, "
-        "with every identity in the home's key directory (old ones after renewal too). Signatures inside "
-        "are verified; with a home, each message is accepted once and only inside the freshness window "
-        "(replay protection), and signers' certificates are harvested into the key directory.",
-    )
+def arguments(dec: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``decrypt``."""
     identities = (
         (
             "--p12",

@@ -1,26 +1,22 @@
-"""``mailcrypt encrypt``: its arguments; the handler is ``mailcrypt.cli.crypt.encrypt``."""
+"""``mailcrypt encrypt``: its description and arguments; the handler is ``mailcrypt.cli.crypt.encrypt``."""
 
 from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers.common import add_command
+__all__ = ["DESCRIPTION", "arguments"]
 
-__all__ = ["register"]
+#: The description of ``mailcrypt encrypt`` in its help.
+DESCRIPTION = (
+    "Read an RFC 5322 message and write it as an S/MIME encrypted message. Recipients: with --cert, "
+    "every certificate in the files (with --to as well, only those for the addresses); without "
+    "--cert, the --to addresses, or else the message's To and Cc, looked up in the home's key "
+    "directory, plus your own certificate so you can read the sent copy."
+)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``encrypt`` to the ``mailcrypt`` command."""
-    enc = add_command(
-        commands,
-        "encrypt",
-        "crypt:encrypt",
-        "encrypt an RFC 5322 message into an S/MIME message",
-        "Read an RFC 5322 message and write it as an S/MIME encrypted message. Recipients: with --cert, "
-        "every certificate in the files (with --to as well, only those for the addresses); without "
-        "--cert, the --to addresses, or else the message's To and Cc, looked up in the home's key "
-        "directory, plus your own certificate so you can read the sent copy.",
-    )
+def arguments(enc: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``encrypt``."""
     enc.add_argument("--to", metavar="ADDR", action="append", default=[], help="recipient address (repeatable)")
     enc.add_argument(
         "--cert",

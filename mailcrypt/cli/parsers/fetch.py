@@ -1,30 +1,26 @@
-"""``mailcrypt fetch``: its arguments; the handler is ``mailcrypt.cli.fetch.run``."""
+"""``mailcrypt fetch``: its description and arguments; the handler is ``mailcrypt.cli.fetch.run``."""
 
 from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers.common import add_command
+__all__ = ["DESCRIPTION", "arguments"]
 
-__all__ = ["register"]
+#: The description of ``mailcrypt fetch`` in its help.
+DESCRIPTION = (
+    "Read the folders of the configured [[accounts]] over IMAP, only what is new since the last run, "
+    "decrypt and verify S/MIME mail with the home's identities, check it for replays, and deliver it "
+    "as readable mail into a Maildir (default: mail/ in the home) that any mail client or mutt -f can "
+    "open. Mail that cannot be delivered readable (no key, broken, bad signature, replay) goes to the "
+    "Quarantine folder unchanged. The server's messages and flags are left as they are unless "
+    "--mark-seen is given. Exit status: 0 all delivered; 3, 4 or 5 some quarantined (the most "
+    "serious reason: 5 signature/replay, 4 malformed, 3 no key); 1 failures; 2 configuration, login "
+    "or UIDVALIDITY change."
+)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``fetch`` to the ``mailcrypt`` command."""
-    fetch = add_command(
-        commands,
-        "fetch",
-        "fetch:run",
-        "fetch mail over IMAP, decrypt and verify it, deliver it into a Maildir",
-        "Read the folders of the configured [[accounts]] over IMAP, only what is new since the last run, "
-        "decrypt and verify S/MIME mail with the home's identities, check it for replays, and deliver it "
-        "as readable mail into a Maildir (default: mail/ in the home) that any mail client or mutt -f can "
-        "open. Mail that cannot be delivered readable (no key, broken, bad signature, replay) goes to the "
-        "Quarantine folder unchanged. The server's messages and flags are left as they are unless "
-        "--mark-seen is given. Exit status: 0 all delivered; 3, 4 or 5 some quarantined (the most "
-        "serious reason: 5 signature/replay, 4 malformed, 3 no key); 1 failures; 2 configuration, login "
-        "or UIDVALIDITY change.",
-    )
+def arguments(fetch: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``fetch``."""
     fetch.add_argument("--account", metavar="NAME", help="fetch only this [[accounts]] entry (default: all)")
     fetch.add_argument(
         "--folder",

@@ -1,4 +1,4 @@
-"""``mailcrypt users ...`` (add, remove, list), the proxy's AUTH users: their arguments.
+"""``mailcrypt users ...`` (add, remove, list), the proxy's AUTH users: their descriptions and arguments.
 
 The handlers are the ``users_*`` functions of ``mailcrypt.cli.proxy``.
 """
@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import argparse
 
-from mailcrypt.cli.parsers.common import add_command, add_group
+__all__ = ["ADD", "add", "remove"]
 
-__all__ = ["register"]
+#: The description of ``mailcrypt users add`` in its help.
+ADD = (
+    "Add a user who may send through the proxy, as the addresses given with --address only (and "
+    "signed only with their identities). The password is read from standard input (first line) "
+    "when it is not a terminal, else asked for twice; it is stored as an scrypt hash. For an "
+    "existing user, --address adds addresses and keeps the password."
+)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``users`` and its subcommands to the ``mailcrypt`` command."""
-    users_commands = add_group(commands, "users", "manage the proxy's AUTH users")
-    uadd = add_command(
-        users_commands,
-        "add",
-        "proxy:users_add",
-        "add a proxy user",
-        "Add a user who may send through the proxy, as the addresses given with --address only (and "
-        "signed only with their identities). The password is read from standard input (first line) "
-        "when it is not a terminal, else asked for twice; it is stored as an scrypt hash. For an "
-        "existing user, --address adds addresses and keeps the password.",
-    )
+def add(uadd: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``users add``."""
     uadd.add_argument("name", metavar="NAME")
     uadd.add_argument(
         "--address",
@@ -35,6 +30,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     uadd.add_argument(
         "--replace", action="store_true", help="set a new password (and the --address list) for an existing user"
     )
-    urem = add_command(users_commands, "remove", "proxy:users_remove", "remove a proxy user")
+
+
+def remove(urem: argparse.ArgumentParser) -> None:
+    """The argument of ``users remove``: the user's name."""
     urem.add_argument("name", metavar="NAME")
-    add_command(users_commands, "list", "proxy:users_list", "list the proxy users")
