@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from proxy.client import Connection
 from proxy.smtp import ServerConfig
@@ -31,24 +31,18 @@ class Credentials:
     password: bytes = field(repr=False)
 
 
+@dataclass(eq=False)
 class Pool:
     """Open connections to one server, kept for reuse (per login) for up to ``idle_seconds``."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        *,
-        credentials: Credentials | None = None,
-        max_idle: int = 16,
-        idle_seconds: float = 30.0,
-    ) -> None:
-        self.config = config
-        self.credentials = credentials
-        self.max_idle = max_idle
-        self.idle_seconds = idle_seconds
-        self._idle: list[tuple[Credentials | None, Connection, float]] = []
-        #: What the server offered at the latest new connection's EHLO; None before the first one.
-        self.extensions: dict[str, str] | None = None
+    config: ServerConfig
+    _: KW_ONLY
+    credentials: Credentials | None = None
+    max_idle: int = 16
+    idle_seconds: float = 30.0
+    _idle: list[tuple[Credentials | None, Connection, float]] = field(default_factory=list, init=False, repr=False)
+    #: What the server offered at the latest new connection's EHLO; None before the first one.
+    extensions: dict[str, str] | None = field(default=None, init=False)
 
     async def acquire(self, login: Credentials | None = None, *, fresh: bool = False) -> Connection:
         """A connection logged in as ``login`` (else the configured credentials).
