@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import KW_ONLY, dataclass, field
 
 from proxy.pool import Pool
 from proxy.smtp import LoginRefused, UpstreamUnavailable
@@ -67,25 +68,22 @@ def fitting_size(configured: int, upstream: int | None, *, recipients: int) -> i
     return max(1, min(configured, int(room / GROWTH)))
 
 
+@dataclass(eq=False)
 class MessageLimit:
     """The SIZE the proxy advertises and enforces (see the module docstring)."""
 
-    def __init__(
-        self,
-        configured: int,
-        *,
-        recipients: int,
-        pool: Pool | None,
-        wait: float = 2.0,
-        retry: float = 30.0,
-    ) -> None:
-        self.configured = configured
-        self.recipients = recipients
-        self.pool = pool
-        self.wait = wait
-        self.retry = retry
-        self._probe: asyncio.Task[None] | None = None
-        self._tried = -retry
+    configured: int
+    _: KW_ONLY
+    recipients: int
+    pool: Pool | None
+    wait: float = 2.0
+    retry: float = 30.0
+    _probe: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _tried: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # As if the last probe was ``retry`` seconds before the clock's zero, so the first one may start at once.
+        self._tried = -self.retry
 
     def current(self) -> int:
         """What fits, from what the upstream server said at its latest EHLO."""
