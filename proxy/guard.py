@@ -34,6 +34,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import KW_ONLY, dataclass, field
 
 __all__ = ["LoginGuard", "GuardBusy"]
 
@@ -46,38 +47,32 @@ class GuardBusy(Exception):
     """Too many attempts of one client address are already waiting."""
 
 
+@dataclass(eq=False)
 class LoginGuard:
     """Failed logins per client and per login (see the module docstring).
 
     ``clock`` is ``time.monotonic`` unless a test gives another.
     """
 
-    def __init__(
-        self,
-        *,
-        base_delay: float = 1.0,
-        max_delay: float = 15.0,
-        window: float = 900.0,
-        max_waiting: int = 64,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.window = window
-        self.max_waiting = max_waiting
-        self._clock = clock
-        # Keyed "client:<address>" and "login:<name>": (failures, time of the last
-        # one), ordered by that time. The count ends ``window`` seconds after the
-        # last failure: a slow guesser never gets back to no delay.
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
+    _: KW_ONLY
+    base_delay: float = 1.0
+    max_delay: float = 15.0
+    window: float = 900.0
+    max_waiting: int = 64
+    clock: Callable[[], float] = time.monotonic
+    # Keyed "client:<address>" and "login:<name>": (failures, time of the last
+    # one), ordered by that time. The count ends ``window`` seconds after the
+    # last failure: a slow guesser never gets back to no delay. Kept out of
+    # ``repr``, which would otherwise list client addresses and login names.
+    _failures: dict[str, tuple[int, float]] = field(default_factory=dict, init=False, repr=False)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
+    _waiting: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def _count(self, key: str) -> int:
         record = self._failures.get(key)
         if record is None:
             return 0
-        if self._clock() - record[1] >= self.window:
+        if self.clock() - record[1] >= self.window:
             del self._failures[key]
             return 0
         return int(record[0])
@@ -96,7 +91,7 @@ class LoginGuard:
 
     def failed(self, client: str, login: str) -> None:
         """Count a failed attempt against the client and the login."""
-        now = self._clock()
+        now = self.clock()
         for key in (f"client:{client}", f"login:{login}"):
             count = self._count(key)
             # Re-inserted, so that the table stays ordered by the last failure.
