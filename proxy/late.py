@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 from cryptography import x509
 
@@ -33,6 +34,11 @@ __all__ = ["LateGroups"]
 log = logging.getLogger(__name__)
 
 
+def _nobody_to_tell() -> None:
+    """The default ``LateGroups.on_spooled``: nothing waits for spooled messages."""
+
+
+@dataclass(eq=False)
 class LateGroups:
     """Spooling, retrying and bouncing for one upstream relay.
 
@@ -42,21 +48,16 @@ class LateGroups:
     it is filled by the handler and only ever held in memory.
     """
 
-    def __init__(
-        self,
-        relay: UpstreamRelay,
-        spool: Spool,
-        *,
-        sender_certificate: Callable[[str], x509.Certificate | None],
-        client_login: bool = False,
-    ) -> None:
-        self.relay = relay
-        self.spool = spool
-        self.sender_certificate = sender_certificate
-        self.client_login = client_login
-        self.logins: dict[str, Credentials] = {}
-        self.on_spooled: Callable[[], None] = lambda: None
-        self._tasks: set[asyncio.Task[None]] = set()
+    relay: UpstreamRelay
+    spool: Spool
+    _: KW_ONLY
+    sender_certificate: Callable[[str], x509.Certificate | None]
+    client_login: bool = False
+    logins: dict[str, Credentials] = field(default_factory=dict, init=False, repr=False)
+    # A factory, not a plain default: a function stored only on the class would be
+    # called as a method (with ``self``) until the server sets its own.
+    on_spooled: Callable[[], None] = field(default_factory=lambda: _nobody_to_tell, init=False, repr=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     async def handle(self, late: Sequence[Late], sender: str, login: Credentials | None, message_id: str) -> None:
         """Spool what can be spooled (durably, before returning); bounce the rest in the background."""
