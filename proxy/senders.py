@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from cryptography import x509
 
@@ -51,21 +52,21 @@ log = logging.getLogger(__name__)
 _CACHE_SECONDS = 300.0
 
 
+@dataclass(eq=False)
 class Senders:
     """Looks up the sender's certificate and signer (see the module docstring)."""
 
-    def __init__(
-        self, keys: KeyDirectory, policy: PolicyTable, *, signers: dict[str, Signer], default: str | None = None
-    ) -> None:
-        self.keys = keys
-        self.policy = policy
-        self.signers = signers
-        self.default = default
-        #: Why an identity (by certificate fingerprint) could not be unlocked.
-        self.failed: dict[str, str] = {}
-        self._seen: tuple[int, int] | None = None
-        self._cache: dict[str, tuple[str, float, x509.Certificate | None]] = {}
-        self._keys_cache: dict[tuple[str, x509.Certificate], SenderKeys] = {}
+    keys: KeyDirectory
+    policy: PolicyTable
+    _: KW_ONLY
+    # The signers hold private keys: kept out of ``repr``.
+    signers: dict[str, Signer] = field(repr=False)
+    default: str | None = None
+    #: Why an identity (by certificate fingerprint) could not be unlocked.
+    failed: dict[str, str] = field(default_factory=dict, init=False)
+    _seen: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _cache: dict[str, tuple[str, float, x509.Certificate | None]] = field(default_factory=dict, init=False, repr=False)
+    _keys_cache: dict[tuple[str, x509.Certificate], SenderKeys] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, keys: KeyDirectory, settings: Settings, passphrase: PassphraseSource) -> Senders:
