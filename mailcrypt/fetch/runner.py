@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,30 +82,21 @@ def account_lock(home: Path, name: str) -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(eq=False)
 class Fetcher:
     """Runs the sync for a list of plans with shared state and processor (and the processor's replay guard)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        plans: Sequence[Plan],
-        *,
-        state: FetchState,
-        processor: MessageProcessor,
-        password: Password,
-        options: SyncOptions = _DEFAULT_OPTIONS,
-        progress: Progress | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        self.settings = settings
-        self.plans = list(plans)
-        self.state = state
-        self.processor = processor
-        self.password = password
-        self.options = options
-        self.progress = progress or Progress(enabled=False)
-        self.timeout = timeout
-        self._passwords: dict[str, bytes] = {}
+    settings: Settings
+    plans: Sequence[Plan]
+    _: KW_ONLY
+    state: FetchState
+    processor: MessageProcessor
+    password: Password
+    options: SyncOptions = _DEFAULT_OPTIONS
+    progress: Progress = field(default_factory=lambda: Progress(enabled=False))
+    timeout: float = 60.0
+    # Each account's password, asked for once a run (never printed).
+    _passwords: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ pieces
 
