@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -48,7 +48,12 @@ class _State:
 
 
 class LoopbackServer:
-    """A listening socket on 127.0.0.1 and the thread that serves it (``_serve``); ``stop`` ends both."""
+    """A listening socket on 127.0.0.1 and the thread that serves it; ``stop`` ends both.
+
+    ``_serve`` talks to one connection at a time through ``_talk``; a server
+    that wants more overrides ``_serve`` and takes its connections from
+    ``_connections``.
+    """
 
     def __init__(self, backlog: int = 8) -> None:
         self.sock = socket.socket()
@@ -68,8 +73,30 @@ class LoopbackServer:
         self._thread.join(5)
         self.sock.close()
 
+    def _connections(self) -> Iterator[socket.socket]:
+        """Each connection accepted until ``stop``: the short accept timeout only lets the loop see ``stop``."""
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # ``stop`` closed the socket under a late accept.
+            yield conn
+
     def _serve(self) -> None:
-        raise TypeError(f"{type(self).__name__} must define _serve")
+        # One connection at a time, each with a 5 s read timeout; a peer that
+        # hangs up mid-conversation ends only its own connection.
+        for conn in self._connections():
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self._talk(conn)
+                except OSError:
+                    pass
+
+    def _talk(self, conn: socket.socket) -> None:
+        raise TypeError(f"{type(self).__name__} must define _talk")
 
 
 class LooseServer(LoopbackServer):
@@ -91,19 +118,6 @@ class LooseServer(LoopbackServer):
     @property
     def delivered(self) -> list[LooseTransaction]:
         return [t for t in self.transactions if t.delivered]
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self._talk(conn)
-                except OSError:
-                    pass
 
     def _talk(self, conn: socket.socket) -> None:
         conn.sendall(b"220 loose.test ESMTP\r\n")
@@ -252,13 +266,7 @@ class FaultServer(LoopbackServer):
         return self.stored
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for conn in self._connections():
             with self.lock:
                 self._open.add(conn)
                 lines: list[bytes] = []
@@ -270,7 +278,7 @@ class FaultServer(LoopbackServer):
         try:
             with conn:
                 conn.settimeout(60)
-                self._talk(conn, number, lines)
+                self._converse(conn, number, lines)
         except OSError:
             pass
         finally:
@@ -289,7 +297,7 @@ class FaultServer(LoopbackServer):
             return fault + b"\r\n"
         return None
 
-    def _talk(self, conn: socket.socket, number: int, lines: list[bytes]) -> None:
+    def _converse(self, conn: socket.socket, number: int, lines: list[bytes]) -> None:
         conn.sendall(b"220 fault.test ESMTP\r\n")
         reader = conn.makefile("rb")
         sender: bytes | None = None

@@ -214,21 +214,8 @@ class RawServer(LoopbackServer):
         self.data = b""
         super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self._talk(conn)
-                except OSError:
-                    pass
-
     def _talk(self, conn: socket.socket) -> None:
+        self.connections += 1
         conn.sendall(self.greeting)
         if not self.greeting.startswith(b"220"):
             return
