@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import os
 import re
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,35 @@ def mc(home: Path, *args: str, input: bytes | None = None, ok: bool = True) -> s
     if ok:
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc
+
+
+@contextlib.contextmanager
+def proxy_process(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``mailcrypt proxy`` on an ephemeral loopback port: the process and the port it says it listens on.
+
+    Leaving the block normally sends SIGTERM, and the proxy must then exit 0;
+    leaving it by an exception kills the process instead.
+    """
+    proc = subprocess.Popen(
+        [*MAILCRYPT, "proxy", "--listen", "127.0.0.1:0"],
+        env=env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        yield proc, port
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -83,31 +114,13 @@ def test_users_add_list_remove(home: tuple[Path, str, str]) -> None:
 
 def test_proxy_subprocess_sends_and_stops_on_sigterm(home: tuple[Path, str, str]) -> None:
     path, user, password = home
-    proc = subprocess.Popen(
-        [*MAILCRYPT, "proxy", "--listen", "127.0.0.1:0"],
-        env=env_for(path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+    with proxy_process(path) as (_, port):
         context = ssl.create_default_context(cafile=str(path / "proxy" / "cert.pem"))
         with smtplib.SMTP("localhost", port, timeout=20) as client:
             client.starttls(context=context)
             client.login(user, password)
             body = b"to myself, through the proxy\r\n"
             client.sendmail(user, [user], f"From: {user}\r\nTo: {user}\r\nSubject: s\r\n\r\n".encode() + body)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
     (stored,) = list((path / "outbox" / "new").iterdir())
     (key,) = (path / "keys" / "identities").glob("*.key")
     plain = decrypt(stored.read_bytes(), key, key.with_suffix(".crt"))
@@ -152,18 +165,8 @@ def test_sighup_reloads_an_identity_that_could_not_be_unlocked(tmp_path: Path) -
     config_file = home / "config.toml"
     config_file.write_text(config_file.read_text().replace("[keys]\n", '[keys]\npassphrase_file = "pp.txt"\n', 1))
     assert "pp.txt" in config_file.read_text()
-    proc = subprocess.Popen(
-        [*MAILCRYPT, "proxy", "--listen", "127.0.0.1:0"],
-        env=env_for(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
     message = b"From: dave@example.org\r\nTo: alice@example.org\r\nSubject: s\r\n\r\nbody\r\n"
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+    with proxy_process(home) as (proc, port):
         with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
             client.login(user, password)
             with pytest.raises(smtplib.SMTPDataError) as refused:
@@ -183,14 +186,6 @@ def test_sighup_reloads_an_identity_that_could_not_be_unlocked(tmp_path: Path) -
                 except smtplib.SMTPDataError as exc:
                     assert exc.smtp_code == 451 and time.monotonic() < deadline
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
     (stored,) = list((home / "outbox" / "new").iterdir())
     keys = list((home / "keys" / "identities").glob("*.key"))
     (alice_key,) = [k for k in keys if b"ENCRYPTED" not in k.read_bytes()]
