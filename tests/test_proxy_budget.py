@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from proxy_fixtures import upstream as upstream
 from proxy_kit import SENDER, Proxy, Upstream, make_home, start_proxy
 
 from mailcrypt import config, errors
@@ -37,13 +38,6 @@ def message(size: int, tag: str) -> bytes:
     head = f"From: {SENDER}\r\nTo: {tag}@open.example\r\nSubject: {tag}\r\n\r\n".encode()
     line = b"x" * 76 + b"\r\n"
     return head + line * ((size - len(head)) // len(line))
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream().start()
-    yield up
-    up.stop()
 
 
 @pytest.fixture

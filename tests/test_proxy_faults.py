@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proxy_fixtures import upstream as upstream
 from proxy_kit import (
     SENDER,
     Person,
@@ -44,13 +45,6 @@ def message(to: str, bcc: str = "") -> bytes:
 def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
     d = tmp_path_factory.mktemp("fault-people")
     return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
-
-
-@pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    up = Upstream().start()
-    yield up
-    up.stop()
 
 
 def run_proxy(tmp_path: Path, port: int, people: dict[str, Person], **home):  # type: ignore[no-untyped-def]

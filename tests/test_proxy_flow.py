@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from proxy_fixtures import upstream as upstream
 from proxy_kit import (
     SENDER,
     Person,
@@ -51,13 +52,6 @@ def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
         "dave": person(d, "dave@example.com", "p384"),
         "erin": person(d, "erin@open.example", "p256"),
     }
-
-
-@pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    up = Upstream().start()
-    yield up
-    up.stop()
 
 
 OPEN_DOMAIN = '\n[policy.domains."open.example"]\npolicy = "opportunistic"\n'

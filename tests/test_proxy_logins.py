@@ -24,7 +24,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from proxy_kit import PASSWORD, SENDER, Person, Upstream, decrypt, make_home, person, start_proxy
+from proxy_fixtures import bob as bob
+from proxy_fixtures import settings as settings
+from proxy_fixtures import upstream as upstream
+from proxy_kit import PASSWORD, SENDER, Person, Upstream, decrypt, start_proxy
 
 from mailcrypt import config
 from mailcrypt.keydir import KeyDirectory, PassphraseSource, keygen
@@ -33,23 +36,6 @@ from proxy.guard import LoginGuard
 
 OTHER = "carol@example.org"
 LATE = "dave@example.org"
-
-
-@pytest.fixture(scope="module")
-def bob(tmp_path_factory: pytest.TempPathFactory) -> Person:
-    return person(tmp_path_factory.mktemp("logins-people"), "bob@example.org", "p256")
-
-
-@pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
-def settings(tmp_path: Path, upstream: Upstream, bob: Person) -> config.Settings:
-    return make_home(tmp_path / "home", upstream_port=upstream.port, recipients=(bob,))
 
 
 def _plain(user: str, password: str) -> str:

@@ -8,7 +8,10 @@ import ssl
 from pathlib import Path
 
 import pytest
-from proxy_kit import PASSWORD, SENDER, LooseServer, Person, RawClient, Upstream, make_home, person, start_proxy
+from proxy_fixtures import bob as bob
+from proxy_fixtures import settings as settings
+from proxy_fixtures import upstream as upstream
+from proxy_kit import PASSWORD, SENDER, LooseServer, Person, RawClient, Upstream, make_home, start_proxy
 
 from mailcrypt import config, errors
 from proxy.auth import UserStore
@@ -16,23 +19,6 @@ from proxy.guard import LoginGuard
 from proxy.server import ProxyServer, ProxyThread
 
 MSG = f"From: <{SENDER}>\r\nTo: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n".encode()
-
-
-@pytest.fixture(scope="module")
-def bob(tmp_path_factory: pytest.TempPathFactory) -> Person:
-    return person(tmp_path_factory.mktemp("sec-people"), "bob@example.org", "p256")
-
-
-@pytest.fixture
-def upstream():  # type: ignore[no-untyped-def]
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
-def settings(tmp_path: Path, upstream: Upstream, bob: Person) -> config.Settings:
-    return make_home(tmp_path / "home", upstream_port=upstream.port, recipients=(bob,))
 
 
 @pytest.fixture
