@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
-import subprocess
-import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -25,6 +22,7 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
+from cli_run import verify_strictly
 from conftest import CertificateAuthority, KeyPair
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -259,16 +257,7 @@ def test_verify_exits_4_for_a_malformed_signer_certificate(
 def test_verify_under_python_w_error_prints_no_warning(forged: dict[str, bytes], signed: bytes, tmp_path: Path) -> None:
     path = tmp_path / "message.eml"
     path.write_bytes(_with_certificate(signed, forged["negative serial"]))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
-    env["MAILCRYPT_HOME"] = str(tmp_path / "home")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "mailcrypt", "verify", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = verify_strictly(path, tmp_path / "home")
     assert proc.returncode == 4, proc.stderr
     assert "serial number -1" in proc.stderr and "Warning" not in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr

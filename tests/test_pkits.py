@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cli_run import verify_strictly
 from cryptography import x509
 
 from mailcrypt import errors
@@ -200,16 +201,7 @@ def test_dsa_signer_is_refused_by_its_oid_without_a_warning(case: str) -> None:
 def test_dsa_signer_through_the_command_line(tmp_path: Path) -> None:
     pkits = _require()
     message = pkits / "smime" / "SignedValidDSASignaturesTest4.eml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
-    env["MAILCRYPT_HOME"] = str(tmp_path / "home")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "mailcrypt", "verify", str(message)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = verify_strictly(message, tmp_path / "home")
     # Exit 4: an algorithm mailcrypt does not accept (DESIGN §6), said in one line, no warning.
     assert proc.returncode == 4, proc.stderr
     assert re.search("DSA|SHA1", proc.stderr) and "Warning" not in proc.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import email
-import os
 import re
 import signal
 import smtplib
@@ -17,17 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_run import clean_env
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from proxy_kit import decrypt, inner_body
 
 MAILCRYPT = [sys.executable, "-m", "mailcrypt"]
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCRYPT_")}
-    env["MAILCRYPT_HOME"] = str(home)
-    return env
 
 
 def mc(home: Path, *args: str, input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -36,7 +30,7 @@ def mc(home: Path, *args: str, input: bytes | None = None, ok: bool = True) -> s
         input=input,
         capture_output=True,
         timeout=60,
-        env=env_for(home),
+        env=clean_env(home),
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     if ok:
@@ -53,7 +47,7 @@ def proxy_process(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """
     proc = subprocess.Popen(
         [*MAILCRYPT, "proxy", "--listen", "127.0.0.1:0"],
-        env=env_for(home),
+        env=clean_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -149,7 +143,7 @@ def test_sighup_reloads_an_identity_that_could_not_be_unlocked(tmp_path: Path) -
     match = re.search(r"proxy login\s+user (\S+)\s+password (\S+)", out)
     assert match, out
     user, password = match.group(1), match.group(2)
-    env = {**env_for(home), "MAILCRYPT_PASSPHRASE": "dave's passphrase"}
+    env = {**clean_env(home), "MAILCRYPT_PASSPHRASE": "dave's passphrase"}
     subprocess.run(
         [*MAILCRYPT, "keys", "generate", "dave@example.org", "--key-type", "p256"],
         env=env,
