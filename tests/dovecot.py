@@ -43,9 +43,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Dovecot", "ImapUser", "find_dovecot", "self_signed", "start_dovecot"]
+__all__ = ["Dovecot", "ImapUser", "find_daemon", "find_dovecot", "free_port", "self_signed", "start_dovecot"]
 
-_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
+# Daemons live in sbin, which is often not on a user's PATH.
+_SBIN = ("/usr/sbin", "/usr/local/sbin")
 _users = itertools.count(1)
 _POOL = 400
 #: Folders the server marks as special-use (RFC 6154 §2) when they exist: (name, attribute).
@@ -57,15 +58,22 @@ def _password(n: int) -> str:
     return f"pw-{n}-{_SALT}"
 
 
-def find_dovecot() -> str | None:
-    """The dovecot binary, or None when it is not installed."""
-    for path in _CANDIDATES:
+def find_daemon(name: str) -> str | None:
+    """The program ``name`` from an sbin directory or else the PATH, or None when it is not installed."""
+    for directory in _SBIN:
+        path = os.path.join(directory, name)
         if os.access(path, os.X_OK):
             return path
-    return shutil.which("dovecot")
+    return shutil.which(name)
 
 
-def _free_port() -> int:
+def find_dovecot() -> str | None:
+    """The dovecot binary, or None when it is not installed."""
+    return find_daemon("dovecot")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago, for a daemon that must be told its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -346,8 +354,8 @@ def start_dovecot(binary: str, *, attempts: int = 3, lmtp: bool = False) -> Dove
         os.chown(base / "mail", uid, gid)
         (base / "passwd").write_text("".join(f"user{n}:{{PLAIN}}{_password(n)}::::::\n" for n in range(1, _POOL + 1)))
         cert, key = self_signed(base)
-        port, tls_port = _free_port(), _free_port()
-        lmtp_port = _free_port() if lmtp else None
+        port, tls_port = free_port(), free_port()
+        lmtp_port = free_port() if lmtp else None
         conf = base / "dovecot.conf"
         conf.write_text(_config(base, port, tls_port, cert, key, uid, gid, lmtp_port))
         out = open(base / "stdout.log", "wb")  # the server writes to it while it runs

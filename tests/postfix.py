@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dovecot import self_signed
+from dovecot import find_daemon, free_port, self_signed
 
 __all__ = ["Postfix", "PostfixUnavailable", "find_postfix", "start_postfix"]
 
@@ -45,16 +45,7 @@ class PostfixUnavailable(RuntimeError):
 
 def find_postfix() -> str | None:
     """The postfix command, or None when it is not installed."""
-    for path in ("/usr/sbin/postfix", "/usr/local/sbin/postfix"):
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("postfix")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_daemon("postfix")
 
 
 @dataclass
@@ -230,7 +221,7 @@ def start_postfix(binary: str, *, domains: tuple[str, ...], lmtp_port: int, atte
         # Postfix wants its queue directory to exist, owned by root; it makes what is inside.
         (base / "queue").mkdir(mode=0o755)
         cert, key = self_signed(base)
-        port = _free_port()
+        port = free_port()
         (etc / "main.cf").write_text(_main_cf(base, cert, key, domains, lmtp_port))
         (etc / "master.cf").write_text(_master_cf(port))
         server = Postfix(binary, base, "127.0.0.1", port, cert)
