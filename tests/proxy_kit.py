@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from aiosmtpd.smtp import SMTP, AuthResult
 from cryptography.hazmat.primitives import serialization
@@ -313,6 +314,13 @@ class Proxy:
     host: str
     port: int
     server: ProxyServer = field(repr=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Stop the proxy whether or not the block failed, as a try/finally would.
+        self.thread.stop()
 
     def client(self, *, login: bool = True) -> smtplib.SMTP:
         client = smtplib.SMTP(self.host, self.port, timeout=20)

@@ -80,23 +80,17 @@ def send(client: smtplib.SMTP, rcpts: list[str], msg: bytes) -> dict:  # type: i
 
 
 def test_upstream_down(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
-    running = run_proxy(tmp_path, closed_port(), people)
-    try:
+    with run_proxy(tmp_path, closed_port(), people) as running:
         with running.client() as client, pytest.raises(smtplib.SMTPSenderRefused) as caught:
             send(client, ["bob@example.org"], message("bob@example.org"))
         assert caught.value.smtp_code == 451
-    finally:
-        running.thread.stop()
 
 
 def test_upstream_down_without_recipient_checks_fails_at_data(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
-    running = run_proxy(tmp_path, closed_port(), people, upstream_extra="check_recipients = false\n")
-    try:
+    with run_proxy(tmp_path, closed_port(), people, upstream_extra="check_recipients = false\n") as running:
         with running.client() as client, pytest.raises(smtplib.SMTPDataError) as caught:
             send(client, ["bob@example.org"], message("bob@example.org"))
         assert caught.value.smtp_code == 451
-    finally:
-        running.thread.stop()
 
 
 def test_421_at_greeting(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]

@@ -80,13 +80,10 @@ def test_to_cc_share_an_envelope_and_bcc_gets_its_own(tmp_path: Path, upstream: 
         recipients=(bob, carol, dave),
         extra=f'\n[policy.addresses."{bob.address}"]\nmixed_recipient_infos = true\n',
     )
-    running = start_proxy(settings)
-    try:
+    with start_proxy(settings) as running:
         with running.client() as client:
             msg = message(f"Bob <{bob.address}>", cc=carol.address, bcc=dave.address)
             refused = client.sendmail(SENDER, [bob.address, carol.address, dave.address], msg)
-    finally:
-        running.thread.stop()
     assert refused == {}
     received = upstream.wait_for(2)
     assert len(received) == 2
@@ -232,12 +229,9 @@ def test_opportunistic_with_a_certificate_encrypts(proxy, upstream: Upstream, pe
 def test_outbox_is_the_embedded_default(tmp_path: Path, people) -> None:  # type: ignore[no-untyped-def]
     bob = people["bob"]
     settings = make_home(tmp_path / "home", recipients=(bob,))
-    running = start_proxy(settings)
-    try:
+    with start_proxy(settings) as running:
         with running.client() as client:
             assert client.sendmail(SENDER, [bob.address], message(bob.address)) == {}
-    finally:
-        running.thread.stop()
     # Bob's envelope alone: the sender's EC copy cannot join it (Bob's client is not known to read
     # key agreement), and the proxy puts nothing in the sender's mailbox the sender did not address.
     stored = {p.read_bytes().split(b"\r\n")[1]: p for p in (settings.outbox / "new").iterdir()}
@@ -258,8 +252,7 @@ def test_message_larger_than_the_limit_is_refused(tmp_path: Path, upstream: Upst
     )
     from mailcrypt import config
 
-    running = start_proxy(config.load_settings(settings.home))
-    try:
+    with start_proxy(config.load_settings(settings.home)) as running:
         with running.client() as client:
             client.ehlo()
             assert client.has_extn("size") and client.esmtp_features["size"] == "2048"
@@ -271,8 +264,6 @@ def test_message_larger_than_the_limit_is_refused(tmp_path: Path, upstream: Upst
             assert client.mail(SENDER)[0] == 250 and client.rcpt(bob.address)[0] == 250
             assert client.data(big)[0] == 552
             assert client.noop()[0] == 250  # The session goes on.
-    finally:
-        running.thread.stop()
     assert upstream.received == []
 
 
@@ -338,8 +329,7 @@ def test_upstream_starttls_is_verified(tmp_path: Path, people) -> None:  # type:
     )
     try:
         for settings, ok in ((trusted, True), (untrusted, False)):
-            running = start_proxy(settings)
-            try:
+            with start_proxy(settings) as running:
                 with running.client() as client:
                     if ok:
                         assert client.sendmail(SENDER, [bob.address], message(bob.address)) == {}
@@ -347,8 +337,6 @@ def test_upstream_starttls_is_verified(tmp_path: Path, people) -> None:  # type:
                         with pytest.raises(smtplib.SMTPSenderRefused) as caught:
                             client.sendmail(SENDER, [bob.address], message(bob.address))
                         assert caught.value.smtp_code == 451 and b"CERTIFICATE_VERIFY_FAILED" in caught.value.smtp_error
-            finally:
-                running.thread.stop()
         copy = copy_for(up.wait_for(1), bob.address)
         assert is_encrypted(copy.data)
     finally:

@@ -69,11 +69,8 @@ def _parallel(port: int, connections: int, guesses: int) -> tuple[list[int], flo
 
 def test_parallel_guesses_wait_in_line_and_count_per_login(settings: config.Settings) -> None:
     guard = LoginGuard(base_delay=0.05, max_delay=0.05, max_waiting=200)
-    running = start_proxy(settings, guard=guard)
-    try:
+    with start_proxy(settings, guard=guard) as running:
         codes, elapsed = _parallel(running.port, connections=50, guesses=2)
-    finally:
-        running.thread.stop()
     # Every guess was checked and refused, one after another, each after its
     # delay: 100 guesses cannot take less than 100 delays, however many
     # connections they came on.
@@ -84,11 +81,8 @@ def test_parallel_guesses_wait_in_line_and_count_per_login(settings: config.Sett
 
 def test_auth_as_the_first_command_on_many_connections_is_still_guarded(settings: config.Settings) -> None:
     guard = LoginGuard(base_delay=0.25, max_delay=0.25, max_waiting=100)
-    running = start_proxy(settings, guard=guard)
-    try:
+    with start_proxy(settings, guard=guard) as running:
         codes, elapsed = _parallel(running.port, connections=20, guesses=1)
-    finally:
-        running.thread.stop()
     assert codes == [535] * 20 and guard.failures(login=SENDER) == 20
     assert elapsed >= 20 * 0.25 * 0.9
 
@@ -96,8 +90,7 @@ def test_auth_as_the_first_command_on_many_connections_is_still_guarded(settings
 def test_the_right_password_after_a_stale_clients_failures_gets_in_after_a_short_delay(
     settings: config.Settings,
 ) -> None:
-    running = start_proxy(settings, guard=LoginGuard(base_delay=0.05, max_delay=0.4))
-    try:
+    with start_proxy(settings, guard=LoginGuard(base_delay=0.05, max_delay=0.4)) as running:
         wrong = _plain(SENDER, "an old password")
         for _ in range(3):  # a stale client retrying, on new connections
             with running.client(login=False) as client:
@@ -112,8 +105,6 @@ def test_the_right_password_after_a_stale_clients_failures_gets_in_after_a_short
         assert 0.4 <= time.monotonic() - began < 5
         # A success forgets the failures: the next login is not delayed.
         assert running.server.guard.delay("127.0.0.1", SENDER) == 0
-    finally:
-        running.thread.stop()
 
 
 def test_login_guard_delays_per_client_and_per_login_and_caps_the_delay() -> None:
@@ -141,8 +132,7 @@ MSG = "From: <{0}>\r\nTo: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n"
 def test_a_login_sending_as_another_address_gets_553_and_nothing_goes_upstream(
     settings: config.Settings, upstream: Upstream
 ) -> None:
-    running = start_proxy(settings)
-    try:
+    with start_proxy(settings) as running:
         with running.client() as client:
             code, text = client.mail("someone@else.test")
             assert code == 553 and text.startswith(b"5.7.1 ")
@@ -156,8 +146,6 @@ def test_a_login_sending_as_another_address_gets_553_and_nothing_goes_upstream(
             client.login("old", "an old password")
             code, text = client.mail(SENDER)
             assert code == 553 and b"users add old --address" in text
-    finally:
-        running.thread.stop()
     assert upstream.attempts == [] and upstream.received == []
 
 
@@ -190,16 +178,13 @@ def test_signing_uses_only_the_logins_identity(settings: config.Settings, upstre
     )
     carol_der = _add_identity(settings, OTHER, PassphraseSource.unencrypted())
     UserStore(settings.home / "proxy" / "users").add("carol", b"carol's password", addresses=[OTHER])
-    running = start_proxy(settings)
-    try:
+    with start_proxy(settings) as running:
         with smtplib.SMTP(running.host, running.port, timeout=20) as client:
             client.login("carol", "carol's password")
             # The From field names alice, whose identity is in the home too: carol may not sign as her.
             assert client.sendmail(OTHER, ["bob@example.org"], MSG.format(SENDER).encode()) == {}
         with running.client() as client:
             assert client.sendmail(SENDER, ["bob@example.org"], MSG.format(OTHER).encode()) == {}
-    finally:
-        running.thread.stop()
     first, second = upstream.wait_for(2)
     signature = _signer_certificates(first.data, bob)
     assert carol_der in signature and alice_der not in signature
@@ -241,8 +226,7 @@ def test_an_identity_imported_while_running_signs_the_next_message(
     settings: config.Settings, upstream: Upstream, bob: Person, tmp_path: Path
 ) -> None:
     passphrase = PassphraseSource(environ={"MAILCRYPT_PASSPHRASE": "the home's passphrase"}, interactive=False)
-    running = start_proxy(settings, passphrase=passphrase)
-    try:
+    with start_proxy(settings, passphrase=passphrase) as running:
         # Users added while it runs count at once too.
         UserStore(settings.home / "proxy" / "users").add("dave", b"dave's password", addresses=[LATE])
         with smtplib.SMTP(running.host, running.port, timeout=20) as client:
@@ -251,8 +235,6 @@ def test_an_identity_imported_while_running_signs_the_next_message(
             p12, password, dave_der = _p12(tmp_path, LATE)
             _keys_import(settings, p12, password)
             assert client.sendmail(LATE, ["bob@example.org"], MSG.format(LATE).encode()) == {}
-    finally:
-        running.thread.stop()
     before, after = upstream.wait_for(2)
     assert _signer_certificates(before.data, bob) == b""  # no identity yet: encrypted, unsigned
     assert dave_der in _signer_certificates(after.data, bob)
@@ -261,8 +243,7 @@ def test_an_identity_imported_while_running_signs_the_next_message(
 def test_a_sender_whose_identity_cannot_be_unlocked_gets_451(
     settings: config.Settings, upstream: Upstream, tmp_path: Path
 ) -> None:
-    running = start_proxy(settings, passphrase=PassphraseSource(environ={}, interactive=False))
-    try:
+    with start_proxy(settings, passphrase=PassphraseSource(environ={}, interactive=False)) as running:
         UserStore(settings.home / "proxy" / "users").add("dave", b"dave's password", addresses=[LATE])
         p12, password, _ = _p12(tmp_path, LATE)
         # Stored under a passphrase the proxy does not have.
@@ -273,6 +254,4 @@ def test_a_sender_whose_identity_cannot_be_unlocked_gets_451(
                 client.sendmail(LATE, ["bob@example.org"], MSG.format(LATE).encode())
             assert refused.value.smtp_code == 451
             assert refused.value.smtp_error.startswith(b"4.7.0 ") and b"cannot be unlocked" in refused.value.smtp_error
-    finally:
-        running.thread.stop()
     assert upstream.received == []

@@ -94,14 +94,11 @@ def test_implicit_tls(tmp_path: Path, upstream: Upstream, bob: Person) -> None:
     )
     (settings.home / "config.toml").write_text(text)
     settings = config.load_settings(settings.home)
-    running = start_proxy(settings)
-    try:
+    with start_proxy(settings) as running:
         context = ssl.create_default_context(cafile=str(settings.proxy.tls_cert))
         with smtplib.SMTP_SSL("localhost", running.port, context=context, timeout=10) as client:
             client.login(SENDER, PASSWORD)
             assert client.sendmail(SENDER, ["bob@example.org"], MSG) == {}
-    finally:
-        running.thread.stop()
     assert len(upstream.wait_for(1)) == 1
 
 
@@ -137,12 +134,9 @@ def test_auth_none_only_on_loopback(settings: config.Settings, tmp_path: Path) -
     relaxed = config.load_settings(settings.home)
     with pytest.raises(errors.ConfigError, match="loopback"):
         ProxyServer(relaxed, listen=("0.0.0.0", 10587))
-    running = start_proxy(relaxed)
-    try:
+    with start_proxy(relaxed) as running:
         with running.client(login=False) as client:
             assert client.sendmail(SENDER, ["bob@example.org"], MSG) == {}
-    finally:
-        running.thread.stop()
 
 
 def test_user_store_hashes_with_scrypt(tmp_path: Path) -> None:
@@ -167,15 +161,12 @@ def test_client_login_relays_with_the_clients_own_credentials(tmp_path: Path, bo
         settings = make_home(
             tmp_path / "home", upstream_port=up.port, recipients=(bob,), upstream_extra='login = "client"\n'
         )
-        running = start_proxy(settings)
-        try:
+        with start_proxy(settings) as running:
             with running.client(login=False) as client:
                 with pytest.raises(smtplib.SMTPAuthenticationError):
                     client.login(SENDER, "not the upstream password")
             with running.client() as client:  # the upstream server accepts this login
                 assert client.sendmail(SENDER, ["bob@example.org"], MSG) == {}
-        finally:
-            running.thread.stop()
         assert len(up.wait_for(1)) == 1
     finally:
         up.stop()
