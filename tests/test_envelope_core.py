@@ -404,7 +404,9 @@ def test_ecdh_wrap_der_is_what_asn1crypto_encodes(request, keys, kdf_hash, key_w
     from mailcrypt.envelope.ecdh import ECDHIdentity, ECDHRecipient
 
     pair = request.getfixturevalue(keys)
-    recipient = ECDHRecipient(pair.cert, kdf_hash=kdf_hash, key_wrap=key_wrap, policy=DEFAULT_POLICY)
+    recipient = ECDHRecipient(
+        pair.cert, profile=COMPATIBLE.with_options(ecdh_kdf_hash=kdf_hash, key_wrap=key_wrap), policy=DEFAULT_POLICY
+    )
     cek = os.urandom(cek_length)
     stanza = recipient.wrap(cek)
     assert isinstance(stanza, KeyAgreeStanza) and stanza.version == 3
@@ -445,7 +447,9 @@ def test_rsa_wrap_der_is_what_asn1crypto_encodes(rsa2048, padding, oaep_hash):
     """The framed encoding of an RSA stanza is the asn1crypto object's, and the identity opens it."""
     from mailcrypt.envelope.rsa import RSARecipient
 
-    recipient = RSARecipient(rsa2048.cert, padding=padding, oaep_hash=oaep_hash, policy=DEFAULT_POLICY)
+    recipient = RSARecipient(
+        rsa2048.cert, profile=COMPATIBLE.with_options(rsa_padding=padding, oaep_hash=oaep_hash), policy=DEFAULT_POLICY
+    )
     cek = os.urandom(32)
     stanza = recipient.wrap(cek)
     assert isinstance(stanza, KeyTransStanza) and stanza.version == 0

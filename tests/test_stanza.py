@@ -29,7 +29,7 @@ from mailcrypt.envelope import (
 )
 from mailcrypt.envelope.codec import read_element
 from mailcrypt.envelope.der import to_der
-from mailcrypt.policy import DEFAULT_POLICY
+from mailcrypt.policy import DEFAULT_POLICY, MODERN
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -277,7 +277,7 @@ def test_rsa_identity_tells_not_for_me_from_broken(rsa2048):
 
     identity = rsa2048.identity
     cek = os.urandom(32)
-    sent = RSARecipient(rsa2048.cert, padding="oaep", policy=DEFAULT_POLICY).wrap(cek)
+    sent = RSARecipient(rsa2048.cert, profile=MODERN, policy=DEFAULT_POLICY).wrap(cek)
     oaep, encrypted = sent.algorithm, sent.encrypted_key
     someone_else = IssuerSerial(identity.ref.rid.issuer, identity.ref.rid.serial + 1)
     with pytest.raises(errors.NotForThisIdentity):

@@ -79,9 +79,9 @@ def recipient_from_certificate(
     except (UnsupportedAlgorithm, CMSParseError) as exc:
         raise InvalidRecipient(str(exc), subject=certificate.subject.rfc4514_string()) from None
     if isinstance(key, RSAPublicKey):
-        return RSARecipient(certificate, padding=profile.rsa_padding, oaep_hash=profile.oaep_hash, policy=policy)
+        return RSARecipient(certificate, profile=profile, policy=policy)
     if isinstance(key, EllipticCurvePublicKey):
-        return ECDHRecipient(certificate, kdf_hash=profile.ecdh_kdf_hash, key_wrap=profile.key_wrap, policy=policy)
+        return ECDHRecipient(certificate, profile=profile, policy=policy)
     raise InvalidRecipient(
         f"{type(key).__name__} keys cannot receive S/MIME mail: {certificate.subject.rfc4514_string()}",
         subject=certificate.subject.rfc4514_string(),

@@ -23,6 +23,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
@@ -35,12 +36,12 @@ from mailcrypt.envelope.asn1 import (
     OID_EC_PUBLIC_KEY,
     ECCCMSSharedInfo,
 )
-from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
+from mailcrypt.envelope.keys import HASHES, Identity, KeyTypeRecipient, require
 from mailcrypt.envelope.keywrap import KEK_BYTES, unwrap_key
 from mailcrypt.envelope.stanza import Algorithm, KeyAgreeStanza, OriginatorKey, RecipientEncryptedKey, Stanza
 from mailcrypt.envelope.stanza_der import algorithm_der, parse_algorithm, parse_oid
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
-from mailcrypt.policy import Policy
+from mailcrypt.policy import Policy, Profile
 
 __all__ = ["ECDHRecipient", "ECDHIdentity"]
 
@@ -58,7 +59,7 @@ def _derive_kek(shared: bytes, hash_name: str, wrap_der: bytes, wrap_name: str, 
     return X963KDF(algorithm=HASHES[hash_name](), length=length, sharedinfo=shared_info).derive(shared)
 
 
-class ECDHRecipient(Recipient):
+class ECDHRecipient(KeyTypeRecipient):
     """Wraps content keys for an EC certificate.
 
     Raises ``InvalidRecipient`` for a non-EC key, a curve outside the policy
@@ -66,23 +67,17 @@ class ECDHRecipient(Recipient):
     the policy does not allow.
     """
 
-    def __init__(
-        self, certificate: x509.Certificate, *, kdf_hash: str = "sha1", key_wrap: str = "aes256-wrap", policy: Policy
-    ) -> None:
-        super().__init__(certificate)
-        key = recipient_key(certificate, policy=policy, ref=self.ref)
-        require(isinstance(key, ec.EllipticCurvePublicKey), "not an EC certificate", self.ref)
+    key_type = ec.EllipticCurvePublicKey
+    key_usage = "key_agreement"
+
+    def _accept(self, key: CertificatePublicKeyTypes, profile: Profile, policy: Policy) -> None:
         assert isinstance(key, ec.EllipticCurvePublicKey)
         require(key.curve.name in policy.curves, f"curve {key.curve.name} is not allowed", self.ref)
-        # RFC 8550 §4.4.2: a key used for key agreement needs keyAgreement.
-        require(self.ref.key_usage_allows("key_agreement"), "keyUsage does not allow key agreement", self.ref)
-        if kdf_hash not in policy.ecdh_kdf_hashes:
-            raise PolicyViolation(f"ECDH KDF hash {kdf_hash} is not allowed by the policy")
-        if kdf_hash not in HASHES or key_wrap not in KEY_WRAP_OIDS:
-            raise UnsupportedAlgorithm(f"unknown ECDH scheme {kdf_hash}/{key_wrap}")
+        if profile.ecdh_kdf_hash not in policy.ecdh_kdf_hashes:
+            raise PolicyViolation(f"ECDH KDF hash {profile.ecdh_kdf_hash} is not allowed by the policy")
         self._key = key
-        self._kdf_hash = kdf_hash
-        self._wrap = key_wrap
+        self._kdf_hash = profile.ecdh_kdf_hash
+        self._wrap = profile.key_wrap
 
     def _agree(self, cek: bytes) -> tuple[bytes, bytes]:
         """A fresh ephemeral key and ``cek`` wrapped with the derived key: (the key's point, the wrapped key)."""

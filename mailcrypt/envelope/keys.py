@@ -16,19 +16,30 @@ import abc
 import functools
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from mailcrypt.envelope import pubkey
 from mailcrypt.envelope.stanza import IssuerSerial, RecipientId, Stanza
 from mailcrypt.errors import CMSParseError, InvalidRecipient, UnsupportedAlgorithm
-from mailcrypt.policy import Policy
+from mailcrypt.policy import COMPATIBLE, Policy, Profile
 
-__all__ = ["Recipient", "Identity", "CertificateRef", "HASHES", "describe_rid", "describe_recipient_id", "require"]
+__all__ = [
+    "Recipient",
+    "KeyTypeRecipient",
+    "Identity",
+    "CertificateRef",
+    "HASHES",
+    "describe_rid",
+    "describe_recipient_id",
+    "require",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +182,29 @@ class Recipient(_CertificateHolder, abc.ABC):
         """
 
 
+class KeyTypeRecipient(Recipient):
+    """A Recipient for one type of public key, judged by one constructor.
+
+    A key type says which public keys it wraps for (``key_type``) and the
+    keyUsage bit their certificates need (``key_usage``: RFC 8550 §4.4.2).
+    The constructor judges the certificate for both (``_recipient_key``) and
+    hands the key to the key type's ``_accept``, which judges the key's size
+    or curve and ``profile``'s algorithms for it.
+    """
+
+    key_type: ClassVar[type]
+    key_usage: ClassVar[str]
+
+    def __init__(self, certificate: x509.Certificate, *, profile: Profile = COMPATIBLE, policy: Policy) -> None:
+        super().__init__(certificate)
+        key = _recipient_key(certificate, policy=policy, ref=self.ref, key_type=self.key_type, usage=self.key_usage)
+        self._accept(key, profile, policy)
+
+    @abc.abstractmethod
+    def _accept(self, key: CertificatePublicKeyTypes, profile: Profile, policy: Policy) -> None:
+        """Judge ``key`` (a ``key_type``) and ``profile``'s algorithms for it; keep what ``wrap`` needs."""
+
+
 class Identity(_CertificateHolder, abc.ABC):
     """A private key and its certificate, able to unwrap content keys.
 
@@ -235,19 +269,31 @@ def describe_recipient_id(rid: RecipientId) -> str:
     return f"subjectKeyIdentifier {rid.ski.hex()}"
 
 
+# How an InvalidRecipient names the kind of key a recipient type wants.
+_KEY_KINDS: dict[type, str] = {rsa.RSAPublicKey: "RSA", ec.EllipticCurvePublicKey: "EC"}
+
+
 def require(condition: bool, message: str, ref: CertificateRef) -> None:
     """Raise ``InvalidRecipient`` naming the certificate unless ``condition``."""
     if not condition:
         raise InvalidRecipient(f"{message}: {ref.label}", subject=ref.label)
 
 
-def recipient_key(certificate: x509.Certificate, *, policy: Policy, ref: CertificateRef) -> CertificatePublicKeyTypes:
-    """The public key of a recipient certificate, its algorithm judged first (``pubkey``).
+def _recipient_key(
+    certificate: x509.Certificate, *, policy: Policy, ref: CertificateRef, key_type: type, usage: str
+) -> CertificatePublicKeyTypes:
+    """The public key of a recipient certificate, judged for one kind of key and use.
 
-    Raises ``InvalidRecipient`` naming the certificate for a refused,
-    unknown or malformed key.
+    The key's algorithm is judged first (``pubkey``); then the key must be a
+    ``key_type`` and the certificate's keyUsage must allow ``usage``
+    (``key_encipherment`` for key transport, ``key_agreement`` for key
+    agreement: RFC 8550 §4.4.2). Raises ``InvalidRecipient`` naming the
+    certificate for a refused, unknown, malformed or mismatched key.
     """
     try:
-        return pubkey.public_key(certificate, policy=policy)
+        key = pubkey.public_key(certificate, policy=policy)
     except (UnsupportedAlgorithm, CMSParseError) as exc:
         raise InvalidRecipient(f"{exc}: {ref.label}", subject=ref.label) from None
+    require(isinstance(key, key_type), f"not an {_KEY_KINDS.get(key_type, key_type.__name__)} certificate", ref)
+    require(ref.key_usage_allows(usage), f"keyUsage does not allow {usage.replace('_', ' ')}", ref)
+    return key

@@ -26,17 +26,18 @@ from dataclasses import dataclass
 from asn1crypto import algos, core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from mailcrypt.envelope.asn1 import HASH_BY_OID, HASH_OIDS, OID_RSA_ENCRYPTION, OID_RSAES_OAEP
-from mailcrypt.envelope.keys import HASHES, Identity, Recipient, recipient_key, require
+from mailcrypt.envelope.keys import HASHES, Identity, KeyTypeRecipient, require
 from mailcrypt.envelope.stanza import Algorithm, IssuerSerial, KeyTransStanza, RecipientId, Stanza
 from mailcrypt.errors import CMSParseError, DecryptionFailed, NotForThisIdentity, PolicyViolation, UnsupportedAlgorithm
-from mailcrypt.policy import Policy
+from mailcrypt.policy import Policy, Profile
 
 __all__ = ["RSARecipient", "RSAIdentity"]
 
 
-class RSARecipient(Recipient):
+class RSARecipient(KeyTypeRecipient):
     """Wraps content keys for an RSA certificate.
 
     Raises ``InvalidRecipient`` for a non-RSA key, a key below the policy's
@@ -44,34 +45,32 @@ class RSARecipient(Recipient):
     for a padding or hash the policy does not allow.
     """
 
-    def __init__(
-        self, certificate: x509.Certificate, *, padding: str = "pkcs1v15", oaep_hash: str = "sha256", policy: Policy
-    ) -> None:
-        super().__init__(certificate)
-        key = recipient_key(certificate, policy=policy, ref=self.ref)
-        require(isinstance(key, rsa.RSAPublicKey), "not an RSA certificate", self.ref)
+    key_type = rsa.RSAPublicKey
+    key_usage = "key_encipherment"
+
+    def _accept(self, key: CertificatePublicKeyTypes, profile: Profile, policy: Policy) -> None:
         assert isinstance(key, rsa.RSAPublicKey)
         require(key.key_size >= policy.min_rsa_bits, f"RSA key of {key.key_size} bits is too small", self.ref)
-        # RFC 8550 §4.4.2: a key used for key transport needs keyEncipherment.
-        require(self.ref.key_usage_allows("key_encipherment"), "keyUsage does not allow key encipherment", self.ref)
-        if padding not in policy.rsa_paddings:
-            raise PolicyViolation(f"RSA padding {padding} is not allowed by the policy")
-        if padding == "oaep" and oaep_hash not in policy.oaep_hashes:
+        name, oaep_hash = profile.rsa_padding, profile.oaep_hash
+        if name not in policy.rsa_paddings:
+            raise PolicyViolation(f"RSA padding {name} is not allowed by the policy")
+        if name == "oaep" and oaep_hash not in policy.oaep_hashes:
             raise PolicyViolation(f"OAEP hash {oaep_hash} is not allowed by the policy")
-        if padding not in ("pkcs1v15", "oaep") or oaep_hash not in HASHES:
-            raise UnsupportedAlgorithm(f"unknown RSA padding {padding}/{oaep_hash}")
         self._key = key
-        self._padding = padding
-        self._oaep_hash = oaep_hash
+        self._algorithm = _key_encryption_algorithm(name, oaep_hash)
+        self._padding = _padding(name, oaep_hash)
 
     def wrap(self, cek: bytes) -> KeyTransStanza:
-        if self._padding == "oaep":
-            h = HASHES[self._oaep_hash]()
-            encrypted = self._key.encrypt(cek, padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
-        else:
-            encrypted = self._key.encrypt(cek, padding.PKCS1v15())
         # Named by issuerAndSerialNumber (version 0), as every S/MIME client reads.
-        return KeyTransStanza(self.ref.rid, _key_encryption_algorithm(self._padding, self._oaep_hash), encrypted)
+        return KeyTransStanza(self.ref.rid, self._algorithm, self._key.encrypt(cek, self._padding))
+
+
+def _padding(name: str, oaep_hash: str) -> padding.AsymmetricPadding:
+    """The encryption padding for a profile's ``rsa_padding`` and ``oaep_hash`` (MGF1 with the same hash)."""
+    if name == "oaep":
+        h = HASHES[oaep_hash]()
+        return padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None)
+    return padding.PKCS1v15()
 
 
 @functools.lru_cache(maxsize=8)
