@@ -48,7 +48,7 @@ from mailcrypt.envelope import (
 )
 from mailcrypt.mime import headers as mh
 from mailcrypt.mime.signed import PKCS7_MIME, canonical, decode_body, open_signed, split_message
-from mailcrypt.pki import ChainResult, MessageCRLs, RevocationChecker, validate_chain
+from mailcrypt.pki import ChainResult, RevocationChecker, validate_signer
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
 __all__ = ["Layer", "Unwrapped", "unwrap_message", "MAX_LAYERS"]
@@ -206,10 +206,9 @@ def unwrap_message(
     ``trust_anchors`` are what signers' chains are checked against at
     ``now``; ``certificates`` are extra certificates to find signers and
     intermediates among; ``revocation``, when given, is asked about each
-    signer's path (``pki.validate_chain``), after the CRLs the SignedData
-    carries (``pki.MessageCRLs``); ``pki.RevocationRequired`` asks for
-    revocation information from those CRLs only, and refuses a path
-    without it. A message without S/MIME at its top comes back
+    signer's path (``pki.validate_signer``), after the CRLs the SignedData
+    carries; ``pki.RevocationRequired`` asks for revocation information
+    from those CRLs only, and refuses a path without it. A message without S/MIME at its top comes back
     unchanged with no layers.
 
     Raises what decryption raises (``NoMatchingIdentity``, ``DecryptionFailed``,
@@ -252,24 +251,14 @@ def unwrap_message(
         # The issuers to build on, for the signer's chain and its CRLs alike:
         # those the signer sent, then those the caller knows.
         known = [*signature.certificates, *certificates]
-        checker = revocation
-        if revocation is not None and signature.crls and trust_anchors:
-            # The CRLs the signer sent are a source too (RFC 5652 §5.1): signed
-            # by their issuers, they answer before the network is asked.
-            checker = MessageCRLs(
-                signature.crls,
-                certificates=known,
-                anchors=trust_anchors,
-                fallback=revocation,
-                policy=policy,
-            )
-        chain = validate_chain(
+        chain = validate_signer(
             signature.certificate,
+            crls=signature.crls,
             intermediates=known,
             anchors=trust_anchors,
             now=now,
             policy=policy,
-            revocation=checker,
+            revocation=revocation,
         )
         if require_trusted and (signature.weak or not chain.trusted):
             reason = f"the signature uses {signature.weak_description}" if signature.weak else chain.reason

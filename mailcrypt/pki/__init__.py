@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mailcrypt.envelope import load_certificate, load_certificates
     from mailcrypt.pki.chain import ChainResult, validate_chain
     from mailcrypt.pki.mailboxes import certificate_addresses, names_address
-    from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired
+    from mailcrypt.pki.messagecrls import MessageCRLs, RevocationRequired, validate_signer
     from mailcrypt.pki.online import REVOCATION_MODES, OnlineRevocationChecker
     from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
     from mailcrypt.pki.validate import (
@@ -72,6 +72,7 @@ __all__ = [
     "RevocationStatus",
     "usage_problem",
     "validate_chain",
+    "validate_signer",
 ]
 
 if not TYPE_CHECKING:

@@ -45,13 +45,13 @@ from cryptography import exceptions, x509
 from mailcrypt.envelope import public_key
 from mailcrypt.errors import CMSParseError, RevocationUnavailable, UnsupportedAlgorithm
 from mailcrypt.pki import crlscope
-from mailcrypt.pki.chain import validate_chain
+from mailcrypt.pki.chain import ChainResult, validate_chain
 from mailcrypt.pki.purposes import purpose_problem
 from mailcrypt.pki.revanswer import check_window, serial_of, verify_signature
 from mailcrypt.pki.revocation import RevocationChecker, RevocationStatus
 from mailcrypt.policy import DEFAULT_POLICY, Policy
 
-__all__ = ["MessageCRLs", "RevocationRequired"]
+__all__ = ["MessageCRLs", "RevocationRequired", "validate_signer"]
 
 # asn1crypto's errors for a malformed value read lazily (as in envelope.signed_parts).
 _ASN1_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, RecursionError)
@@ -264,3 +264,30 @@ class MessageCRLs:
             purpose="crl-signing",
         )
         return None if result.trusted else f"its issuer {_subject(signer)} is not trusted: {result.reason}"
+
+
+def validate_signer(
+    certificate: x509.Certificate,
+    *,
+    crls: Sequence[bytes],
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    now: datetime,
+    policy: Policy = DEFAULT_POLICY,
+    revocation: RevocationChecker | None = None,
+) -> ChainResult:
+    """``validate_chain`` for the signer of a message that carried ``crls`` (DER CRLs, maybe none).
+
+    When revocation is checked at all (``revocation`` given) and there are
+    trust anchors to judge CRL issuers by, the message's CRLs answer first
+    (``MessageCRLs``: signed by their issuers, they are a source RFC 5652
+    §5.1 lets the receiver use, and they answer before the network is
+    asked) and ``revocation`` answers what they leave open; CRL issuers are
+    sought among ``intermediates``.
+    """
+    checker = revocation
+    if revocation is not None and crls and anchors:
+        checker = MessageCRLs(crls, certificates=intermediates, anchors=anchors, fallback=revocation, policy=policy)
+    return validate_chain(
+        certificate, intermediates=intermediates, anchors=anchors, now=now, policy=policy, revocation=checker
+    )
