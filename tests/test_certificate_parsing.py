@@ -304,6 +304,19 @@ def test_a_pkcs7_bundle_goes_through_the_parser(forged: dict[str, bytes], rsa204
     bad.write_bytes(bundle(_der(rsa2048.cert), forged["version 7"]))
     with pytest.raises(errors.ConfigError, match="bad.p7b"):
         kd.import_file(bad, now=NOW)
+    # Every certificate file reads the same forms (encrypt --cert, trust anchors): DER or PEM PKCS7.
+    armored = tmp_path / "good.p7c"
+    armored.write_bytes(
+        b"-----BEGIN PKCS7-----\n" + base64.encodebytes(good.read_bytes()) + b"-----END PKCS7-----\n"
+    )
+    for path in (good, armored):
+        assert [c.serial_number for c in load_certificates(path)] == [rsa2048.cert.serial_number]
+    with pytest.raises(errors.ConfigError, match=r"certificate file .*bad\.p7b: no readable certificate"):
+        load_certificates(bad)
+    empty = tmp_path / "empty.p7b"
+    empty.write_bytes(bundle())
+    with pytest.raises(errors.ConfigError, match="an empty PKCS#7 bundle"):
+        load_certificates(empty)
 
 
 def test_a_malformed_trust_anchor_is_a_config_error(forged: dict[str, bytes], tmp_path: Path) -> None:

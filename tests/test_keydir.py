@@ -276,7 +276,7 @@ def test_unreadable_and_wrong_files(kd: KeyDirectory, certs: dict[str, Made], tm
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x01\x02 not a certificate at all")
     with pytest.raises(
-        errors.ConfigError, match="not a certificate .PEM or DER., a PKCS#7 certificate bundle or a PKCS#12"
+        errors.ConfigError, match="expected PEM or DER certificates, a PKCS#7 certificate bundle or a PKCS#12 file"
     ):
         kd.import_file(junk)
     with pytest.raises(errors.ConfigError, match="holds a private key"):

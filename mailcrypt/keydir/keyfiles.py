@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from mailcrypt import errors
 from mailcrypt.config import read_private, read_secret_line
 from mailcrypt.envelope import algorithm_name
+from mailcrypt.keydir.certfiles import certificates_in
 from mailcrypt.pki import load_certificate as parse_certificate
-from mailcrypt.pki import load_certificates as parse_certificates
 from mailcrypt.pki import names_address
 
 __all__ = [
@@ -110,19 +110,13 @@ def passphrase_from(
 
 
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
-    """All certificates in a PEM file (one or more) or a DER file (exactly one).
+    """All certificates in a certificate file: PEM (one or more), DER, or a PKCS#7 bundle (``certfiles``).
 
     Raises ``errors.ConfigError`` if the file cannot be read, holds no
-    certificate or one that the certificate parser (``pki.load_certificates``) refuses.
+    certificate or one that the certificate parser refuses.
     """
-    name = os.fspath(path)
-    data = read_file(path, f"certificate file {os.fspath(path)}")
-    try:
-        return parse_certificates(data)
-    except errors.MalformedCertificate as exc:
-        raise errors.ConfigError(
-            f"certificate file {name}: no readable certificate (expected PEM or DER: {exc.reason})"
-        ) from None
+    label = f"certificate file {os.fspath(path)}"
+    return certificates_in(label, read_file(path, label))
 
 
 def load_private_key(
