@@ -15,7 +15,7 @@ from mailcrypt.lazy import exports
 # import-linter and readers see them here.
 if TYPE_CHECKING:
     from mailcrypt.config.home import load_settings, write_default_config
-    from mailcrypt.config.location import CONFIG_NAME, HOME_ENV, default_home, resolve_home
+    from mailcrypt.config.location import CONFIG_NAME, HOME_ENV, Below, default_home, resolve_home
     from mailcrypt.config.model import (
         AccountSettings,
         IdentitySettings,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountSettings",
+    "Below",
     "check_private",
     "CONFIG_NAME",
     "default_home",

@@ -4,7 +4,8 @@ The default is the user configuration directory (``$XDG_CONFIG_HOME/mailcrypt``
 or ``~/.config/mailcrypt`` on Linux and other Unix systems,
 ``~/Library/Application Support/mailcrypt`` on macOS, ``%APPDATA%\\mailcrypt``
 on Windows). Commands given key files ask only whether a home exists, so
-this module imports nothing of the settings' parser.
+this module imports nothing of the settings' parser. ``Below`` names the
+places inside a directory (the home, the key directory) once each.
 
 What it won't do: read or create anything.
 """
@@ -15,8 +16,9 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import overload
 
-__all__ = ["HOME_ENV", "CONFIG_NAME", "default_home", "resolve_home"]
+__all__ = ["HOME_ENV", "CONFIG_NAME", "Below", "default_home", "resolve_home"]
 
 HOME_ENV = "MAILCRYPT_HOME"
 CONFIG_NAME = "config.toml"
@@ -55,3 +57,29 @@ def resolve_home(home: str | os.PathLike[str] | None = None, *, environ: Mapping
     else:
         chosen = default_home(environ=env)
     return Path(os.path.abspath(chosen.expanduser()))
+
+
+# ------------------------------------------------------------------ places in a directory
+
+
+class Below:
+    """A read-only attribute: the path ``name`` inside the directory the object's ``root`` attribute names.
+
+    A directory layout is then a table, one line a place, e.g.
+    ``outbox = Below("outbox", root="home")``; the attribute follows ``root``
+    and is never stored apart from it.
+    """
+
+    def __init__(self, name: str, *, root: str = "root") -> None:
+        self.name = name
+        self.root = root
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Below: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> Path: ...
+    def __get__(self, instance: object | None, owner: type) -> Below | Path:
+        if instance is None:
+            return self
+        root: Path = getattr(instance, self.root)
+        return root / self.name

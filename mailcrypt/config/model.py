@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailcrypt import errors
+from mailcrypt.config.location import Below
 from mailcrypt.config.secrets import read_secret_line
 from mailcrypt.policy import PolicyTable
 
@@ -187,24 +188,14 @@ class Settings:
     replay: ReplaySettings
     accounts: tuple[AccountSettings, ...]
 
-    @property
-    def state_db(self) -> Path:
-        return self.home / "state.db"
-
-    @property
-    def outbox(self) -> Path:
-        """The Maildir standing in for an upstream server when ``[upstream]`` is absent."""
-        return self.home / "outbox"
-
-    @property
-    def spool(self) -> Path:
-        """The durable retry spool of the proxy: encrypted messages that wait for the upstream server."""
-        return self.home / "spool"
-
-    @property
-    def mail(self) -> Path:
-        """The default fetch target Maildir."""
-        return self.home / "mail"
+    #: The one SQLite state store (``mailcrypt.state``).
+    state_db = Below("state.db", root="home")
+    #: The Maildir standing in for an upstream server when ``[upstream]`` is absent.
+    outbox = Below("outbox", root="home")
+    #: The durable retry spool of the proxy: encrypted messages that wait for the upstream server.
+    spool = Below("spool", root="home")
+    #: The default fetch target Maildir.
+    mail = Below("mail", root="home")
 
     def account(self, name: str) -> AccountSettings:
         """The account called ``name``; ``errors.ConfigError`` if there is none."""

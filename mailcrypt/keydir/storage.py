@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mailcrypt import errors
+from mailcrypt.config import Below
 from mailcrypt.pki import load_certificates
 
 __all__ = [
@@ -84,21 +85,14 @@ class Layout:
 
     root: Path
 
-    @property
-    def certs(self) -> Path:
-        return self.root / "certs"
-
-    @property
-    def chain(self) -> Path:
-        return self.root / "chain"
-
-    @property
-    def identities(self) -> Path:
-        return self.root / "identities"
-
-    @property
-    def index(self) -> Path:
-        return self.root / "index.sqlite"
+    #: Recipients' certificates, one PEM file a fingerprint.
+    certs = Below("certs")
+    #: Intermediate certificates, one PEM file a fingerprint.
+    chain = Below("chain")
+    #: The user's own certificates (``.crt``) and encrypted private keys (``.key``).
+    identities = Below("identities")
+    #: The SQLite index over all of them.
+    index = Below("index.sqlite")
 
     def recipient_file(self, fp: str) -> Path:
         return self.certs / f"{fp}.pem"
