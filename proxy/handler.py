@@ -47,6 +47,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailcrypt import errors
@@ -95,6 +96,7 @@ def _retrieve(task: asyncio.Task[str]) -> None:
         log.error("relaying a message failed after its client left: %s", exc, exc_info=exc)
 
 
+@dataclass(eq=False, kw_only=True)
 class ProxyHandler(AuthHooks):
     """The hooks (see the module docstring).
 
@@ -103,37 +105,23 @@ class ProxyHandler(AuthHooks):
     message size advertised at EHLO (the configured one when not given).
     """
 
-    def __init__(
-        self,
-        *,
-        book: RecipientBook,
-        senders: SenderLookup,
-        relay: UpstreamRelay | OutboxRelay,
-        late: LateGroups | None,
-        users: UserStore | None,
-        guard: LoginGuard,
-        auth_required: bool,
-        max_failures: int = 5,
-        refresh: Callable[[], Awaitable[None]] | None = None,
-        limit: MessageLimit | None = None,
-        max_recipients: int = 100,
-        budget: ByteBudget | None = None,
-    ) -> None:
-        self.book = book
-        self.senders = senders
-        self.relay = relay
-        self.late = late
-        self.users = users
-        self.guard = guard
-        self.login_required = auth_required
-        self.max_failures = max_failures
-        self.refresh = refresh
-        #: Messages being relayed (``handle_DATA``); they run to the end even if their client leaves.
-        self.relaying: set[asyncio.Task[str]] = set()
-        self.limit = limit
-        self.max_recipients = max_recipients
-        #: The memory messages may take at once (``proxy.message_memory``); None: not bounded.
-        self.budget = budget
+    book: RecipientBook
+    senders: SenderLookup
+    relay: UpstreamRelay | OutboxRelay
+    late: LateGroups | None
+    users: UserStore | None
+    guard: LoginGuard
+    #: Every MAIL needs a login first (``[proxy] auth = "required"``). Not named ``auth_...``:
+    #: aiosmtpd offers every handler attribute of that name as an AUTH mechanism.
+    login_required: bool
+    max_failures: int = 5
+    refresh: Callable[[], Awaitable[None]] | None = None
+    limit: MessageLimit | None = None
+    max_recipients: int = 100
+    #: The memory messages may take at once (``proxy.message_memory``); None: not bounded.
+    budget: ByteBudget | None = None
+    #: Messages being relayed (``handle_DATA``); they run to the end even if their client leaves.
+    relaying: set[asyncio.Task[str]] = field(init=False, default_factory=set)
 
     # ------------------------------------------------------------------ greeting
 

@@ -176,7 +176,7 @@ class ProxyServer:
             late=self.late,
             users=self.users,
             guard=self.guard,
-            auth_required=proxy.auth == "required",
+            login_required=proxy.auth == "required",
             max_failures=proxy.max_auth_failures,
             refresh=self.refresh,
             limit=MessageLimit(proxy.max_message_size, recipients=proxy.max_recipients, pool=self.pool),

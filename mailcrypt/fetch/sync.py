@@ -57,7 +57,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
@@ -136,8 +136,6 @@ class SyncOptions:
     parallel_from: int = 64
 
 
-_DEFAULT_OPTIONS = SyncOptions()
-
 
 def batches(uids: list[int], sizes: dict[int, int], *, count: int, limit: int, unlisted: int = 0) -> list[list[int]]:
     """UIDs cut into runs of at most ``count`` messages and ``limit`` bytes (a bigger message goes alone).
@@ -171,56 +169,45 @@ def _ahead(prepared: _Fetched, seen: dict[str, tuple[int, str]], guard: ReplayGu
         yield from group
 
 
+@dataclass(eq=False, kw_only=True)
 class FolderSync:
-    """Syncs the folders of one account over one connection into one sink."""
+    """Syncs the folders of one account over one connection into one sink (``runner.Fetcher`` makes it)."""
 
-    def __init__(
-        self,
-        *,
-        account: str,
-        connection: IMAPConnection,
-        state: FetchState,
-        processor: MessageProcessor,
-        sink: Sink,
-        options: SyncOptions = _DEFAULT_OPTIONS,
-        progress: Progress | None = None,
-        fault: Fault = _no_fault,
-    ) -> None:
-        self.account = account
-        self.conn = connection
-        self.state = state
-        self.processor = processor
-        self.sink = sink
-        self.options = options
-        self.progress = progress or Progress(enabled=False)
-        self.fault = fault
-        self._delimiter: str | None | Literal[False] = False
-        # Old records matched in this run, not committed yet (state.recognise).
-        self._claimed: set[OldRecord] = set()
+    account: str
+    connection: IMAPConnection
+    state: FetchState
+    processor: MessageProcessor
+    sink: Sink
+    options: SyncOptions
+    progress: Progress
+    fault: Fault = _no_fault
+    _delimiter: str | None | Literal[False] = field(init=False, default=False)
+    # Old records matched in this run, not committed yet (state.recognise).
+    _claimed: set[OldRecord] = field(init=False, default_factory=set)
 
     def _folder_delimiter(self) -> str | None:
         if self._delimiter is False:
-            self._delimiter = self.conn.delimiter()
+            self._delimiter = self.connection.delimiter()
             # Re-processing the Quarantine names Maildir++ folders with it, offline (``requeue``).
             self.state.note_delimiter(self.account, self._delimiter)
         return self._delimiter
 
     def run(self, folder: str) -> Counts:
         """Fetch every new message of ``folder``; return the counts."""
-        info = self.conn.select(folder, readonly=not self.options.mark_seen)
+        info = self.connection.select(folder, readonly=not self.options.mark_seen)
         fstate = self.state.begin(self.account, folder, info.uidvalidity, accept_new=self.options.accept_uidvalidity)
         sink = self.sink.open_folder(self.account, folder, self._folder_delimiter(), info.uidvalidity)
         sink.prepare(self.state.pending(fstate) if self.sink.needs_pending else set())
         # The sink may have used the connection for other folders: select ours again.
-        self.conn.select(folder, readonly=not self.options.mark_seen)
+        self.connection.select(folder, readonly=not self.options.mark_seen)
         since = self.options.since if fstate.last_uid == 0 else None
-        uids = self._left_out(fstate) + self.conn.new_uids(fstate.last_uid, since=since)
+        uids = self._left_out(fstate) + self.connection.new_uids(fstate.last_uid, since=since)
         counts = Counts()
         if uids:
             # Only messages above a batch's fair share of bytes can make it too large: the server
             # names those, and every other one counts as that share, an upper bound of its size.
             share = self.options.batch_bytes // max(1, self.options.batch_count)
-            sizes = self.conn.sizes_above(uids, share)
+            sizes = self.connection.sizes_above(uids, share)
             work = iter(
                 batches(uids, sizes, count=self.options.batch_count, limit=self.options.batch_bytes, unlisted=share)
             )
@@ -259,7 +246,7 @@ class FolderSync:
         left_out = self.state.since(fstate)
         if left_out is None or self.options.since >= left_out:
             return []
-        found = self.conn.uids_before(fstate.last_uid, since=self.options.since, before=left_out)
+        found = self.connection.uids_before(fstate.last_uid, since=self.options.since, before=left_out)
         done = self.state.delivered(fstate, found)
         return [uid for uid in found if uid not in done]
 
@@ -308,7 +295,7 @@ class FolderSync:
                     raise
                 fstate, handled = job.result()
                 if self.options.mark_seen and handled:
-                    self.conn.mark_seen(handled)
+                    self.connection.mark_seen(handled)
                     self.fault("flagged", batch[-1])
                 batch, current = following, upcoming
         return fstate
@@ -317,7 +304,7 @@ class FolderSync:
         """Fetch one batch and start its processing (in the workers, or lazily in the delivering thread)."""
         if self.sink.needs_pending:
             self.state.add_pending(fstate, batch)
-        fetched = self.conn.messages(batch)
+        fetched = self.connection.messages(batch)
         self.fault("fetched", batch[0])
         bodies = {uid: message.body for uid, message in fetched.items()}
         arrivals = {uid: message.arrival for uid, message in fetched.items()}
