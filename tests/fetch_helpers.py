@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from mailcrypt.keydir import KeyDirectory
@@ -67,6 +68,67 @@ def run_cli(home: Path, user, *args: str, timeout: float = 120) -> subprocess.Co
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+# The child python that runs ``mailcrypt`` with one fault hook. STYLE.md §6 allows a mock only to inject
+# a fault a real peer cannot produce: here the process sends itself SIGKILL, as a power cut or the OOM
+# killer would stop it, with no cleanup and no exception handler.
+_CRASHING = textwrap.dedent(
+    """
+    import dataclasses, importlib, os, signal, sys
+    from mailcrypt.cli import main
+
+    module, name, step, uid, batch_count = sys.argv[1:6]
+    worker = getattr(importlib.import_module(module), name)
+    real_init = worker.__init__
+
+    def fault(at, u):
+        if at == step and u == int(uid):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def init(self, **kw):
+        kw["fault"] = fault
+        if batch_count:
+            kw["options"] = dataclasses.replace(kw["options"], batch_count=int(batch_count))
+        real_init(self, **kw)
+
+    worker.__init__ = init
+    sys.exit(main(sys.argv[6:]))
+    """
+)
+
+
+#: The workers ``run_crashing`` can make crash: the fetcher's per-folder loop and the quarantine's re-processing.
+FOLDER_SYNC = "mailcrypt.fetch.sync.FolderSync"
+REQUEUE = "mailcrypt.fetch.requeue.Requeue"
+
+
+def run_crashing(
+    home: Path,
+    env: dict[str, str],
+    worker: str,
+    step: str,
+    uid: int,
+    *args: str,
+    batch_count: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``mailcrypt --home HOME ARGS`` in a child python that kills itself at ``step`` for ``uid``.
+
+    ``worker`` names the class whose ``fault`` hook is replaced, ``FOLDER_SYNC`` for a fetch or
+    ``REQUEUE`` for a re-processing; ``batch_count`` also
+    shortens the fetcher's batches, so that a crash can fall after an earlier batch was committed.
+    The caller checks that the child did die (return code -9).
+    """
+    module, name = worker.rsplit(".", 1)
+    batch = "" if batch_count is None else str(batch_count)
+    return subprocess.run(
+        [sys.executable, "-c", _CRASHING, module, name, step, str(uid), batch, "--home", str(home), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=ROOT,
     )
 

@@ -13,38 +13,11 @@ nothing (STYLE.md §6, isync's run-tests.pl).
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
-from fetch_helpers import ROOT, by_uid, env_for, make_home, plain, run_cli, status
+from fetch_helpers import FOLDER_SYNC, by_uid, env_for, make_home, plain, run_cli, run_crashing, status
 
 from mailcrypt.fetch import STEPS
 from mailcrypt.mime import enveloped as smime
-
-_CRASHING_FETCH = textwrap.dedent(
-    """
-    import dataclasses, os, signal, sys
-    from mailcrypt.fetch import sync
-    from mailcrypt.cli import main
-
-    step, uid = sys.argv[1], int(sys.argv[2])
-    real_init = sync.FolderSync.__init__
-
-    def fault(at, u):
-        if at == step and u == uid:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def init(self, **kw):
-        kw["fault"] = fault
-        kw["options"] = dataclasses.replace(kw["options"], batch_count=2)
-        real_init(self, **kw)
-
-    sync.FolderSync.__init__ = init
-    sys.exit(main(sys.argv[3:]))
-    """
-)
 
 # Per message: UID 3 (delivered) and UID 4 (a replay of UID 1: quarantined).
 # Per batch: the batch [3, 4] reports its last UID, 4; "fetched" its first, 3.
@@ -80,10 +53,7 @@ def check(delivered: dict[int, tuple[str, bytes]]) -> None:
 def test_crash_at_every_step_then_rerun(tmp_path, imap_user, rsa2048, ec_p256, mail, step, uid) -> None:  # type: ignore[no-untyped-def]
     home = make_home(tmp_path / "home", imap_user, [rsa2048, ec_p256])
     imap_user.append(mail)
-    crashed = subprocess.run(
-        [sys.executable, "-c", _CRASHING_FETCH, step, str(uid), "--home", str(home), "fetch", "--mark-seen"],
-        env=env_for(imap_user), capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    crashed = run_crashing(home, env_for(imap_user), FOLDER_SYNC, step, uid, "fetch", "--mark-seen", batch_count=2)
     assert crashed.returncode == -9, (crashed.returncode, crashed.stderr)
     partial = by_uid(home / "mail")  # asserts no UID has two copies even now
     assert set(partial) <= {1, 2, 3, 4, 5, 6}

@@ -10,11 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
-from fetch_helpers import ROOT, by_uid, env_for, make_home, plain, run_cli, status
+from fetch_helpers import FOLDER_SYNC, ROOT, by_uid, env_for, make_home, plain, run_cli, run_crashing, status
 
 from mailcrypt.fetch.imap import IMAPConnection
 from mailcrypt.fetch.progress import Counts, Progress, summary_table
@@ -161,24 +160,7 @@ def test_imap_target_must_be_asked_for_and_survives_a_crash(tmp_path, imap_user,
         smime.encrypt_message(plain("nobody's"), [other.cert]),
         plain("plain"),
     ])
-    crash = textwrap.dedent(
-        """
-        import os, signal, sys
-        from mailcrypt.fetch import sync
-        from mailcrypt.cli import main
-        real_init = sync.FolderSync.__init__
-        def fault(step, uid):
-            if step == "written" and uid == 2:
-                os.kill(os.getpid(), signal.SIGKILL)
-        def init(self, **kw):
-            kw["fault"] = fault
-            real_init(self, **kw)
-        sync.FolderSync.__init__ = init
-        sys.exit(main(sys.argv[1:]))
-        """
-    )
-    crashed = subprocess.run([sys.executable, "-c", crash, "--home", str(home), "fetch"], env=env_for(imap_user),
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    crashed = run_crashing(home, env_for(imap_user), FOLDER_SYNC, "written", 2, "fetch")
     assert crashed.returncode == -9, crashed.stderr
     rerun = run_cli(home, imap_user)
     assert rerun.returncode in (0, 3), rerun.stderr

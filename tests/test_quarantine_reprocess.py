@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
-from fetch_helpers import ROOT, append_at, env_for, make_home, plain, run_cli, status
+from fetch_helpers import REQUEUE, ROOT, append_at, env_for, make_home, plain, run_cli, run_crashing, status
 
 from mailcrypt.envelope.signed import Signer
 from mailcrypt.fetch import REQUEUE_STEPS, FetchState, MessageProcessor, Requeue
@@ -192,29 +191,6 @@ def test_reprocess_delivers_what_the_imported_identity_opens(tmp_path, imap_user
     assert copies(home / "mail") == after
 
 
-_CRASHING_REPROCESS = textwrap.dedent(
-    """
-    import os, signal, sys
-    from mailcrypt.fetch import requeue
-    from mailcrypt.cli import main
-
-    step, uid = sys.argv[1], int(sys.argv[2])
-    real_init = requeue.Requeue.__init__
-
-    def fault(at, u):
-        if at == step and u == uid:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def init(self, **kw):
-        kw["fault"] = fault
-        real_init(self, **kw)
-
-    requeue.Requeue.__init__ = init
-    sys.exit(main(sys.argv[3:]))
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def fetched_template(dovecot, tmp_path_factory, rsa2048, late, mail):  # type: ignore[no-untyped-def]
     """One fetched and imported home, copied for each crash case (re-processing needs no server)."""
@@ -231,14 +207,7 @@ def test_crash_after_each_step_then_rerun(tmp_path, fetched_template, step) -> N
     env = env_for(user)
     env["MAILCRYPT_PASSPHRASE"] = PASSPHRASE
     # UID 3 of INBOX: the seen copy, with a second copy of it (UID 4) processed after it.
-    crashed = subprocess.run(
-        [sys.executable, "-c", _CRASHING_REPROCESS, step, "3", "--home", str(home), "quarantine", "reprocess"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    crashed = run_crashing(home, env, REQUEUE, step, 3, "quarantine", "reprocess")
     assert crashed.returncode == -9, (crashed.returncode, crashed.stderr)
     # Between the rename and the unlink the message is in both places: the rerun finishes the unlink.
 
