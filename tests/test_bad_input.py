@@ -792,6 +792,24 @@ def apply_mutations(data: bytes, ops: list[tuple]) -> bytes:
     return bytes(out)
 
 
+def check_same_verdict(sample: Sample, mutated: bytes, context: object) -> None:
+    """Both decryption paths reach the same verdict on ``mutated``.
+
+    For an authenticated sample, success means exactly the original plaintext;
+    ``context`` is shown when that fails.
+    """
+    ids = [*sample.outsiders, sample.identity]
+    via_decrypt = run_decrypt(mutated, ids)
+    via_chunks = run_chunks(mutated, ids, size=5)
+    event(type(via_decrypt).__name__)  # outcome mix, shown by --hypothesis-show-statistics
+    if isinstance(via_decrypt, bytes):
+        assert via_chunks == via_decrypt
+        if sample.authenticated:
+            assert via_decrypt == CONTENT, context
+    else:
+        assert type(via_chunks) is type(via_decrypt)
+
+
 # Derandomised or random, and the example database, come from the profile (tests/conftest.py).
 PROPERTY_SETTINGS = settings(
     max_examples=400,
@@ -805,18 +823,7 @@ PROPERTY_SETTINGS = settings(
 def test_property_mutated_envelopes(samples, name, ops):
     sample = samples[name]
     mutated = apply_mutations(sample.envelope, ops)
-    ids = [*sample.outsiders, sample.identity]
-    via_decrypt = run_decrypt(mutated, ids)
-    via_chunks = run_chunks(mutated, ids, size=5)
-    event(type(via_decrypt).__name__)
-    # Both paths reach the same verdict.
-    if isinstance(via_decrypt, bytes):
-        assert via_chunks == via_decrypt
-    else:
-        assert type(via_chunks) is type(via_decrypt)
-    if sample.authenticated and isinstance(via_decrypt, bytes):
-        # Authenticated: success means exactly the original plaintext.
-        assert via_decrypt == CONTENT, (mutated == sample.envelope, ops)
+    check_same_verdict(sample, mutated, (mutated == sample.envelope, ops))
 
 
 @PROPERTY_SETTINGS
@@ -938,13 +945,4 @@ def test_tree_round_trip(samples):
 def test_property_structure_mutations(samples, name, ops):
     sample = samples[name]
     mutated = apply_tree_mutations(sample.envelope, ops)
-    ids = [*sample.outsiders, sample.identity]
-    via_decrypt = run_decrypt(mutated, ids)
-    via_chunks = run_chunks(mutated, ids, size=5)
-    event(type(via_decrypt).__name__)  # outcome mix, shown by --hypothesis-show-statistics
-    if isinstance(via_decrypt, bytes):
-        assert via_chunks == via_decrypt
-        if sample.authenticated:
-            assert via_decrypt == CONTENT, ops
-    else:
-        assert type(via_chunks) is type(via_decrypt)
+    check_same_verdict(sample, mutated, ops)
