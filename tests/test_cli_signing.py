@@ -55,6 +55,13 @@ def mc(
     return proc
 
 
+def encrypt_as(
+    home: Path, sender: str, to: str, *options: str, verbose: bool = False, ok: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    """``mailcrypt [-v] encrypt OPTIONS --to TO`` in ``home`` of the lunch ``message`` from ``sender`` to ``to``."""
+    return mc(home, *(["-v"] if verbose else []), "encrypt", *options, "--to", to, input=message(sender, to), ok=ok)
+
+
 @pytest.fixture
 def homes(tmp_path: Path) -> dict[str, Path]:
     """Alice (EC) and Bob (RSA); Alice has Bob's certificate, Bob knows nothing of Alice."""
@@ -76,14 +83,7 @@ def sign_as(home: Path, msg: bytes, when: datetime) -> bytes:
 
 
 def test_encrypt_signs_inside_and_openssl_verifies(homes: dict[str, Path], tmp_path: Path) -> None:
-    sent = mc(
-        homes["alice"],
-        "-v",
-        "encrypt",
-        "--to",
-        "bob@example.net",
-        input=message("alice@example.org", "bob@example.net"),
-    )
+    sent = encrypt_as(homes["alice"], "alice@example.org", "bob@example.net", verbose=True)
     assert b"signed as CN=alice@example.org" in sent.stderr
     # Bob's key opens it with OpenSSL; inside is a detached multipart/signed that OpenSSL verifies.
     bob_key = next((homes["bob"] / "keys").rglob("*.key"))
@@ -100,21 +100,12 @@ def test_encrypt_signs_inside_and_openssl_verifies(homes: dict[str, Path], tmp_p
     assert verified.returncode == 0, verified.stderr
     assert b"Meet at noon." in verified.stdout
     # --no-sign leaves the signature out.
-    unsigned = mc(
-        homes["alice"],
-        "encrypt",
-        "--no-sign",
-        "--to",
-        "bob@example.net",
-        input=message("alice@example.org", "bob@example.net"),
-    )
+    unsigned = encrypt_as(homes["alice"], "alice@example.org", "bob@example.net", "--no-sign")
     assert b"multipart/signed" not in mc(homes["bob"], "decrypt", input=unsigned.stdout).stdout
 
 
 def test_decrypt_verifies_and_reports_the_signer(homes: dict[str, Path]) -> None:
-    sent = mc(
-        homes["alice"], "encrypt", "--to", "bob@example.net", input=message("alice@example.org", "bob@example.net")
-    )
+    sent = encrypt_as(homes["alice"], "alice@example.org", "bob@example.net")
     read = mc(homes["bob"], "-v", "decrypt", input=sent.stdout)
     assert b"signed (detached) by CN=alice@example.org" in read.stderr
     assert b"Meet at noon." in read.stdout and b"Subject: lunch" in read.stdout
@@ -122,9 +113,7 @@ def test_decrypt_verifies_and_reports_the_signer(homes: dict[str, Path]) -> None
 
 
 def test_replayed_message_is_flagged(homes: dict[str, Path]) -> None:
-    sent = mc(
-        homes["alice"], "encrypt", "--to", "bob@example.net", input=message("alice@example.org", "bob@example.net")
-    )
+    sent = encrypt_as(homes["alice"], "alice@example.org", "bob@example.net")
     mc(homes["bob"], "decrypt", input=sent.stdout)
     again = mc(homes["bob"], "decrypt", input=sent.stdout, ok=False)
     assert again.returncode == 5 and again.stdout == b""
@@ -134,14 +123,7 @@ def test_replayed_message_is_flagged(homes: dict[str, Path]) -> None:
 
 
 def test_unsigned_envelope_replay_is_flagged_too(homes: dict[str, Path]) -> None:
-    sent = mc(
-        homes["alice"],
-        "encrypt",
-        "--no-sign",
-        "--to",
-        "bob@example.net",
-        input=message("alice@example.org", "bob@example.net"),
-    )
+    sent = encrypt_as(homes["alice"], "alice@example.org", "bob@example.net", "--no-sign")
     mc(homes["bob"], "decrypt", input=sent.stdout)
     assert mc(homes["bob"], "decrypt", input=sent.stdout, ok=False).returncode == 5
 
@@ -164,17 +146,15 @@ def test_freshness_window(homes: dict[str, Path], tmp_path: Path, offset: timede
 
 def test_harvest_then_reply_with_modern(homes: dict[str, Path]) -> None:
     alice, bob = homes["alice"], homes["bob"]
-    proc = mc(
-        bob, "encrypt", "--to", "alice@example.org", input=message("bob@example.net", "alice@example.org"), ok=False
-    )
+    proc = encrypt_as(bob, "bob@example.net", "alice@example.org", ok=False)
     assert proc.returncode == 3  # Bob has no certificate for Alice yet.
-    sent = mc(alice, "encrypt", "--to", "bob@example.net", input=message("alice@example.org", "bob@example.net"))
+    sent = encrypt_as(alice, "alice@example.org", "bob@example.net")
     read = mc(bob, "-v", "decrypt", input=sent.stdout)
     assert b"harvested the certificate" in read.stderr
     listing = mc(bob, "keys", "list").stdout
     assert b"alice@example.org" in listing
     # The reply needs no manual import, and Alice announced AES-GCM: modern.
-    reply = mc(bob, "-v", "encrypt", "--to", "alice@example.org", input=message("bob@example.net", "alice@example.org"))
+    reply = encrypt_as(bob, "bob@example.net", "alice@example.org", verbose=True)
     assert b"profile modern" in reply.stderr, reply.stderr
     assert b"smime-type=authEnveloped-data" in reply.stdout
     back = mc(alice, "-v", "decrypt", input=reply.stdout)
@@ -189,9 +169,9 @@ def test_harvest_never_replaces_a_pinned_certificate(homes: dict[str, Path], tmp
     mc(other, "init", "alice@example.org", "--key-type", "p256")
     (tmp_path / "pinned.crt").write_bytes(mc(other, "keys", "export", "alice@example.org").stdout)
     mc(bob, "keys", "import", tmp_path / "pinned.crt")
-    sent = mc(alice, "encrypt", "--to", "bob@example.net", input=message("alice@example.org", "bob@example.net"))
+    sent = encrypt_as(alice, "alice@example.org", "bob@example.net")
     mc(bob, "decrypt", input=sent.stdout)
-    reply = mc(bob, "encrypt", "--to", "alice@example.org", input=message("bob@example.net", "alice@example.org"))
+    reply = encrypt_as(bob, "bob@example.net", "alice@example.org")
     # The reply is for the pinned certificate: the other home reads it, Alice's does not.
     assert b"Meet at noon." in mc(other, "decrypt", input=reply.stdout).stdout
     assert mc(alice, "decrypt", input=reply.stdout, ok=False).returncode == 3
