@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import settings as hypothesis_settings
 
@@ -116,6 +117,61 @@ def _name(common_name: str, email: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+# The nine keyUsage bits in the order of RFC 5280 §4.2.1.3.
+_KEY_USAGE_BITS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def key_usage(*bits: str) -> x509.KeyUsage:
+    """A keyUsage extension with the named bits set and every other one clear (RFC 5280 §4.2.1.3)."""
+    unknown = set(bits) - set(_KEY_USAGE_BITS)
+    if unknown:
+        raise ValueError(f"no such keyUsage bit: {sorted(unknown)}")
+    return x509.KeyUsage(**{bit: bit in bits for bit in _KEY_USAGE_BITS})
+
+
+def certificate(
+    subject: x509.Name,
+    key: CertificateIssuerPrivateKeyTypes,
+    *,
+    issuer: x509.Name | None = None,
+    issuer_key: CertificateIssuerPrivateKeyTypes | None = None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    serial: int | None = None,
+    not_before: datetime.datetime = _NOT_BEFORE,
+    not_after: datetime.datetime = _NOT_AFTER,
+) -> x509.Certificate:
+    """A certificate for ``key``'s public half, signed with SHA-256.
+
+    Without ``issuer`` and ``issuer_key`` it is self-signed. ``extensions`` are
+    (extension, critical) pairs, written in that order; ``serial`` defaults to
+    a random one, the validity to the session CA's.
+    """
+    if (issuer is None) != (issuer_key is None):
+        raise ValueError("give both issuer and issuer_key, or neither for a self-signed certificate")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number() if serial is None else serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key if issuer_key is None else issuer_key, hashes.SHA256())
+
+
 def _write_pem(directory: Path, stem: str, key: PrivateKey, cert: x509.Certificate) -> tuple[Path, Path]:
     key_path = directory / f"{stem}.key.pem"
     cert_path = directory / f"{stem}.cert.pem"
@@ -148,50 +204,24 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ca(pki_dir: Path) -> CertificateAuthority:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name("mailcrypt throwaway test CA")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
-        .not_valid_after(_NOT_AFTER)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    extensions = [
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (key_usage("key_cert_sign", "crl_sign"), True),
+        (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+    ]
+    cert = certificate(name, key, extensions=extensions)
     cert_path = pki_dir / "ca.cert.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return CertificateAuthority(key, cert, cert_path)
 
 
-def _key_usage(*, encipherment: bool, agreement: bool, signature: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=signature,
-        content_commitment=False,
-        key_encipherment=encipherment,
-        data_encipherment=False,
-        key_agreement=agreement,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
+#: The keyUsage of the usual recipient: an RSA key transports the content key, an EC key agrees on one;
+#: and of a signer's certificate.
+KEY_USAGE = {
+    "rsa": key_usage("key_encipherment"),
+    "ec": key_usage("key_agreement"),
+    "signing": key_usage("digital_signature"),
+}
 
 MakeKeyPair = Callable[..., KeyPair]
 
@@ -217,33 +247,25 @@ def make_keypair(test_ca: CertificateAuthority, pki_dir: Path) -> MakeKeyPair:
         made.add(name)
         email = f"{name}@example.test"
         public = key.public_key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name, email))
-            .issuer_name(test_ca.cert.subject)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_NOT_BEFORE)
-            .not_valid_after(_NOT_AFTER)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(test_ca.key.public_key()), critical=False
-            )
-        )
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.SubjectAlternativeName([x509.RFC822Name(email)]), False),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(test_ca.key.public_key()), False),
+        ]
         if key_usage == "default":
-            is_rsa = isinstance(key, rsa.RSAPrivateKey)
-            key_usage = _key_usage(encipherment=is_rsa, agreement=not is_rsa)
+            key_usage = KEY_USAGE["rsa" if isinstance(key, rsa.RSAPrivateKey) else "ec"]
         elif key_usage == "signing":
-            key_usage = _key_usage(encipherment=False, agreement=False, signature=True)
+            key_usage = KEY_USAGE["signing"]
         if key_usage is not None:
-            builder = builder.add_extension(key_usage, critical=True)
+            extensions.append((key_usage, True))
         if isinstance(ski, bytes):
-            builder = builder.add_extension(x509.SubjectKeyIdentifier(ski), critical=False)
+            extensions.append((x509.SubjectKeyIdentifier(ski), False))
         elif ski:
-            builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        cert = builder.sign(test_ca.key, hashes.SHA256())
+            extensions.append((x509.SubjectKeyIdentifier.from_public_key(public), False))
+        cert = certificate(
+            _name(name, email), key, issuer=test_ca.cert.subject, issuer_key=test_ca.key, extensions=extensions
+        )
         key_path, cert_path = _write_pem(pki_dir, name, key, cert)
         return KeyPair(name, email, key, cert, key_path, cert_path, identity_from_key(key, cert))
 

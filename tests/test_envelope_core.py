@@ -8,7 +8,6 @@ GCM parameters, policy refusals and which identity is reported.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
 import random
@@ -16,8 +15,8 @@ import random
 import pytest
 from asn1crypto import algos, cms, core, parser
 from asn1crypto import keys as keys_asn1
+from conftest import certificate, key_usage
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
@@ -572,29 +571,27 @@ def test_policy_min_rsa_bits(rsa2048, rsa3072):
         decrypt(encrypt(CONTENT, [rsa2048.cert]), [rsa2048.identity], policy=strict)
 
 
-def _key_usage(**flags: bool) -> x509.KeyUsage:
-    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-             "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")  # fmt: skip
-    return x509.KeyUsage(**{n: flags.get(n, False) for n in names})
+@pytest.mark.parametrize(
+    ("name", "key", "usage"),
+    [
+        ("ku-sign-only", "rsa2048", "digital_signature"),
+        ("ku-data-enc", "rsa2048", "data_encipherment"),
+        ("ku-ec-sign", "ec_p256", "digital_signature"),
+        ("ku-ec-keyenc", "ec_p256", "key_encipherment"),
+    ],
+)
+def test_key_usage_without_key_encipherment_is_invalid(make_keypair, keypairs, name, key, usage):
+    """keyUsage without the bit the key type needs to carry a content key (RFC 8550 §4.4.2): refused."""
+    wrong = make_keypair(name, keypairs[key].key, key_usage=key_usage(usage))
+    with pytest.raises(errors.InvalidRecipient):
+        encrypt(CONTENT, [wrong.cert])
 
 
-def test_key_usage_without_key_encipherment_is_invalid(make_keypair, rsa2048, ec_p256):
-    signing_only = make_keypair("ku-sign-only", rsa2048.key, key_usage=_key_usage(digital_signature=True))
-    with pytest.raises(errors.InvalidRecipient):
-        encrypt(CONTENT, [signing_only.cert])
-    data_enc = make_keypair("ku-data-enc", rsa2048.key, key_usage=_key_usage(data_encipherment=True))
-    with pytest.raises(errors.InvalidRecipient):
-        encrypt(CONTENT, [data_enc.cert])
-    ec_sign = make_keypair("ku-ec-sign", ec_p256.key, key_usage=_key_usage(digital_signature=True))
-    with pytest.raises(errors.InvalidRecipient):
-        encrypt(CONTENT, [ec_sign.cert])
-    ec_wrong = make_keypair("ku-ec-keyenc", ec_p256.key, key_usage=_key_usage(key_encipherment=True))
-    with pytest.raises(errors.InvalidRecipient):
-        encrypt(CONTENT, [ec_wrong.cert])
+def test_key_usage_absent_or_with_more_bits_is_valid(make_keypair, rsa2048):
     # No keyUsage extension at all: any use is allowed (RFC 5280 §4.2.1.3).
     unrestricted = make_keypair("ku-none", rsa2048.key, key_usage=None)
     assert decrypt(encrypt(CONTENT, [unrestricted.cert]), [unrestricted.identity]).content == CONTENT
-    both = make_keypair("ku-both", rsa2048.key, key_usage=_key_usage(digital_signature=True, key_encipherment=True))
+    both = make_keypair("ku-both", rsa2048.key, key_usage=key_usage("digital_signature", "key_encipherment"))
     assert decrypt(encrypt(CONTENT, [both.cert]), [both.identity]).content == CONTENT
 
 
@@ -700,17 +697,7 @@ def test_identity_key_must_match_certificate(rsa2048, rsa3072, ec_p256, ec_p384)
 def test_other_key_types_are_refused(test_ca):
     ed_key = ed25519.Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed25519 recipient")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(test_ca.cert.subject)
-        .public_key(ed_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(test_ca.key, hashes.SHA256())
-    )
+    cert = certificate(name, ed_key, issuer=test_ca.cert.subject, issuer_key=test_ca.key)
     with pytest.raises(errors.InvalidRecipient):
         recipient_from_certificate(cert)
     with pytest.raises(errors.InvalidRecipient):

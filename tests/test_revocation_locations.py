@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime
 
+from conftest import certificate
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
@@ -23,18 +23,10 @@ _NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "locations")])
 
 def _certificate(*extensions: x509.ExtensionType) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_NAME)
-        .issuer_name(_NAME)
-        .public_key(_KEY.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
+    noncritical = [(extension, False) for extension in extensions]
+    return certificate(
+        _NAME, _KEY, extensions=noncritical, serial=1, not_before=now, not_after=now + datetime.timedelta(days=1)
     )
-    for extension in extensions:
-        builder = builder.add_extension(extension, critical=False)
-    return builder.sign(_KEY, hashes.SHA256())
 
 
 def _uri(value: str) -> x509.UniformResourceIdentifier:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import KEY_USAGE, certificate, key_usage
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
@@ -36,19 +37,12 @@ from mailcrypt.pki.chain import validate_chain
 from mailcrypt.policy import Policy
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+# Validity periods around NOW: a day back to a day or to thirty days ahead.
+DAY = {"not_before": NOW - datetime.timedelta(days=1), "not_after": NOW + datetime.timedelta(days=1)}
+MONTH = {"not_before": NOW - datetime.timedelta(days=1), "not_after": NOW + datetime.timedelta(days=30)}
 SHA1_POLICY = Policy(signature_hashes=frozenset({"sha1", "sha256", "sha384", "sha512"}))
 
-SIGNING_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+SIGNING_USAGE = KEY_USAGE["signing"]
 
 ATTACHMENT = os.urandom(3000)
 LONG_VALUE = "x" * 700
@@ -118,18 +112,11 @@ class Chain:
 
 
 def _ca_cert(key, subject, issuer_key, issuer_name, path_length):  # type: ignore[no-untyped-def]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
+    extensions = [
+        (x509.BasicConstraints(ca=True, path_length=path_length), True),
+        (key_usage("key_cert_sign", "crl_sign"), True),
+    ]
+    return certificate(subject, key, issuer=issuer_name, issuer_key=issuer_key, extensions=extensions, **MONTH)
 
 
 @pytest.fixture(scope="module")
@@ -138,19 +125,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     root_key, sub_key, key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     root = _ca_cert(root_key, _name("mailcrypt test root"), root_key, _name("mailcrypt test root"), None)
     sub = _ca_cert(sub_key, _name("mailcrypt test intermediate"), root_key, root.subject, 0)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("chained signer"))
-        .issuer_name(sub.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(SIGNING_USAGE, critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("chained@example.test")]), critical=False)
-        .sign(sub_key, hashes.SHA256())
+    extensions = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (SIGNING_USAGE, True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False),
+        (x509.SubjectAlternativeName([x509.RFC822Name("chained@example.test")]), False),
+    ]
+    leaf = certificate(
+        _name("chained signer"), key, issuer=sub.subject, issuer_key=sub_key, extensions=extensions, **MONTH
     )
     d = tmp_path_factory.mktemp("chain")
     key_path, cert_path, root_path = d / "leaf.key", d / "leaf.crt", d / "root.crt"
@@ -209,16 +191,7 @@ def test_path_length_constraint(chain, openssl, tmp_path) -> None:
     sub = _ca_cert(sub_key, _name("plen sub"), root_key, root.subject, 0)
     sub2 = _ca_cert(sub2_key, _name("plen sub2"), sub_key, sub.subject, None)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name("too deep"))
-        .issuer_name(sub2.subject)
-        .public_key(leaf_key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .sign(sub2_key, hashes.SHA256())
-    )
+    leaf = certificate(_name("too deep"), leaf_key, issuer=sub2.subject, issuer_key=sub2_key, serial=1, **DAY)
     result = validate_chain(leaf, intermediates=[sub, sub2], anchors=[root], now=NOW)
     assert result.status == "invalid" and "pathLenConstraint" in result.reason
     assert validate_chain(leaf, intermediates=[sub, sub2], anchors=[sub], now=NOW).trusted
@@ -449,17 +422,8 @@ def test_chain_checks(signers, test_ca, make_keypair, chain) -> None:
 
 
 def _self_signed(key: ec.EllipticCurvePrivateKey, name: x509.Name) -> x509.Certificate:
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    ca = [(x509.BasicConstraints(ca=True, path_length=None), True)]
+    return certificate(name, key, extensions=ca, serial=1, **DAY)
 
 
 def test_untrusted_signer_is_refused_when_trust_is_required(signers) -> None:
@@ -545,21 +509,11 @@ def test_capabilities_round_trip() -> None:
 
 def _issue(subject: str, issuer_key, issuer_name, *, ca: bool, extensions=(), email: str | None = None):  # type: ignore[no-untyped-def]
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name or _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+    written: list[tuple[x509.ExtensionType, bool]] = [(x509.BasicConstraints(ca=ca, path_length=None), True)]
     if email:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-    for ext in extensions:
-        builder = builder.add_extension(ext, critical=True)
-    return key, builder.sign(issuer_key or key, hashes.SHA256())
+        written.append((x509.SubjectAlternativeName([x509.RFC822Name(email)]), False))
+    written += [(ext, True) for ext in extensions]
+    return key, certificate(_name(subject), key, issuer=issuer_name, issuer_key=issuer_key, extensions=written, **DAY)
 
 
 def test_rfc822_name_constraints() -> None:
@@ -584,16 +538,9 @@ def test_path_building_is_bounded() -> None:
     root_key, root = _issue("bounded root", None, None, ca=True)
     keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(12)]
     same = _name("same name")
+    ca = [(x509.BasicConstraints(ca=True, path_length=None), True)]
     mesh = [
-        x509.CertificateBuilder()
-        .subject_name(same)
-        .issuer_name(same)
-        .public_key(k.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(keys[(i + 1) % len(keys)], hashes.SHA256())
+        certificate(same, k, issuer=same, issuer_key=keys[(i + 1) % len(keys)], extensions=ca, **DAY)
         for i, k in enumerate(keys)
     ]
     _, leaf = _issue("leaf in mesh", keys[0], same, ca=False)
