@@ -1,4 +1,4 @@
-"""The pytest fixtures that several proxy test modules share: a recording upstream, Bob, and a home for them.
+"""The pytest fixtures that several proxy test modules share: a recording upstream, Bob (and Dave), a home.
 
 A test module imports the fixtures it uses by name, each with a redundant
 alias (``from proxy_fixtures import upstream as upstream``): pytest finds a
@@ -24,6 +24,13 @@ from mailcrypt import config
 def bob(tmp_path_factory: pytest.TempPathFactory) -> Person:
     """bob@example.org with a P-256 identity, made once per module (key generation is the slow part)."""
     return person(tmp_path_factory.mktemp("people"), "bob@example.org", "p256")
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
+    """Bob (bob@example.org) and Dave (dave@example.com), both P-256, made once per module."""
+    d = tmp_path_factory.mktemp("people")
+    return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
 
 
 @pytest.fixture

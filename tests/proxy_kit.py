@@ -47,6 +47,35 @@ SENDER = "alice@example.org"
 PASSWORD = "proxy password 1234"
 
 
+def mail(
+    to: str,
+    subject: str,
+    body: bytes,
+    *,
+    message_id: str,
+    sender: str = f"Alice <{SENDER}>",
+    cc: str = "",
+    bcc: str = "",
+    content_type: str = "",
+    encoding: str = "",
+) -> bytes:
+    """A message for the proxy to send, one CRLF line a field (RFC 5322 §2.2, §3.6).
+
+    Cc, Bcc, Content-Type and Content-Transfer-Encoding are written only when given.
+    """
+    fields = [
+        ("From", sender),
+        ("To", to),
+        ("Cc", cc),
+        ("Bcc", bcc),
+        ("Subject", subject),
+        ("Message-ID", message_id),
+        ("Content-Type", content_type),
+        ("Content-Transfer-Encoding", encoding),
+    ]
+    return "".join(f"{name}: {value}\r\n" for name, value in fields if value).encode() + b"\r\n" + body
+
+
 # ------------------------------------------------------------------ people
 
 

@@ -28,6 +28,7 @@ from proxy_kit import (
     copy_for,
     decrypt,
     inner_body,
+    mail,
     make_home,
     person,
     recipient_info_kinds,
@@ -39,9 +40,7 @@ BODY = b"Hello Bob and Carol,\r\nread this in any client.\r\n"
 
 
 def message(to: str, cc: str = "") -> bytes:
-    head = f"From: Alice <{SENDER}>\r\nTo: {to}\r\n" + (f"Cc: {cc}\r\n" if cc else "")
-    head += "Subject: for every client\r\nMessage-ID: <nss-1@example.org>\r\nContent-Type: text/plain\r\n\r\n"
-    return head.encode() + BODY
+    return mail(to, "for every client", BODY, cc=cc, message_id="<nss-1@example.org>", content_type="text/plain")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proxy_fixtures import people as people
 from proxy_fixtures import upstream as upstream
 from proxy_kit import (
     SENDER,
@@ -25,8 +26,8 @@ from proxy_kit import (
     decrypt,
     inner_body,
     is_encrypted,
+    mail,
     make_home,
-    person,
     sender_key,
     start_proxy,
 )
@@ -37,14 +38,7 @@ BODY = b"The plaintext marker 7c1f: nobody upstream may read this line.\r\n"
 
 
 def message(to: str, bcc: str = "") -> bytes:
-    head = f"From: <{SENDER}>\r\nTo: {to}\r\n" + (f"Bcc: {bcc}\r\n" if bcc else "")
-    return (head + "Subject: fault test\r\nMessage-ID: <f1@example.org>\r\n\r\n").encode() + BODY
-
-
-@pytest.fixture(scope="module")
-def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
-    d = tmp_path_factory.mktemp("fault-people")
-    return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
+    return mail(to, "fault test", BODY, sender=f"<{SENDER}>", bcc=bcc, message_id="<f1@example.org>")
 
 
 def run_proxy(tmp_path: Path, port: int, people: dict[str, Person], **home):  # type: ignore[no-untyped-def]

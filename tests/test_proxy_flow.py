@@ -21,6 +21,7 @@ from proxy_kit import (
     decrypt,
     inner_body,
     is_encrypted,
+    mail,
     make_home,
     outer_header,
     person,
@@ -33,14 +34,8 @@ BODY = b"Hello all,\r\nthe numbers are in. Gr\xc3\xbc\xc3\x9fe\r\n.a line that s
 
 
 def message(to: str, cc: str = "", bcc: str = "", subject: str = "Quarterly secret numbers") -> bytes:
-    head = f"From: Alice <{SENDER}>\r\nTo: {to}\r\n"
-    if cc:
-        head += f"Cc: {cc}\r\n"
-    if bcc:
-        head += f"Bcc: {bcc}\r\n"
-    head += f"Subject: {subject}\r\nMessage-ID: <m1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    head += "Content-Transfer-Encoding: 8bit\r\n\r\n"
-    return head.encode() + BODY
+    plain = "text/plain; charset=utf-8"
+    return mail(to, subject, BODY, cc=cc, bcc=bcc, message_id="<m1@example.org>", content_type=plain, encoding="8bit")
 
 
 @pytest.fixture(scope="module")

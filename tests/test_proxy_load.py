@@ -32,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from proxy_kit import SENDER, FaultServer, Person, make_home, person, start_proxy
+from proxy_fixtures import people as people
+from proxy_kit import SENDER, FaultServer, Person, make_home, start_proxy
 from test_proxy_once import proxy_process, with_proxy_setting
 
 from mailcrypt import config
@@ -45,12 +46,6 @@ FAULT_RATE = 0.10
 SLOW_RATE = 0.03
 GIVE_UP_RATE = 0.03
 BOB, DAVE = "bob@example.org", "dave@example.com"
-
-
-@pytest.fixture(scope="module")
-def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
-    d = tmp_path_factory.mktemp("load-people")
-    return {"bob": person(d, BOB, "p256"), "dave": person(d, DAVE, "p256")}
 
 
 class Faults:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proxy_fixtures import people as people
 from proxy_kit import (
     PASSWORD,
     SENDER,
@@ -28,7 +29,6 @@ from proxy_kit import (
     RawClient,
     closed_port,
     make_home,
-    person,
     start_proxy,
 )
 
@@ -41,12 +41,6 @@ BODY = b"The plaintext marker 7c1f: only the recipients may read this line.\r\n"
 def message(message_id: str, to: str, sender: str = SENDER) -> bytes:
     head = f"From: <{sender}>\r\nTo: {to}\r\nSubject: once\r\nMessage-ID: {message_id}\r\n\r\n"
     return head.encode() + BODY
-
-
-@pytest.fixture(scope="module")
-def people(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Person]:
-    d = tmp_path_factory.mktemp("once-people")
-    return {"bob": person(d, "bob@example.org", "p256"), "dave": person(d, "dave@example.com", "p256")}
 
 
 def with_proxy_setting(settings: config.Settings, line: str) -> config.Settings:
