@@ -3,8 +3,10 @@
 One run measures, through each of the two relays in turn (the same upstream
 sink behind both, every piece in a process of its own on 127.0.0.1):
 
-- 1,000 messages of 10 KB to 3 recipients over one connection;
-- the same 1,000 messages over 10 concurrent connections;
+- 1,000 messages of 10 KB to 3 recipients over one connection, then the
+  same 1,000 messages over 10 concurrent connections: ``--rounds`` rounds
+  (3 by default), each going through every relay in turn, and the median of
+  each relay's rounds;
 - one 25 MB message to 3 recipients;
 - the peak memory for one 40 MB message, and for three sent at once;
 - for the proxy, the peak memory for eight 40 MB messages sent at once
@@ -43,8 +45,8 @@ Memory is the growth of the relay's peak resident set (VmHWM, reset just
 before, minus VmRSS before), printed next to the message size as a ratio;
 issue 14's target for one message is at most 2x.
 
-Usage: .venv/bin/python benchmarks/proxy.py [--messages N] [--connections N] [--big-mb N] [--mem-mb N] [--crowd N]
-       [--key-type T,T]
+Usage: .venv/bin/python benchmarks/proxy.py [--messages N] [--connections N] [--rounds N] [--big-mb N]
+       [--mem-mb N] [--crowd N] [--key-type T,T]
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ import os
 import re
 import shutil
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,34 +303,51 @@ def crowd_memory(port: int, login: bool, msgs: list[bytes], pid: int) -> tuple[i
     return rss(pid, "VmHWM") - before, refused
 
 
+def throughput(port: int, login: bool, pid: int, sink_pid: int, small: list[bytes], connections: int) -> Round:
+    """One round through one relay: msg/s over 1 and N connections, the setup time, CPU per message."""
+    one, _ = send_many(port, login, small, 1)
+    cpu0 = (cpu_seconds(pid), cpu_seconds(sink_pid), own_cpu_seconds())
+    many, setup = send_many(port, login, small, connections)
+    cpu1 = (cpu_seconds(pid), cpu_seconds(sink_pid), own_cpu_seconds())
+    cpu = tuple((b - a) * 1000 / len(small) for a, b in zip(cpu0, cpu1, strict=True))
+    return Round(len(small) / one, len(small) / many, setup, cpu)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round measured through one relay."""
+
+    one: float  # msg/s over one connection
+    many: float  # msg/s over N connections
+    setup: float  # seconds to open (and log in) the N connections
+    cpu: tuple[float, ...]  # CPU ms per message: the relay, the sink, the clients
+
+
 def measure(
     name: str,
     port: int,
     login: bool,
     pid: int,
-    sink_pid: int,
-    small: list[bytes],
+    rounds: list[Round],
     big: bytes,
     connections: int,
     memory_msgs: list[bytes] | None = None,
     crowd: int = 0,
 ) -> dict[str, float]:
-    """One relay's figures, printed as they come: msg/s over 1 and N connections, the big message, memory, CPU."""
-    send_many(port, login, small[:20], 2)  # warm up: imports, caches, pooled connections
-    one, _ = send_many(port, login, small, 1)
-    cpu0 = (cpu_seconds(pid), cpu_seconds(sink_pid), own_cpu_seconds())
-    many, setup = send_many(port, login, small, connections)
-    cpu1 = (cpu_seconds(pid), cpu_seconds(sink_pid), own_cpu_seconds())
-    cpu = [(b - a) * 1000 / len(small) for a, b in zip(cpu0, cpu1, strict=True)]
+    """One relay's figures, printed as they come: the median of its throughput ``rounds``, the big message, memory."""
+    one = statistics.median(r.one for r in rounds)
+    many = statistics.median(r.many for r in rounds)
+    setup = statistics.median(r.setup for r in rounds)
+    cpu = [statistics.median(r.cpu[i] for r in rounds) for i in range(3)]
     big_time, before, peak = send_big(port, login, big, pid)
-    result = {"one": len(small) / one, "many": len(small) / many, "big": big_time}
+    result = {"one": one, "many": many, "big": big_time}
     mem = ""
     if before is not None and peak is not None:
         result["mem"] = (peak - before) / len(big)
         mem = f", peak memory +{(peak - before) / 1e6:.0f} MB ({(peak - before) / len(big):.2f}x the message)"
     print(
-        f"  {name:16} 1 connection {len(small) / one:7.1f} msg/s   {connections} connections "
-        f"{len(small) / many:7.1f} msg/s (connecting{' and logging in' if login else ''} before: "
+        f"  {name:16} 1 connection {one:7.1f} msg/s   {connections} connections "
+        f"{many:7.1f} msg/s (connecting{' and logging in' if login else ''} before: "
         f"{setup * 1000:.0f} ms)   {len(big) / 1e6:.0f} MB message {big_time:.2f} s{mem}"
     )
     print(
@@ -366,6 +387,7 @@ def main() -> None:
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds through each relay, in turn")
     parser.add_argument("--size-kb", type=int, default=10)
     parser.add_argument("--big-mb", type=int, default=25)
     parser.add_argument("--mem-mb", type=int, default=40, help="size of the messages of the memory figures (MB)")
@@ -421,15 +443,25 @@ def main() -> None:
             f"{len(big) / 1e6:.1f} MB; recipients rsa2048; the proxy {'signs' if args.sign else 'does not sign'} "
             f"with the sender's identity ({', '.join(key_types)}: one proxy each)"
         )
-        p = measure("plain relay", plain_port, False, plain.pid, sink.pid, small, big, args.connections, mem)
+        # The throughput rounds go through every relay in turn, so that a change in the
+        # machine's speed during the run lands on all of them; each relay's figure is its median.
+        relays = [("plain relay", plain_port, False, plain.pid)]
+        relays += [(f"proxy, {key_type}", port, True, proxy.pid) for key_type, proxy, port in proxies]
+        for _name, port, login, _pid in relays:
+            send_many(port, login, small[:20], 2)  # warm up: imports, caches, pooled connections
+        rounds: dict[str, list[Round]] = {name: [] for name, *_ in relays}
+        for _ in range(args.rounds):
+            for name, port, login, pid in relays:
+                rounds[name].append(throughput(port, login, pid, sink.pid, small, args.connections))
+        print(f"throughput: the median of {args.rounds} rounds, taken in turn through each relay")
+        p = measure("plain relay", plain_port, False, plain.pid, rounds["plain relay"], big, args.connections, mem)
         for key_type, proxy, proxy_port in proxies:
             r = measure(
                 f"proxy, {key_type}",
                 proxy_port,
                 True,
                 proxy.pid,
-                sink.pid,
-                small,
+                rounds[f"proxy, {key_type}"],
                 big,
                 args.connections,
                 mem,
